@@ -1,0 +1,97 @@
+"""The ``compress`` command: parse, load config, run, render. No logic of its own.
+
+Exit codes: 0 success; 1 a stage or command failed; 2 bad config, arguments or input file;
+3 a check failed (a latency regression or a gate).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from compress.errors import CompressError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="compress")
+def cli() -> None:
+    """Distill, prune, quantize and export PyTorch models to small, fast ONNX artifacts."""
+
+
+@cli.command()
+@click.argument("config", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), help="Run directory (default runs/<name>).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a config key.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--no-resume", is_flag=True, help="Re-run every stage even if a finished record matches.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars.")
+def pipeline(config: Path, out: Path | None, overrides: tuple[str, ...], device: str,
+             no_resume: bool, progress: bool) -> None:
+    """Run the pipeline described by CONFIG (a YAML file)."""
+    from compress.config import check_files, load_config
+    from compress.pipeline import Engine
+    from compress.report.render import models_table
+
+    cfg, raw = load_config(config, overrides)
+    check_files(cfg, config, overrides)
+    run_dir = out or Path("runs") / cfg.name
+    log = lambda msg: click.echo(msg, err=True)  # noqa: E731
+    report = Engine(cfg, raw, run_dir, device, resume=not no_resume, progress=progress, log=log).run()
+    if report["models"]:
+        click.echo(models_table(report["models"]))
+    click.echo(f"report: {run_dir / 'report.json'}  final: {report['final']}")
+
+
+@cli.command()
+@click.argument("config", type=click.Path(path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE")
+def validate(config: Path, overrides: tuple[str, ...]) -> None:
+    """Check CONFIG against the schema and check that the files it names exist."""
+    from compress.config import check_files, load_config
+
+    cfg, _ = load_config(config, overrides)
+    check_files(cfg, config, overrides)
+    click.echo(f"{config}: valid ({len(cfg.stages)} stages: {', '.join(k for k, _ in cfg.stage_list())})")
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of the pipeline YAML."""
+    from compress.config import json_schema
+
+    click.echo(json.dumps(json_schema(), indent=2))
+
+
+def _register_optional() -> None:
+    """Commands that live beside their subsystems (bench, inspect, deploy)."""
+    try:
+        from compress.bench.cli import register
+    except ImportError:
+        return
+    register(cli)
+
+
+_register_optional()
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="compress", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    except CompressError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":
+    main()

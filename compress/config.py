@@ -1,0 +1,314 @@
+"""The pipeline YAML as pydantic models, with errors that name ``file:line`` and the YAML path."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+
+from compress.data.sources import DataConfig
+from compress.errors import ConfigError
+from compress.runtime.train import TrainConfig
+from compress.stages import KINDS, stage_class
+from compress.yamlmap import Loc, format_path, line_of, load_yaml
+
+
+def must_exist(description: str) -> Any:
+    """A path field that ``validate`` checks on disk."""
+    return Field(None, description=description, json_schema_extra={"must_exist": True})
+
+
+class ModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    arch: Literal["resnet", "mobilenetv2"] | None = Field(
+        None, description="A built-in family; gets in_channels and num_classes from the data."
+    )
+    python: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="'package.module:factory' returning an nn.Module (user code, named explicitly).",
+    )
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Arguments of the builder.")
+    checkpoint: Path | None = must_exist(
+        "Weights: .safetensors, or a state_dict loaded with weights_only=True."
+    )
+
+    @model_validator(mode="after")
+    def _one_builder(self):
+        if (self.arch is None) == (self.python is None):
+            raise ValueError("needs exactly one of 'arch' or 'python'")
+        return self
+
+    def spec(self) -> dict[str, Any]:
+        return {"arch": self.arch, "python": self.python, "kwargs": self.kwargs}
+
+
+class TeacherConfig(ModelConfig):
+    train: TrainConfig | None = Field(
+        None, description="Train this teacher on the data when no checkpoint is given (cached)."
+    )
+
+    @model_validator(mode="after")
+    def _weights(self):
+        if self.checkpoint is None and self.train is None:
+            raise ValueError("needs 'checkpoint' (trained weights) or 'train' (train it here)")
+        return self
+
+
+class Gates(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    min_accuracy: float | None = Field(None, ge=0, le=1, description="Final model's ORT accuracy.")
+    max_accuracy_drop: float | None = Field(
+        None, ge=0, le=1, description="Teacher accuracy minus final accuracy, at most."
+    )
+    latency_p50_ms_max: float | None = Field(None, gt=0, description="Final model's p50, at most.")
+    max_slowdown_vs_baseline: float | None = Field(
+        None, gt=0, le=10, description="Allowed slowdown vs `baseline` (0.10 = 10%)."
+    )
+    baseline: Path | None = must_exist("A baseline file saved by `compress bench --save-baseline`.")
+
+    @model_validator(mode="after")
+    def _pair(self):
+        if (self.max_slowdown_vs_baseline is None) != (self.baseline is None):
+            raise ValueError("'max_slowdown_vs_baseline' and 'baseline' go together")
+        return self
+
+
+def _stage_entry_model() -> type[BaseModel]:
+    fields = {kind: (stage_class(kind).Config | None, None) for kind in KINDS}
+    return create_model("StageEntry", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+StageEntry = _stage_entry_model()
+
+
+class PipelineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1] = Field(description="Schema version; must be 1.")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Run name (runs/<name>).")
+    seed: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: TeacherConfig
+    student: ModelConfig | None = None
+    stages: list[StageEntry] = Field(min_length=1)  # type: ignore[valid-type]
+    gates: Gates | None = None
+
+    def stage_list(self) -> list[tuple[str, BaseModel]]:
+        out = []
+        for entry in self.stages:
+            kind = next(k for k in KINDS if getattr(entry, k) is not None)
+            out.append((kind, getattr(entry, kind)))
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_config(path: str | Path, overrides: tuple[str, ...] = ()) -> tuple[PipelineConfig, dict]:
+    """Read, override and validate. Returns the model and the raw (overridden) mapping."""
+    path = Path(path)
+    raw, lines = load_yaml(path)
+    for item in overrides:
+        apply_override(raw, item)
+    _check_stage_kinds(raw, path, lines)
+    try:
+        cfg = PipelineConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_explain(e, path, lines, overrides)) from None
+    return cfg, raw
+
+
+def _check_stage_kinds(raw: dict, path: Path, lines: dict[Loc, int]) -> None:
+    stages = raw.get("stages")
+    if not isinstance(stages, list):
+        return
+    for i, entry in enumerate(stages):
+        where = f"{path}:{line_of(lines, ('stages', i))} stages[{i}]"
+        if not isinstance(entry, dict) or len(entry) != 1:
+            raise ConfigError(
+                f"{where}: each stage is a mapping with one key, the stage kind "
+                f"(one of: {', '.join(KINDS)})"
+            )
+        kind = next(iter(entry))
+        if kind not in KINDS:
+            raise ConfigError(
+                f"{where}: unknown stage kind {kind!r}; expected one of: {', '.join(KINDS)}"
+            )
+        if entry[kind] is None:
+            entry[kind] = {}
+
+
+def _explain(e: ValidationError, path: Path, lines: dict[Loc, int], overrides: tuple[str, ...]) -> str:
+    err = e.errors(include_url=False)[0]
+    loc = tuple(err["loc"])
+    where = format_path(loc) or "(top level)"
+    overridden = [o.split("=", 1)[0] for o in overrides]
+    dotted = ".".join(str(p) for p in loc)
+    if any(dotted == _norm(k) or dotted.startswith(_norm(k) + ".") for k in overridden):
+        prefix = f"--set {where}"
+    else:
+        prefix = f"{path}:{line_of(lines, loc)} {where}"
+    more = len(e.errors()) - 1
+    tail = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
+    return f"{prefix}: {_message(err, loc)}{tail}"
+
+
+def _message(err: dict, loc: Loc) -> str:
+    kind, ctx, got = err["type"], err.get("ctx", {}), err.get("input")
+    if kind == "extra_forbidden":
+        return f"unknown key; expected one of: {', '.join(_allowed_keys(loc[:-1]))}"
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "literal_error":
+        return f"must be one of {ctx.get('expected')} (got {got!r})"
+    bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+    if kind in bounds:
+        limit = next(iter(ctx.values()))
+        return f"must be {bounds[kind]} {limit} (got {got})"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"must be an integer (got {got!r})"
+    if kind in ("float_parsing", "float_type"):
+        return f"must be a number (got {got!r})"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"must be true or false (got {got!r})"
+    if kind in ("string_type",):
+        return f"must be a string (got {got!r})"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return f"must be a mapping (got {type(got).__name__})"
+    if kind == "list_type":
+        return f"must be a list (got {type(got).__name__})"
+    if kind == "string_pattern_mismatch":
+        return f"does not match the pattern {ctx.get('pattern')} (got {got!r})"
+    if kind == "too_short":
+        return "must not be empty"
+    if kind == "value_error":
+        return str(ctx.get("error", err["msg"]))
+    return err["msg"]
+
+
+def _allowed_keys(loc: Loc) -> list[str]:
+    model = _model_at(loc)
+    return sorted(model.model_fields) if model else []
+
+
+def _model_at(loc: Loc) -> type[BaseModel] | None:
+    model: Any = PipelineConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return None
+        model = _unwrap(model.model_fields[part].annotation)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _unwrap(tp: Any) -> Any:
+    """``list[X] | None`` -> ``X``: the model type inside optional and list annotations."""
+    while get_origin(tp) is not None:
+        args = [a for a in get_args(tp) if a is not type(None)]
+        models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        tp = models[0] if models else (args[0] if args and get_origin(tp) is list else None)
+        if tp is None:
+            return None
+    return tp
+
+
+# ---------------------------------------------------------------------------------------------
+# --set overrides
+
+
+def _norm(key: str) -> str:
+    return re.sub(r"\[(\d+)\]", r".\1", key)
+
+
+def apply_override(raw: dict, item: str) -> None:
+    """Apply ``a.b[0].c=value`` (value parsed as YAML) to ``raw``; the path must exist in the schema."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {item}: expected KEY.PATH=VALUE")
+    parts: list[str | int] = [int(p) if p.isdigit() else p for p in _norm(key).split(".")]
+    try:
+        parsed = yaml.safe_load(value) if value else ""
+    except yaml.YAMLError:
+        parsed = value
+    node: Any = raw
+    model: Any = PipelineConfig
+    for i, part in enumerate(parts):
+        here = format_path(tuple(parts[: i + 1]))
+        last = i == len(parts) - 1
+        if isinstance(part, int):
+            if not isinstance(node, list) or part >= len(node):
+                size = len(node) if isinstance(node, list) else 0
+                raise ConfigError(f"--set {key}: {here} does not exist (the list has {size} items)")
+            if last:
+                node[part] = parsed
+            else:
+                node = node[part]
+            continue
+        free_dict = model is dict
+        if not free_dict:
+            if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+                choices = ", ".join(sorted(model.model_fields)) if isinstance(model, type) and issubclass(model, BaseModel) else ""
+                hint = f"; expected one of: {choices}" if choices else ""
+                raise ConfigError(f"--set {key}: no such key {here}{hint}")
+            ann = model.model_fields[part].annotation
+            inner = _unwrap(ann)
+            model = dict if inner is None and _is_dict(ann) else inner
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {format_path(tuple(parts[:i]))} is not a mapping")
+        if last:
+            node[part] = parsed
+        else:
+            node = node.setdefault(part, [] if _is_list(ann if not free_dict else None) else {})
+
+
+def _is_dict(tp: Any) -> bool:
+    return tp is dict or get_origin(tp) is dict or any(_is_dict(a) for a in get_args(tp))
+
+
+def _is_list(tp: Any) -> bool:
+    return tp is not None and (get_origin(tp) is list or any(_is_list(a) for a in get_args(tp)))
+
+
+def missing_files(cfg: BaseModel, loc: Loc = ()) -> list[tuple[Loc, Path]]:
+    """Paths the config names (fields marked must_exist) that are not on disk."""
+    out: list[tuple[Loc, Path]] = []
+    for name, f in type(cfg).model_fields.items():
+        value = getattr(cfg, name)
+        extra = f.json_schema_extra or {}
+        if isinstance(value, Path) and isinstance(extra, dict) and extra.get("must_exist"):
+            if not value.exists():
+                out.append(((*loc, name), value))
+        elif isinstance(value, BaseModel):
+            out += missing_files(value, (*loc, name))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                if isinstance(v, BaseModel):
+                    out += missing_files(v, (*loc, name, i))
+    return out
+
+
+def check_files(cfg: PipelineConfig, path: Path, overrides: tuple[str, ...] = ()) -> None:
+    """Raise ``ConfigError`` naming the first referenced file that does not exist."""
+    # Data paths live in DataConfig; flag them with the same rule.
+    found = missing_files(cfg)
+    data = cfg.data
+    for loc, p in ((("data",), data.path), (("data", "transfer"), data.transfer and data.transfer.path)):
+        if p is not None and not Path(p).exists():
+            found.append(((*loc, "path"), Path(p)))
+    if found:
+        loc, p = found[0]
+        _, lines = load_yaml(path)
+        raise ConfigError(f"{path}:{line_of(lines, loc)} {format_path(loc)}: file not found: {p}")
+
+
+def json_schema() -> dict:
+    return PipelineConfig.model_json_schema()

@@ -1,0 +1,112 @@
+"""Build models from a spec, load checkpoints safely, and count params and MACs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from compress.errors import InputError
+from compress.models.cnn import FAMILIES
+from compress.runtime.imports import import_callable
+
+
+def build_model(spec: dict[str, Any], in_channels: int, num_classes: int, where: str) -> nn.Module:
+    """Build a fresh model from ``{"arch": family, "kwargs": {...}}`` or ``{"python": ref, ...}``.
+
+    Built-in families get ``in_channels`` and ``num_classes`` from the data; user factories get
+    only their ``kwargs``. If the spec holds pruned ``widths``, layers are resized to them.
+    """
+    kwargs = dict(spec.get("kwargs") or {})
+    if spec.get("arch"):
+        family = FAMILIES[spec["arch"]]
+        try:
+            model = family(in_channels=in_channels, num_classes=num_classes, **kwargs)
+        except TypeError as e:
+            raise InputError(f"{where}.kwargs: {e}") from e
+    elif spec.get("python"):
+        factory = import_callable(spec["python"], f"{where}.python")
+        model = factory(**kwargs)
+        if not isinstance(model, nn.Module):
+            raise InputError(
+                f"{where}.python: {spec['python']} returned {type(model).__name__}, "
+                "expected a torch.nn.Module"
+            )
+    else:
+        raise InputError(f"{where}: needs 'arch' or 'python'")
+    if spec.get("widths"):
+        from compress.models.widths import apply_widths_
+
+        apply_widths_(model, spec["widths"])
+    return model
+
+
+def read_state_dict(path: str | Path, where: str) -> dict[str, torch.Tensor]:
+    """Read a safetensors file or a torch state_dict (``weights_only=True``; no pickled code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{where}: file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # any parse failure means the file is not a usable checkpoint
+        raise InputError(
+            f"{where}: cannot read checkpoint {path}: not a safetensors file or a torch "
+            f"state_dict ({type(e).__name__})"
+        ) from e
+    if isinstance(state, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(f"{where}: {path} holds no state_dict of tensors")
+    return state
+
+
+def load_checkpoint_(model: nn.Module, path: str | Path, where: str) -> nn.Module:
+    """Load weights into ``model`` in place; shape or key mismatches are user errors."""
+    state = read_state_dict(path, where)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {_first(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys {_first(unexpected)}")
+        raise InputError(
+            f"{where}: {path} does not match the architecture: {'; '.join(parts)}"
+        )
+    for k, v in state.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise InputError(
+                f"{where}: {path} does not match the architecture: {k} has shape "
+                f"{list(v.shape)} in the checkpoint, {list(own[k].shape)} in the model"
+            )
+    model.load_state_dict(state)
+    return model
+
+
+def _first(keys: list[str], n: int = 3) -> str:
+    more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def model_summary(model: nn.Module, example: torch.Tensor | tuple) -> dict[str, int]:
+    """Parameter and multiply-accumulate counts (torch-pruning's op counter)."""
+    import torch_pruning as tp
+
+    args = example if isinstance(example, tuple) else (example,)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        macs, params = tp.utils.count_ops_and_params(model, args)
+    model.train(was_training)
+    return {"params": int(params), "macs": int(macs)}

@@ -1,0 +1,1 @@
+"""report.json, report.md and plots of a run."""

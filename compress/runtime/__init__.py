@@ -1,0 +1,1 @@
+"""Helpers shared by the stages: files, devices, training, ONNX export and sessions."""
