@@ -7,7 +7,6 @@ Exit codes: 0 success; 1 a stage or command failed; 2 bad config, arguments or i
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
@@ -15,7 +14,18 @@ import click
 from compress.errors import CompressError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Maps the project's errors to one line on stderr and their exit code (no traceback)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except CompressError as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(e.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="compress")
 def cli() -> None:
     """Distill, prune, quantize and export PyTorch models to small, fast ONNX artifacts."""
@@ -77,20 +87,8 @@ def _register_optional() -> None:
 _register_optional()
 
 
-def main(argv: list[str] | None = None) -> None:
-    try:
-        cli.main(args=argv, prog_name="compress", standalone_mode=False)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(2)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(1)
-    except CompressError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(e.exit_code)
+def main() -> None:
+    cli(prog_name="compress")
 
 
 if __name__ == "__main__":

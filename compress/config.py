@@ -100,6 +100,13 @@ class PipelineConfig(BaseModel):
     stages: list[StageEntry] = Field(min_length=1)  # type: ignore[valid-type]
     gates: Gates | None = None
 
+    @model_validator(mode="after")
+    def _student_for_distill(self):
+        kinds = [k for k, _ in self.stage_list()]
+        if "distill" in kinds and self.student is None:
+            raise ValueError("a distill stage needs a top-level 'student' (arch or python)")
+        return self
+
     def stage_list(self) -> list[tuple[str, BaseModel]]:
         out = []
         for entry in self.stages:
@@ -152,10 +159,14 @@ def _explain(e: ValidationError, path: Path, lines: dict[Loc, int], overrides: t
     where = format_path(loc) or "(top level)"
     overridden = [o.split("=", 1)[0] for o in overrides]
     dotted = ".".join(str(p) for p in loc)
-    if any(dotted == _norm(k) or dotted.startswith(_norm(k) + ".") for k in overridden):
+    under = [k for k in overridden if dotted == _norm(k) or dotted.startswith(_norm(k) + ".")]
+    above = [k for k in overridden if _norm(k).startswith(dotted + ".")]
+    if under:
         prefix = f"--set {where}"
     else:
         prefix = f"{path}:{line_of(lines, loc)} {where}"
+        if above:
+            prefix += f" (after --set {above[0]})"
     more = len(e.errors()) - 1
     tail = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
     return f"{prefix}: {_message(err, loc)}{tail}"
@@ -168,7 +179,8 @@ def _message(err: dict, loc: Loc) -> str:
     if kind == "missing":
         return "required key is missing"
     if kind == "literal_error":
-        return f"must be one of {ctx.get('expected')} (got {got!r})"
+        expected = ctx.get("expected", "")
+        return f"must be {'one of ' if ' or ' in expected else ''}{expected} (got {got!r})"
     bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
     if kind in bounds:
         limit = next(iter(ctx.values()))
@@ -254,6 +266,7 @@ def apply_override(raw: dict, item: str) -> None:
                 node = node[part]
             continue
         free_dict = model is dict
+        model_was = model
         if not free_dict:
             if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
                 choices = ", ".join(sorted(model.model_fields)) if isinstance(model, type) and issubclass(model, BaseModel) else ""
@@ -264,6 +277,11 @@ def apply_override(raw: dict, item: str) -> None:
             model = dict if inner is None and _is_dict(ann) else inner
         if not isinstance(node, dict):
             raise ConfigError(f"--set {key}: {format_path(tuple(parts[:i]))} is not a mapping")
+        if model_was is StageEntry and node and part not in node:
+            have = next(iter(node))
+            raise ConfigError(
+                f"--set {key}: {format_path(tuple(parts[:i]))} is a {have} stage, not {part}"
+            )
         if last:
             node[part] = parsed
         else:

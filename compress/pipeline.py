@@ -21,13 +21,14 @@ import yaml
 from compress.artifacts import ModelArtifact, StageResult, load_torch, save_torch
 from compress.config import PipelineConfig
 from compress.data.sources import load_data
-from compress.errors import CompressError, InputError, StageError
+from compress.errors import CompressError, GateError, InputError, StageError
 from compress.models.build import build_model, load_checkpoint_, model_summary
 from compress.runtime.device import resolve_device, seed_everything
 from compress.runtime.files import sha256_file, sha256_json, write_json, write_text
 from compress.runtime.train import fit_
 from compress.stages import stage_class
 from compress.stages.base import BenchSettings, Stage, StageConfig, StageContext
+from compress.report.render import write_reports
 from compress.stages.export import ExportConfig, export_checked
 
 
@@ -160,7 +161,9 @@ class Engine:
         base_key = {"seed": cfg.seed, "data": data_key, "device": self.device.type}
 
         teacher_key = sha256_json({**base_key, "teacher": cfg.teacher.model_dump(mode="json"),
-                                   "ckpt": _file_sha(cfg.teacher.checkpoint), "export": export_cfg.model_dump()})
+                                   "ckpt": _file_sha(cfg.teacher.checkpoint),
+                                   # only what shapes the teacher's ONNX file, not the parity limits
+                                   "export": export_cfg.model_dump(include={"opset", "dynamic_batch", "batch_size", "exporter"})})
         teacher_step = TeacherStep(cfg, export_cfg)
         teacher = self._step(teacher_step, "00-teacher", "teacher", "teacher", None, teacher_key,
                              data, None, bench, published)
@@ -178,7 +181,14 @@ class Engine:
                                "student": cfg.student.model_dump(mode="json") if cfg.student else None})
             current = self._step(stage, f"{i:02d}-{kind}", kind, f"stages[{i - 1}].{kind}", current,
                                  key, data, teacher, bench, published)
-        return self._write_report(current.name)
+        report = self._write_report(current.name)
+        if cfg.gates is not None:
+            report["gates"] = check_gates(cfg.gates, report, self.run_dir)
+            write_reports(report, self.run_dir)
+            failed = [g for g in report["gates"] if not g["passed"]]
+            if failed:
+                raise GateError("; ".join(g["message"] for g in failed))
+        return report
 
     # -- one step --------------------------------------------------------------------------
 
@@ -264,8 +274,6 @@ class Engine:
     # -- report ----------------------------------------------------------------------------
 
     def _write_report(self, final: str | None, failed: bool = False) -> dict:
-        from compress.report.render import write_reports
-
         models = []
         for r in self.records:
             if r.kind == "benchmark" and r.status in ("done", "skipped"):
@@ -322,4 +330,39 @@ def _data_files(cfg: PipelineConfig) -> dict:
         elif p and Path(p).is_dir():
             out[where] = sorted((str(f.relative_to(p)), f.stat().st_size, int(f.stat().st_mtime))
                                 for f in Path(p).rglob("*") if f.is_file())
+    return out
+
+
+def check_gates(gates, report: dict, run_dir: Path) -> list[dict]:
+    """Evaluate the config's gates on the final model; each entry says limit, value and verdict."""
+    models = {m["name"]: m for m in report["models"]}
+    final, teacher = models.get(report["final"]), models.get("teacher")
+    if final is None:
+        raise GateError("gates need a benchmark stage: no measured final model in this run")
+    out = []
+
+    def gate(name: str, value: float, limit: float, ok: bool, message: str) -> None:
+        out.append({"gate": name, "value": value, "limit": limit, "passed": ok,
+                    "message": message if not ok else ""})
+
+    if gates.min_accuracy is not None:
+        acc = final["accuracy"]
+        gate("min_accuracy", acc, gates.min_accuracy, acc >= gates.min_accuracy,
+             f"gates.min_accuracy: {final['name']} reached {acc:.4f}, below {gates.min_accuracy:g}")
+    if gates.max_accuracy_drop is not None and teacher is not None:
+        drop = teacher["accuracy"] - final["accuracy"]
+        gate("max_accuracy_drop", drop, gates.max_accuracy_drop, drop <= gates.max_accuracy_drop,
+             f"gates.max_accuracy_drop: {final['name']} is {drop:.4f} below the teacher, "
+             f"over {gates.max_accuracy_drop:g}")
+    if gates.latency_p50_ms_max is not None:
+        p50 = final["latency_ms"]["p50"]
+        gate("latency_p50_ms_max", p50, gates.latency_p50_ms_max, p50 <= gates.latency_p50_ms_max,
+             f"gates.latency_p50_ms_max: {final['name']} p50 {p50:.4f} ms, over {gates.latency_p50_ms_max:g} ms")
+    if gates.max_slowdown_vs_baseline is not None:
+        from compress.bench.baseline import check_against_baseline
+
+        v = check_against_baseline(run_dir / final["path"], gates.baseline, gates.max_slowdown_vs_baseline,
+                                   threads=final["threads"], opt_level=final["opt_level"])
+        gate("max_slowdown_vs_baseline", v.ratio, 1 + gates.max_slowdown_vs_baseline,
+             v.verdict != "slower", f"gates.max_slowdown_vs_baseline: {v.message}")
     return out
