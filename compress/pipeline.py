@@ -23,12 +23,12 @@ from compress.config import PipelineConfig
 from compress.data.sources import load_data
 from compress.errors import CompressError, GateError, InputError, StageError
 from compress.models.build import build_model, load_checkpoint_, model_summary
+from compress.report.render import write_reports
 from compress.runtime.device import resolve_device, seed_everything
 from compress.runtime.files import sha256_file, sha256_json, write_json, write_text
 from compress.runtime.train import fit_
 from compress.stages import stage_class
 from compress.stages.base import BenchSettings, Stage, StageConfig, StageContext
-from compress.report.render import write_reports
 from compress.stages.export import ExportConfig, export_checked
 
 

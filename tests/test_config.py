@@ -6,11 +6,10 @@ import json
 import re
 
 import pytest
+from _util import ROOT
 from click.testing import CliRunner
 
 from compress.cli import cli
-
-from _util import ROOT
 
 MOBILE = (ROOT / "pipelines" / "mobile.yaml").read_text()
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from compress.runtime.train import HintRegressor, KD, kd_loss, random_shift, recalibrate_bn_
+from compress.runtime.train import KD, HintRegressor, kd_loss, random_shift, recalibrate_bn_
 
 
 def _hand_kd(s, t, y, temp, alpha):
@@ -17,7 +17,7 @@ def _hand_kd(s, t, y, temp, alpha):
         ps = [math.exp(v / temp) for v in s[i]]
         pt = [math.exp(v / temp) for v in t[i]]
         zs, zt = sum(ps), sum(pt)
-        kl = sum((b / zt) * (math.log(b / zt) - math.log(a / zs)) for a, b in zip(ps, pt))
+        kl = sum((b / zt) * (math.log(b / zt) - math.log(a / zs)) for a, b in zip(ps, pt, strict=False))
         soft = kl * temp * temp
         if y[i] >= 0:
             ce = -math.log(math.exp(s[i][y[i]]) / sum(math.exp(v) for v in s[i]))
@@ -73,7 +73,7 @@ def test_random_shift_moves_content_by_at_most_the_limit():
     pos = out[:, 0].flatten(1).argmax(1)
     rows, cols = pos // 12, pos % 12
     assert int((rows - 6).abs().max()) <= 2 and int((cols - 6).abs().max()) <= 2
-    assert len(set(zip(rows.tolist(), cols.tolist()))) > 10  # really random
+    assert len(set(zip(rows.tolist(), cols.tolist(), strict=False))) > 10  # really random
     assert torch.equal(random_shift(x, 0), x)
 
 

@@ -55,7 +55,7 @@ class DataConfig(_Source):
         "digits", description=_Source.model_fields["source"].description
     )
     val_fraction: float = Field(0.2, gt=0, lt=1, description="Stratified validation split.")
-    batch_size: int = Field(64, gt=0, le=65536)
+    batch_size: int = Field(64, gt=0, le=65536, description="Training batch size.")
     augment_shift: int = Field(
         0, ge=0, le=16, description="Random translation in pixels during training (0: off)."
     )

@@ -28,9 +28,11 @@ class TrainConfig(BaseModel):
 
     epochs: int = Field(10, ge=0, le=10000, description="Passes over the training set.")
     lr: float = Field(3e-3, gt=0, le=10, description="Peak learning rate.")
-    weight_decay: float = Field(1e-4, ge=0, le=1)
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    schedule: Literal["cosine", "onecycle", "constant"] = "onecycle"
+    weight_decay: float = Field(1e-4, ge=0, le=1, description="AdamW/SGD weight decay.")
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="adamw, or sgd with Nesterov momentum 0.9.")
+    schedule: Literal["cosine", "onecycle", "constant"] = Field(
+        "onecycle", description="Learning-rate schedule over all steps."
+    )
     grad_clip: float = Field(5.0, ge=0, description="Max gradient norm (0: off).")
     batch_size: int | None = Field(None, gt=0, description="Overrides data.batch_size.")
 

@@ -25,7 +25,7 @@ class BenchmarkConfig(StageConfig):
         "all", description="ORT graph optimization level. QDQ int8 models need extended or all."
     )
     runs: int = Field(300, ge=10, le=1_000_000, description="Timed runs per model.")
-    warmup: int = Field(30, ge=0, le=100_000)
+    warmup: int = Field(30, ge=0, le=100_000, description="Untimed runs per model first.")
 
 
 def is_qdq(path: str | Path) -> bool:

@@ -22,8 +22,8 @@ class Hint(BaseModel):
 
 
 class DistillConfig(StageConfig, TrainConfig):
-    epochs: int = Field(15, ge=0, le=10000)
-    lr: float = Field(1e-2, gt=0, le=10)
+    epochs: int = Field(15, ge=0, le=10000, description="Passes over the training set.")
+    lr: float = Field(1e-2, gt=0, le=10, description="Peak learning rate.")
     temperature: float = Field(4.0, gt=0, le=100, description="Softmax temperature of the soft targets.")
     alpha: float = Field(0.7, ge=0, le=1, description="Weight of the soft loss vs the hard-label loss.")
     hints: list[Hint] = Field(default_factory=list, description="FitNets hint pairs.")

@@ -18,7 +18,9 @@ class ExportConfig(StageConfig):
         False, description="A dynamic batch axis; mobile runtimes want fixed shapes (false)."
     )
     batch_size: int = Field(1, gt=0, le=4096, description="The fixed batch size when not dynamic.")
-    exporter: Literal["dynamo", "torchscript"] = "dynamo"
+    exporter: Literal["dynamo", "torchscript"] = Field(
+        "dynamo", description="torch.onnx exporter: dynamo (default) or the legacy TorchScript one."
+    )
     atol: float = Field(1e-3, gt=0, description="Parity: max abs difference of outputs vs PyTorch.")
     min_agreement: float = Field(0.99, ge=0, le=1, description="Parity: top-1 agreement, at least.")
     parity_samples: int = Field(256, gt=0, description="Validation inputs used for the parity check.")
