@@ -88,3 +88,32 @@ def test_recalibrate_bn_restores_true_statistics():
     assert torch.allclose(bn.running_mean, feats.mean((0, 2, 3)), atol=1e-4)
     assert torch.allclose(bn.running_var, feats.var((0, 2, 3)), rtol=0.02)
     assert not model.training
+
+
+def test_teacher_logits_are_cached_exactly_when_inputs_repeat():
+    from torch.utils.data import TensorDataset
+
+    from compress.runtime.train import TrainConfig, fit_
+
+    calls = []
+
+    class Counting(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 3)
+
+        def forward(self, x):
+            calls.append(len(x))
+            return self.lin(x.flatten(1))
+
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(40, 1, 2, 2), torch.randint(0, 3, (40,)))
+    teacher, cpu = Counting(), torch.device("cpu")
+    fit_(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), data, data, TrainConfig(epochs=3), 16, cpu,
+         teacher=teacher, kd=KD(), progress=False)
+    assert sum(calls) == 40  # each sample went through the teacher once, not once per epoch
+    calls.clear()
+    # augmented inputs differ every epoch: no cache
+    fit_(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), data, data, TrainConfig(epochs=3), 16, cpu,
+         teacher=teacher, kd=KD(), augment_shift=1, progress=False)
+    assert sum(calls) == 120

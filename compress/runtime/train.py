@@ -189,6 +189,10 @@ def fit_(
     torch.manual_seed(seed)
     model.to(device)
     use_amp = device.type == "cuda"
+    # Without augmentation or hints, the frozen teacher's logits repeat every epoch: cache them.
+    cache = _TeacherCache(len(train)) if teacher is not None and augment_shift == 0 and not (kd and kd.hints) else None
+    if cache is not None:
+        train = _Indexed(train)
     loader = make_loader(train, cfg.batch_size or batch_size, shuffle=True, seed=seed)
     hint_regs, s_taps, t_taps = nn.ModuleList(), None, None
     if teacher is not None:
@@ -214,14 +218,14 @@ def fit_(
     for epoch in range(cfg.epochs):
         model.train()
         t0, loss_sum, n_batches = time.perf_counter(), 0.0, 0
-        for x, y in loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        for batch in loader:
+            x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
             x = random_shift(x, augment_shift)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = model(x)
                 if teacher is not None:
                     with torch.no_grad():
-                        t_logits = teacher(x)
+                        t_logits = cache.get(batch[2], teacher, x) if cache is not None else teacher(x)
                     loss = kd_loss(logits.float(), t_logits.float(), y, kd.temperature, kd.alpha)
                     if s_taps is not None:
                         for reg, (s, t) in zip(hint_regs, kd.hints, strict=True):
@@ -257,6 +261,37 @@ def fit_(
         best = (evaluate(model, val, device), 0, None)
     model.eval()
     return FitResult(best[0], best[1], history, seen / seconds if seconds > 0 else math.nan)
+
+
+class _Indexed(Dataset):
+    """Yields ``(x, y, index)`` so per-sample teacher outputs can be cached."""
+
+    def __init__(self, base: Dataset):
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i):
+        x, y = self.base[i][:2]
+        return x, y, i
+
+
+class _TeacherCache:
+    """Teacher logits per training sample, filled on first sight (the teacher is frozen, eval mode)."""
+
+    def __init__(self, n: int):
+        self.n, self.store, self.have = n, None, torch.zeros(n, dtype=torch.bool)
+
+    def get(self, idx: torch.Tensor, teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.store is not None and bool(self.have[idx].all()):
+            return self.store[idx.to(self.store.device)]
+        out = teacher(x).float()
+        if self.store is None:
+            self.store = torch.zeros(self.n, out.shape[1], device=out.device)
+        self.store[idx.to(out.device)] = out
+        self.have[idx] = True
+        return out
 
 
 def size_hint_regressors(model, teacher, hints, train, device, s_taps, t_taps) -> nn.ModuleList:

@@ -1,0 +1,29 @@
+"""The default pipeline's promises, on the real config (slow tier: `make test-slow`)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from _util import ROOT
+from click.testing import CliRunner
+
+from compress.cli import cli
+
+
+@pytest.mark.slow
+def test_mobile_pipeline_meets_its_budgets(tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["pipeline", str(ROOT / "pipelines" / "mobile.yaml"), "--out", str(out),
+                                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    models = {m["name"]: m for m in report["models"]}
+    teacher, final = models["teacher"], models[report["final"]]
+    assert teacher["accuracy"] - final["accuracy"] <= 0.015
+    assert teacher["latency_ms"]["p50"] / final["latency_ms"]["p50"] >= 8.0
+    again = CliRunner().invoke(cli, ["pipeline", str(ROOT / "pipelines" / "mobile.yaml"), "--out", str(out),
+                                     "--no-progress"])
+    assert again.exit_code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert {s["status"] for s in report["stages"]} == {"skipped"}
