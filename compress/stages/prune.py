@@ -1,0 +1,450 @@
+"""Prune channels with torch-pruning's DepGraph, aimed at a ratio, a MACs budget or a measured
+ONNX Runtime latency budget; re-estimate BatchNorm and recover by training after every step.
+
+Three questions, three objects: DepGraph says what is coupled, an importance says what matters,
+the step schedule says how much to cut. Budget targets close the loop with the runtime: after each
+step the model is exported and timed on ORT with the pipeline's benchmark settings.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import math
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from torch import nn
+
+from compress.artifacts import ModelArtifact, StageResult, save_torch
+from compress.data.sources import DataBundle, make_loader
+from compress.errors import ConfigError, GateError, StageError
+from compress.models.widths import attention_heads, record_widths, sync_attention_heads_
+from compress.runtime.train import KD, TrainConfig, evaluate, fit_, recalibrate_bn_
+from compress.stages.base import BenchSettings, Stage, StageConfig, StageContext
+
+Importance = Literal["l1", "l2", "group_l2", "bn_scale", "taylor", "lamp", "random"]
+Example = torch.Tensor | tuple | dict
+
+
+class PruneConfig(StageConfig, TrainConfig):
+    """Set exactly one target: ``ratio``, ``macs`` or ``latency_ms``."""
+
+    ratio: float | None = Field(None, gt=0, lt=1, description="Target: fraction of channels removed (0.5 halves each layer).")
+    macs: float | None = Field(None, gt=0, description="Target: MACs budget, a fraction of the input's MACs (<= 1) or a count (> 1).")
+    latency_ms: float | None = Field(None, gt=0, description="Target: ORT p50 budget in ms, timed with the benchmark stage's threads and opt_level.")
+    importance: Importance = Field("group_l2", description="Channel importance criterion.")
+    scope: Literal["layer", "global"] = Field("layer", description="Rank channels within each layer, or across the model.")
+    ignore: list[str] = Field(default_factory=list, description="Module-name globs left unpruned.")
+    keep_head: bool = Field(True, description="Keep the layers that produce the outputs (the classifier head).")
+    round_to: int = Field(8, ge=1, le=1024, description="Keep channel counts a multiple of this.")
+    max_ratio: float = Field(0.8, gt=0, lt=1, description="Most of any layer's channels ever removed.")
+    head_ratio: float | None = Field(None, ge=0, lt=1, description="Fraction of attention heads removed (HF attention); default: the channel ratio.")
+    steps: int = Field(1, ge=1, le=100, description="Steps to reach `ratio`, each followed by recovery.")
+    step_ratio: float = Field(0.1, gt=0, lt=1, description="macs/latency_ms targets: channel ratio added per step until the budget holds.")
+    recovery: Literal["kd", "labels"] = Field("kd", description="kd: distill from the teacher (labels when there is none); labels: fine-tune.")
+    epochs: int = Field(2, ge=0, le=10000, description="Recovery epochs after each step (0: BN re-estimate only).")
+    temperature: float = Field(4.0, gt=0, le=100, description="KD softmax temperature.")
+    alpha: float = Field(0.7, ge=0, le=1, description="KD weight of the soft loss vs the label loss.")
+    bn_batches: int = Field(20, ge=0, le=10000, description="Batches for the BatchNorm re-estimate (0: off).")
+    taylor_batches: int = Field(4, ge=1, le=1000, description="Batches of gradients for `taylor`.")
+    measure_latency: bool = Field(True, description="Time every step on ORT (always on for latency_ms).")
+    exporter: Literal["torchscript", "dynamo"] = Field("torchscript", description="ONNX exporter for the per-step timing (torchscript: same ops, seconds faster).")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> PruneConfig:
+        given = [k for k in ("ratio", "macs", "latency_ms") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"set exactly one target of ratio, macs, latency_ms (got {', '.join(given) or 'none'})"
+            )
+        if self.ratio is not None and self.ratio > self.max_ratio:
+            raise ValueError(f"ratio {self.ratio} is above max_ratio {self.max_ratio}")
+        return self
+
+    @property
+    def target(self) -> str:
+        return next(k for k in ("ratio", "macs", "latency_ms") if getattr(self, k) is not None)
+
+
+@dataclass
+class StepRecord:
+    """One row of the trajectory; step 0 is the unpruned input."""
+
+    step: int
+    ratio: float
+    params: int
+    macs: int
+    p50_ms: float | None = None
+    speedup: float | None = None  # step-0 p50 / this p50, timed interleaved in one run
+    acc_pruned: float | None = None
+    acc_bn: float | None = None
+    acc_recovered: float | None = None
+
+
+@dataclass
+class Recovery:
+    """What the schedule needs beyond the model: data for BN/recovery/taylor, a KD teacher, timing."""
+
+    data: DataBundle | None = None
+    teacher: nn.Module | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    bench: BenchSettings = field(default_factory=BenchSettings)
+    workdir: Path | None = None
+    seed: int = 0
+    progress: bool = False
+
+
+@dataclass
+class PruneOutcome:
+    model: nn.Module
+    trajectory: list[StepRecord]
+
+
+def prune_channels(
+    model: nn.Module, example_inputs: Example, cfg: PruneConfig, recovery: Recovery | None = None,
+    where: str = "prune",
+) -> nn.Module:
+    """Prune ``model`` in place to ``cfg``'s target and return it.
+
+    Without ``recovery`` data, steps prune only (no BN re-estimate, no training, no accuracy).
+    """
+    return prune_schedule_(model, example_inputs, cfg, recovery or Recovery(), where).model
+
+
+def make_importance(name: str):
+    """The torch-pruning importance for a criterion name."""
+    import torch_pruning as tp
+
+    imp = tp.importance
+    return {
+        # l1/l2: the classic filter norm of the layer that roots the group
+        "l1": lambda: imp.MagnitudeImportance(p=1, group_reduction="first", normalizer=None),
+        "l2": lambda: imp.MagnitudeImportance(p=2, group_reduction="first", normalizer=None),
+        "group_l2": lambda: imp.GroupMagnitudeImportance(p=2),
+        "bn_scale": lambda: imp.BNScaleImportance(),
+        "taylor": lambda: imp.GroupTaylorImportance(),
+        "lamp": lambda: imp.LAMPImportance(p=2),
+        "random": lambda: imp.RandomImportance(),
+    }[name]()
+
+
+def prune_schedule_(
+    model: nn.Module, example: Example, cfg: PruneConfig, rec: Recovery, where: str = "prune"
+) -> PruneOutcome:
+    """Run the step schedule in place; returns the model and the per-step trajectory."""
+    if cfg.importance == "taylor" and rec.data is None:
+        raise ConfigError(f"{where}.importance: 'taylor' needs training data for its gradients")
+    timed = cfg.target == "latency_ms" or cfg.measure_latency
+    if timed and not isinstance(example, torch.Tensor):
+        if cfg.target == "latency_ms":
+            raise ConfigError(f"{where}.latency_ms: latency targets need a model with one tensor input")
+        timed = False
+    model.cpu().eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        clock = _Clock(example, Path(rec.workdir or tmp), rec.bench, cfg.exporter) if timed else None
+        return _run_steps(model, example, cfg, rec, where, clock)
+
+
+def _run_steps(model, example, cfg: PruneConfig, rec: Recovery, where: str, clock) -> PruneOutcome:
+    out_shapes = _output_shapes(model, example)
+    base_macs, base_params = count(model, example)
+    row0 = StepRecord(0, 0.0, base_params, base_macs)
+    if clock:
+        row0.p50_ms, row0.speedup = clock.time(model, 0), 1.0
+    if rec.data is not None:
+        row0.acc_recovered = evaluate(model, rec.data.val)
+    trajectory = [row0]
+    budget = _budget(cfg, base_macs)
+    if budget is not None and _met(cfg, row0, budget):
+        return PruneOutcome(model, trajectory)  # already within budget: nothing to cut
+
+    final = cfg.ratio if cfg.target == "ratio" else cfg.max_ratio
+    n_steps = cfg.steps if cfg.target == "ratio" else math.ceil(cfg.max_ratio / cfg.step_ratio - 1e-9)
+    pruner = _make_pruner(model, example, cfg, final, n_steps, where)
+    for k in range(1, n_steps + 1):
+        if cfg.importance == "taylor":
+            _accumulate_grads(model, rec.data, cfg.taylor_batches)
+        for group in pruner.step(interactive=True):
+            idxs = _capped(group, pruner, cfg)
+            if idxs is None:
+                group.prune()
+            elif idxs:
+                group.prune(idxs)
+        model.zero_grad(set_to_none=True)
+        sync_attention_heads_(model, pruner.num_heads)
+        shapes = _output_shapes(model, example)
+        if shapes != out_shapes:
+            raise StageError(f"pruning changed the output shapes {out_shapes} -> {shapes}; add the "
+                             f"layers that produce the outputs to {where}.ignore")
+        macs, params = count(model, example)
+        row = StepRecord(k, round(final * k / n_steps, 4), params, macs)
+        if clock:
+            row.p50_ms = clock.time(model, k)
+            row.speedup = clock.speedup
+        _recover(model, cfg, rec, row, k)
+        trajectory.append(row)
+        if budget is not None and _met(cfg, row, budget):
+            return PruneOutcome(model, trajectory)
+    if budget is not None:
+        _unreachable(cfg, trajectory, budget, where)
+    return PruneOutcome(model, trajectory)
+
+
+def _make_pruner(model, example, cfg: PruneConfig, ratio: float, steps: int, where: str):
+    import torch_pruning as tp
+
+    ignored = _ignored_layers(model, example, cfg, where)
+    heads = attention_heads(model)
+    head_ratio = ratio if cfg.head_ratio is None else cfg.head_ratio
+    return tp.pruner.BasePruner(
+        model, example, importance=make_importance(cfg.importance),
+        global_pruning=cfg.scope == "global", pruning_ratio=ratio, max_pruning_ratio=cfg.max_ratio,
+        iterative_steps=steps, ignored_layers=ignored, round_to=cfg.round_to if cfg.round_to > 1 else None,
+        # whole heads go; the head size stays what attention kernels expect
+        num_heads=heads, prune_num_heads=bool(heads) and head_ratio > 0, prune_head_dims=not heads,
+        head_pruning_ratio=head_ratio if heads else 0.0, output_transform=_reduce_outputs,
+    )
+
+
+def _capped(group, pruner, cfg: PruneConfig) -> list[int] | None:
+    """Trim a group's indices so no layer loses more than ``max_ratio`` of its initial channels.
+
+    torch-pruning checks the floor only before a step, so one global step can cut below it.
+    Returns None to prune the group as is, else the least important indices that fit.
+    """
+    item = group[0]
+    module, fn, idxs = item.dep.target.module, item.dep.handler, item.idxs
+    dg = pruner.DG
+    if module in pruner.num_heads:
+        return None  # attention groups lose whole heads, bounded by head_ratio
+    out = dg.is_out_channel_pruning_fn(fn)
+    current = dg.get_out_channels(module) if out else dg.get_in_channels(module)
+    init = (pruner.layer_init_out_ch if out else pruner.layer_init_in_ch).get(module)
+    if current is None or init is None:
+        return None
+    floor = math.ceil(init * (1 - cfg.max_ratio) - 1e-9)
+    if cfg.round_to > 1:
+        floor = min(init, math.ceil(floor / cfg.round_to) * cfg.round_to)
+    allowed = current - floor
+    if len(idxs) <= allowed:
+        return None
+    full = dg.get_pruning_group(module, fn, list(range(current)))
+    imp = pruner.estimate_importance(full)
+    if allowed <= 0 or imp is None or len(imp) != current:
+        return []  # grouped channels or nothing left to cut: leave this group whole
+    return sorted(sorted(idxs, key=lambda i: float(imp[i]))[:allowed])
+
+
+def _ignored_layers(model: nn.Module, example: Example, cfg: PruneConfig, where: str) -> list[nn.Module]:
+    named = [(n, m) for n, m in model.named_modules() if n]
+    ignored: list[nn.Module] = []
+    for i, pattern in enumerate(cfg.ignore):
+        hits = [m for n, m in named if fnmatch.fnmatchcase(n, pattern)]
+        if not hits:
+            top = ", ".join(n for n, _ in named if "." not in n)
+            raise ConfigError(f"{where}.ignore[{i}]: {pattern!r} matches no module (top-level modules: {top})")
+        ignored += hits
+    if cfg.keep_head:
+        ignored += output_layers(model, example)
+    return ignored
+
+
+def output_layers(model: nn.Module, example: Example) -> list[nn.Module]:
+    """The layers whose widths fix the output shape: the last linear/conv run, and any leaf module
+    whose output tensor is returned as is (e.g. a final LayerNorm)."""
+    order: list[tuple[nn.Module, Any]] = []
+    leaves = [m for m in model.modules() if not list(m.children())]
+    hooks = [m.register_forward_hook(lambda m, _i, o: order.append((m, o))) for m in leaves]
+    try:
+        with torch.no_grad():
+            outs = _tensors(_call(model, example))
+    finally:
+        for h in hooks:
+            h.remove()
+    found = [m for m, o in order if isinstance(o, torch.Tensor) and any(o is t for t in outs)]
+    roots = [m for m, _ in order if isinstance(m, nn.modules.conv._ConvNd | nn.Linear)]
+    if roots:
+        found.append(roots[-1])
+    return list(dict.fromkeys(found))
+
+
+def _recover(model: nn.Module, cfg: PruneConfig, rec: Recovery, row: StepRecord, k: int) -> None:
+    data = rec.data
+    if data is None:
+        return
+    row.acc_pruned = evaluate(model, data.val)
+    if cfg.bn_batches:
+        recalibrate_bn_(model, data.train, batches=cfg.bn_batches, batch_size=data.batch_size)
+    row.acc_bn = evaluate(model, data.val)
+    if cfg.epochs == 0:
+        row.acc_recovered = row.acc_bn
+        return
+    teacher = rec.teacher if cfg.recovery == "kd" else None
+    train_cfg = TrainConfig(**{k2: getattr(cfg, k2) for k2 in TrainConfig.model_fields})
+    result = fit_(model, data.train, data.val, train_cfg, data.batch_size, rec.device, teacher=teacher,
+                  kd=KD(cfg.temperature, cfg.alpha), augment_shift=data.augment_shift,
+                  seed=rec.seed + k, desc=f"prune step {k}", progress=rec.progress)
+    model.cpu().eval()
+    row.acc_recovered = result.best_val_accuracy
+
+
+def _accumulate_grads(model: nn.Module, data: DataBundle, batches: int) -> None:
+    model.zero_grad(set_to_none=True)
+    model.eval()  # BN in eval: gradients of the deployed function, not of batch statistics
+    for i, (x, y) in enumerate(make_loader(data.train, data.batch_size, shuffle=True)):
+        if i >= batches:
+            break
+        F.cross_entropy(model(x), y, ignore_index=-1).backward()
+
+
+def _budget(cfg: PruneConfig, base_macs: int) -> float | None:
+    if cfg.target == "macs":
+        return cfg.macs * base_macs if cfg.macs <= 1 else cfg.macs
+    return cfg.latency_ms
+
+
+def _met(cfg: PruneConfig, row: StepRecord, budget: float) -> bool:
+    return (row.macs if cfg.target == "macs" else row.p50_ms) <= budget
+
+
+def _unreachable(cfg: PruneConfig, rows: list[StepRecord], budget: float, where: str) -> None:
+    if cfg.target == "macs":
+        best = min(rows, key=lambda r: r.macs)
+        raise GateError(
+            f"{where}.macs: budget {budget:,.0f} MACs not reachable within max_ratio {cfg.max_ratio}: "
+            f"lowest {best.macs:,} MACs at ratio {best.ratio:.2f}"
+        )
+    best = min(rows, key=lambda r: r.p50_ms)
+    raise GateError(
+        f"{where}.latency_ms: budget {budget:g} ms not reachable within max_ratio {cfg.max_ratio}: "
+        f"lowest p50 {best.p50_ms:.4f} ms at ratio {best.ratio:.2f}"
+    )
+
+
+class _Clock:
+    """Exports each step to ONNX and times it interleaved with the unpruned model, so the
+    speedup of every step comes from one measurement."""
+
+    def __init__(self, example: torch.Tensor, workdir: Path, bench: BenchSettings, exporter: str):
+        self.example, self.workdir, self.bench, self.exporter = example, workdir, bench, exporter
+        self.base: Path | None = None  # the unpruned model's ONNX, timed beside every step
+        self.speedup = 1.0
+
+    def time(self, model: nn.Module, step: int) -> float:
+        from compress.bench.latency import measure_interleaved
+        from compress.runtime.onnx_export import INPUT_NAME, export_onnx
+
+        path = export_onnx(model, self.example, self.workdir / f"step{step}.onnx", exporter=self.exporter)
+        paths = [path] if self.base is None else [self.base, path]
+        b = self.bench
+        feeds = [{INPUT_NAME: self.example.numpy()}] * len(paths)
+        res = measure_interleaved(paths, feeds, b.threads, b.opt_level, b.runs, b.warmup)
+        if self.base is None:
+            self.base = path
+            return res[0].stats.p50
+        self.speedup = res[0].stats.p50 / res[1].stats.p50
+        return res[1].stats.p50
+
+
+def count(model: nn.Module, example: Example) -> tuple[int, int]:
+    """(MACs, params) by torch-pruning's op counter; tensors, tuples and kwargs dicts alike."""
+    import torch_pruning as tp
+
+    with torch.no_grad():
+        macs, params = tp.utils.count_ops_and_params(model.eval(), example)
+    return int(macs), int(params)
+
+
+def _call(model: nn.Module, example: Example):
+    if isinstance(example, dict):
+        return model(**example)
+    return model(*example) if isinstance(example, tuple) else model(example)
+
+
+def _tensors(out) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, list | tuple):
+        return [t for o in out for t in _tensors(o)]
+    return []
+
+
+def _reduce_outputs(out) -> torch.Tensor:
+    # DepGraph traces back from one tensor; summing every float output reaches all of them
+    return sum(t.float().sum() for t in _tensors(out) if t.is_floating_point())
+
+
+def _output_shapes(model: nn.Module, example: Example) -> list[tuple[int, ...]]:
+    with torch.no_grad():
+        return [tuple(t.shape) for t in _tensors(_call(model.eval(), example))]
+
+
+def trajectory_table(rows: list[StepRecord]) -> str:
+    """The trajectory as a markdown table (rendered into report.md)."""
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{v * 100:.2f}%"
+
+    lines = [
+        "| step | ratio | params | MACs | ORT p50 ms | speedup | acc pruned | acc after BN | acc recovered |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        p50 = "-" if r.p50_ms is None else f"{r.p50_ms:.4f}"
+        speed = "-" if r.speedup is None else f"{r.speedup:.2f}x"
+        lines.append(
+            f"| {r.step} | {r.ratio:.2f} | {r.params:,} | {r.macs:,} | {p50} | {speed} "
+            f"| {pct(r.acc_pruned)} | {pct(r.acc_bn)} | {pct(r.acc_recovered)} |"
+        )
+    return "\n".join(lines)
+
+
+class PruneStage(Stage):
+    kind = "prune"
+    Config = PruneConfig
+
+    def run(self, model: ModelArtifact, ctx: StageContext) -> StageResult:
+        cfg: PruneConfig = self.cfg
+        if model.spec is None:
+            raise StageError(f"{model.name!r} has no spec to rebuild it from; cannot save pruned widths")
+        net = copy.deepcopy(model.module).cpu().eval()  # the input artifact stays unpruned
+        teacher = ctx.teacher.module if ctx.teacher is not None and cfg.recovery == "kd" else None
+        rec = Recovery(ctx.data, teacher, ctx.device, ctx.bench, None, ctx.seed, ctx.progress)
+        outcome = prune_schedule_(net, ctx.example(), cfg, rec, ctx.where)
+        first, last = outcome.trajectory[0], outcome.trajectory[-1]
+        spec = {**model.spec, "widths": record_widths(net)}
+        meta = {"params": last.params, "macs": last.macs, "stage": ctx.stage_name}
+        art = save_torch(ModelArtifact(f"{model.name}-pruned", "torch", net, spec, meta=meta), ctx.stage_dir)
+        metrics: dict[str, Any] = {
+            "target": {cfg.target: getattr(cfg, cfg.target)},
+            "ratio": last.ratio,
+            "params_before": first.params, "params": last.params,
+            "macs_before": first.macs, "macs": last.macs,
+            "p50_ms_before": first.p50_ms, "p50_ms": last.p50_ms, "speedup": last.speedup,
+            "val_accuracy_before": first.acc_recovered, "val_accuracy": last.acc_recovered,
+            "threads": ctx.bench.threads, "opt_level": ctx.bench.opt_level,
+            "trajectory": [asdict(r) for r in outcome.trajectory],
+            "report_md": trajectory_table(outcome.trajectory),
+            "notes": [_summary(first, last, ctx.bench.threads)],
+        }
+        return StageResult(art, metrics)
+
+
+def _summary(first: StepRecord, last: StepRecord, threads: int) -> str:
+    if last.params == first.params:
+        return "nothing pruned: no layer has channels to spare at this ratio, round_to and max_ratio"
+    text = f"channels -{last.ratio:.0%}: MACs {first.macs / 1e6:.2f}M -> {last.macs / 1e6:.2f}M"
+    if last.p50_ms is not None:
+        text += (f", ORT p50 {first.p50_ms:.3f} -> {last.p50_ms:.3f} ms ({last.speedup:.2f}x, "
+                 f"{threads} thread(s))")
+    return text
+
+
+STAGE = PruneStage
