@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from compress.bench.stats import LatencyStats, summarize
+from compress.errors import InputError
 
 OPT_LEVELS = ("disable", "basic", "extended", "all")
+DEFAULT_DIMS = {"batch": 1, "batch_size": 1, "sequence": 128, "sequence_length": 128}
 _ORT_TYPES = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,
@@ -24,8 +26,11 @@ _ORT_TYPES = {
 }
 
 
-def make_session(path: str | Path, threads: int = 1, opt_level: str = "all"):
-    """A CPU session with a fixed thread count and graph optimization level."""
+def make_session(path: str | Path | bytes, threads: int = 1, opt_level: str = "all"):
+    """A CPU session with a fixed thread count and graph optimization level.
+
+    ``path`` may also be a serialized model (bytes), e.g. the built-in reference workload.
+    """
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -39,40 +44,118 @@ def make_session(path: str | Path, threads: int = 1, opt_level: str = "all"):
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }[opt_level]
     so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    model = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+
+
+def timed_session(path: str | Path | bytes, threads: int = 1, opt_level: str = "all"):
+    """``(session, milliseconds it took to create)``."""
+    t0 = time.perf_counter()
+    sess = make_session(path, threads, opt_level)
+    return sess, (time.perf_counter() - t0) * 1000
 
 
 def random_feeds(sess, dims: dict[str, int] | None = None, seed: int = 0) -> dict[str, np.ndarray]:
     """Inputs shaped from the model's inputs; dynamic dims come from ``dims`` (default batch=1,
     sequence=128, else 1). Integer inputs named like masks are all ones, other ints small ids."""
-    dims = {"batch": 1, "batch_size": 1, "sequence": 128, "sequence_length": 128, **(dims or {})}
-    rng = np.random.default_rng(seed)
-    feeds = {}
+    dims = {**DEFAULT_DIMS, **(dims or {})}
+    spec = {}
     for inp in sess.get_inputs():
         shape = [d if isinstance(d, int) and d > 0 else dims.get(str(d), 1) for d in inp.shape]
-        dtype = _ORT_TYPES.get(inp.type, np.float32)
+        spec[inp.name] = {"dtype": np.dtype(_ORT_TYPES.get(inp.type, np.float32)).name, "shape": shape}
+    return feeds_like(spec, seed)
+
+
+def feeds_like(spec: dict[str, dict], seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded inputs from ``{name: {"dtype": ..., "shape": [...]}}`` (see ``feed_spec``)."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for name, s in spec.items():
+        dtype, shape = np.dtype(s["dtype"]), list(s["shape"])
         if np.issubdtype(dtype, np.floating):
-            feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
-        elif "mask" in inp.name:
-            feeds[inp.name] = np.ones(shape, dtype=dtype)
-        elif "type" in inp.name:
-            feeds[inp.name] = np.zeros(shape, dtype=dtype)
+            feeds[name] = rng.standard_normal(shape).astype(dtype)
+        elif "mask" in name:
+            feeds[name] = np.ones(shape, dtype=dtype)
+        elif "type" in name or dtype == np.bool_:
+            feeds[name] = np.zeros(shape, dtype=dtype)
         else:
-            feeds[inp.name] = rng.integers(0, 1000, size=shape).astype(dtype)
+            feeds[name] = rng.integers(0, 1000, size=shape).astype(dtype)
     return feeds
 
 
-def time_runs(sess, feeds: dict, runs: int, warmup: int = 0) -> np.ndarray:
-    """Milliseconds per ``sess.run`` call, after ``warmup`` untimed calls."""
+def feed_spec(feeds: dict[str, np.ndarray]) -> dict[str, dict]:
+    """The dtype and shape of each input, JSON-ready (stored in baselines)."""
+    return {k: {"dtype": v.dtype.name, "shape": list(v.shape)} for k, v in feeds.items()}
+
+
+def npz_feeds(sess, path: str | Path) -> dict[str, np.ndarray]:
+    """Inputs read from an .npz file, one array per model input, cast to the input's type."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file (--inputs expects an .npz with one array per input)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: not a readable .npz file ({e})") from e
+    feeds = {}
+    for inp in sess.get_inputs():
+        if inp.name not in arrays:
+            raise InputError(f"{path}: no array named {inp.name!r} for model input "
+                             f"{inp.name!r} (has: {', '.join(sorted(arrays)) or 'nothing'})")
+        a = arrays[inp.name]
+        fixed = [d if isinstance(d, int) and d > 0 else None for d in inp.shape]
+        if len(fixed) != a.ndim or any(f is not None and f != n for f, n in zip(fixed, a.shape, strict=True)):
+            raise InputError(f"{path}: array {inp.name!r} has shape {list(a.shape)}, model expects "
+                             f"{[d if d is not None else '?' for d in fixed]}")
+        feeds[inp.name] = a.astype(_ORT_TYPES.get(inp.type, np.float32), copy=False)
+    return feeds
+
+
+def time_runs(sess, feeds: dict, runs: int, warmup: int = 0, clock: str = "wall") -> np.ndarray:
+    """Milliseconds per ``sess.run`` call, after ``warmup`` untimed calls.
+
+    ``clock="cpu"`` times the calling thread's CPU time instead of wall time. With one ORT
+    thread the whole inference runs on the calling thread, so this drops the time the OS had the
+    thread preempted: on a loaded machine it is far steadier (used for comparisons, see FACTS).
+    It undercounts work done on other threads, so it is only meaningful at ``threads=1``.
+    """
     for _ in range(warmup):
         sess.run(None, feeds)
     out = np.empty(runs)
-    clock = time.perf_counter_ns
+    tick = time.thread_time_ns if clock == "cpu" else time.perf_counter_ns
     for i in range(runs):
-        t0 = clock()
+        t0 = tick()
         sess.run(None, feeds)
-        out[i] = (clock() - t0) / 1e6
+        out[i] = (tick() - t0) / 1e6
     return out
+
+
+def pick_clock(clock: str, threads: int) -> str:
+    """``auto`` means the CPU clock at one thread (steadier), wall time otherwise."""
+    if clock == "auto":
+        return "cpu" if threads == 1 else "wall"
+    return clock
+
+
+def warm_until_steady(sess, feeds: dict, calls: int = 10, rel_tol: float = 0.03,
+                      max_seconds: float = 3.0, min_blocks: int = 3) -> float:
+    """Run blocks of ``calls`` until two successive block medians agree within ``rel_tol``.
+
+    First calls pay for allocation, caches and lazy kernel selection; steady state is when the
+    median stops moving. Gives up after ``max_seconds``. Returns the last block's median (ms).
+    """
+    t_end = time.perf_counter() + max_seconds
+    prev = float(np.median(time_runs(sess, feeds, calls)))
+    blocks = 1
+    while True:
+        cur = float(np.median(time_runs(sess, feeds, calls)))
+        blocks += 1
+        if blocks >= min_blocks and abs(cur - prev) <= rel_tol * prev:
+            return cur
+        if time.perf_counter() > t_end:
+            return cur
+        prev = cur
 
 
 @dataclass
