@@ -13,6 +13,11 @@ from click.testing import CliRunner
 from compress.cli import cli
 
 
+def _error(result) -> str:
+    """The one error line (progress lines come before it on stderr)."""
+    return result.stderr.strip().splitlines()[-1]
+
+
 def _run(cfg_path, out, *extra):
     return CliRunner().invoke(cli, ["pipeline", str(cfg_path), "--out", str(out), "--no-progress", *extra])
 
@@ -76,7 +81,7 @@ def test_failed_stage_is_named_and_keeps_earlier_outputs(tiny_run):
     # an impossible parity tolerance makes the export stage fail at run time
     result = _run(cfg_path, out, "--set", "stages.1.export.atol=1e-30")
     assert result.exit_code == 1
-    assert result.stderr.startswith("error: stage 02-export: ONNX parity failed on ")
+    assert _error(result).startswith("error: stage 02-export: ONNX parity failed on ")
     assert "Traceback" not in result.output
     assert (out / "02-export" / "model.onnx").read_bytes() == before  # not overwritten
     assert (out / "01-distill" / "model.safetensors").is_file()
@@ -94,7 +99,7 @@ def test_second_run_into_a_locked_dir_refuses(tiny_run):
     finally:
         (out / ".lock").unlink()
     assert result.exit_code == 2
-    assert result.stderr.strip() == (
+    assert _error(result) == (
         f"error: {out}: another compress run (pid {os.getppid()}) is writing to this run "
         "directory; wait for it to finish or pass --out DIR"
     )
@@ -110,7 +115,7 @@ def test_gates_fail_with_exit_3(tiny_run):
     cfg_path, out, _ = tiny_run
     result = _run(cfg_path, out, "--set", "gates.latency_p50_ms_max=0.000001", "--set", "gates.min_accuracy=0.0")
     assert result.exit_code == 3
-    assert result.stderr.startswith("error: gates.latency_p50_ms_max: student p50 ")
+    assert _error(result).startswith("error: gates.latency_p50_ms_max: student p50 ")
     report = json.loads((out / "report.json").read_text())
     assert [(g["gate"], g["passed"]) for g in report["gates"]] == [
         ("min_accuracy", True), ("latency_p50_ms_max", False)]
@@ -123,7 +128,7 @@ def test_corrupt_checkpoint_exits_2(tmp_path):
     cfg["teacher"] = {"arch": "resnet", "kwargs": {"width": 8, "depth": [1, 1]}, "checkpoint": str(bad)}
     result = _run(write_config(tmp_path, cfg), tmp_path / "run")
     assert result.exit_code == 2
-    assert result.stderr.strip() == (
+    assert _error(result) == (
         f"error: teacher.checkpoint: cannot read checkpoint {bad}: not a safetensors file or a "
         "torch state_dict (UnpicklingError)"
     )
@@ -138,7 +143,7 @@ def test_wrong_shape_checkpoint_exits_2(tmp_path):
     cfg["teacher"] = {"arch": "resnet", "kwargs": {"width": 8, "depth": [1, 1]}, "checkpoint": str(ckpt)}
     result = _run(write_config(tmp_path, cfg), tmp_path / "run")
     assert result.exit_code == 2
-    assert result.stderr.strip() == (
+    assert _error(result) == (
         f"error: teacher.checkpoint: {ckpt} does not match the architecture: stem.0.weight has "
         "shape [4, 1, 3, 3] in the checkpoint, [8, 1, 3, 3] in the model"
     )
@@ -162,3 +167,29 @@ def test_safetensors_checkpoint_teacher_is_used(tmp_path):
 
     loaded = load_torch(out / "00-teacher", 1, 10).module
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), net.state_dict().values(), strict=False))
+
+
+def test_baseline_gate_passes_for_the_same_model_and_fails_for_a_slower_baseline(tiny_run, tmp_path):
+    from compress.bench.baseline import save_baseline
+
+    cfg_path, out, report = tiny_run
+    baseline = tmp_path / "base.json"
+    save_baseline(out / "02-export" / "model.onnx", baseline)
+    result = _run(cfg_path, out, "--set", "gates.max_slowdown_vs_baseline=0.5", "--set", f"gates.baseline={baseline}")
+    assert result.exit_code == 0, result.output
+    gate = json.loads((out / "report.json").read_text())["gates"][0]
+    assert gate["gate"] == "max_slowdown_vs_baseline" and gate["passed"] and gate["verdict"] == "not slower"
+    assert 0.6 < gate["value"] < 1.5
+    # a baseline of a far cheaper model with the same input: the student now reads as slower
+    import torch.nn as nn
+
+    from compress.runtime.onnx_export import export_onnx
+
+    cheap = export_onnx(nn.Sequential(nn.Flatten(), nn.Linear(256, 10)).eval(), torch.zeros(1, 1, 16, 16),
+                        tmp_path / "cheap.onnx", exporter="torchscript")
+    save_baseline(cheap, baseline)
+    result = _run(cfg_path, out, "--set", "gates.max_slowdown_vs_baseline=0.5", "--set", f"gates.baseline={baseline}")
+    assert result.exit_code == 3
+    assert _error(result).startswith("error: gates.max_slowdown_vs_baseline: ")
+    gate = json.loads((out / "report.json").read_text())["gates"][0]
+    assert gate["verdict"] == "slower" and gate["value"] > 1.5
