@@ -8,8 +8,10 @@ from compress.stages.base import Stage
 
 KINDS: dict[str, str] = {
     "distill": "compress.stages.distill",
+    "prune": "compress.stages.prune",
     "export": "compress.stages.export",
     "benchmark": "compress.stages.benchmark",
+    "quantize": "compress.stages.quantize",
 }
 
 

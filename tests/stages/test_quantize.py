@@ -1,0 +1,248 @@
+"""The quantize stage on real digits data: static PTQ, the accuracy fallback, the keep-fp32 guard,
+dynamic PTQ of a BERT-style model, and the config errors users see."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+
+from compress.artifacts import ModelArtifact
+from compress.data.sources import DataConfig, load_data
+from compress.errors import ConfigError, GateError
+from compress.models.cnn import ResNet
+from compress.runtime.onnx_export import export_onnx
+from compress.runtime.train import TrainConfig, fit_
+from compress.stages.base import BenchSettings, StageContext
+from compress.stages.quantize import (
+    TARGETS,
+    QuantizeConfig,
+    QuantizeStage,
+    detect_target,
+    mean_cosine,
+    quantize_dynamic_onnx,
+    run_outputs,
+)
+
+OUTLIER_WEIGHT = "stages.1.0.conv2.weight"
+
+
+def trained_resnet(data, cache) -> ResNet:
+    """ResNet width 8, depth [1, 1, 1] trained briefly on digits; cached for the session."""
+    torch.manual_seed(0)
+    model = ResNet(1, 10, width=8, depth=(1, 1, 1))
+    path = cache / "tiny-resnet.pt"
+    if path.exists():
+        model.load_state_dict(torch.load(path, weights_only=True))
+    else:
+        fit_(model, data.train, data.val, TrainConfig(epochs=3, lr=0.01), 64, torch.device("cpu"),
+             progress=False)
+        torch.save(model.state_dict(), path)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_data(DataConfig(), seed=0)
+
+
+@pytest.fixture(scope="module")
+def fp32(data, tmp_path_factory):
+    model = trained_resnet(data, tmp_path_factory.getbasetemp())
+    path = export_onnx(model, data.example(1), tmp_path_factory.mktemp("fp32") / "model.onnx")
+    return model, ModelArtifact.from_onnx("student", path, params=1, stage="02-export")
+
+
+@pytest.fixture(scope="module")
+def outlier(data, fp32, tmp_path_factory):
+    """The same net with one channel of stages.1.0's inner activation pushed to ~1000.
+
+    conv2 ignores that channel (its weights are zero), so the fp32 output is unchanged, but the
+    int8 range of conv2's input now spans 0..1000 and every other channel rounds to a few levels.
+    """
+    import copy
+
+    model = copy.deepcopy(fp32[0])
+    block = model.stages[1][0]
+    with torch.no_grad():
+        block.bn1.bias[0] += 1000.0
+        block.conv2.weight[:, 0] = 0.0
+    path = export_onnx(model, data.example(1), tmp_path_factory.mktemp("outlier") / "model.onnx")
+    return ModelArtifact.from_onnx("student", path)
+
+
+def context(tmp_path, data, runs: int = 30, opt_level: str = "all", teacher=None) -> StageContext:
+    stage_dir = tmp_path / "03-quantize"
+    stage_dir.mkdir(exist_ok=True)
+    return StageContext(tmp_path, stage_dir, "03-quantize", "stages[2].quantize", data, teacher,
+                        torch.device("cpu"), 0, BenchSettings(1, opt_level, runs, 5), progress=False)
+
+
+def node_of_weight(path, weight: str) -> str:
+    import onnx
+
+    return next(n.name for n in onnx.load(str(path)).graph.node if weight in n.input)
+
+
+def test_static_int8_keeps_accuracy_and_fuses_every_conv(tmp_path, data, fp32):
+    r = QuantizeStage(QuantizeConfig(mode="static", min_speedup=0.01)).run(fp32[1], context(tmp_path, data))
+    m = r.metrics
+    assert (m["fp32"]["accuracy"] - m["int8"]["accuracy"]) * 100 <= 0.5
+    assert m["int8"]["top1_agreement"] >= 0.98
+    assert m["conv_count"] == 9
+    assert m["fused_ops"] == {"QLinearConv": 9, "QLinearAdd": 3, "QGemm": 1}
+    assert m["int8"]["bytes"] < 0.6 * m["fp32"]["bytes"]
+    assert m["calibration"] == {"method": "minmax", "samples": 256, "split": "train"}
+    assert (m["activation_type"], m["weight_type"]) == ("QUInt8", "QInt8")
+    (pub,) = r.publish
+    assert (pub.name, pub.precision, pub.meta["stage"]) == ("student-int8", "int8", "03-quantize")
+    assert r.model is pub and m["kept"] == "int8"
+    assert "| int8 | int8 |" in m["report_md"]
+
+
+def test_not_faster_keeps_fp32_and_says_so(tmp_path, data, fp32):
+    # no int8 model is 100x faster: the guard must keep the fp32 input and still publish int8
+    cfg = QuantizeConfig(mode="static", min_speedup=100, calibration_samples=32)
+    r = QuantizeStage(cfg).run(fp32[1], context(tmp_path, data, runs=10))
+    assert r.metrics["kept"] == "fp32"
+    assert r.metrics["reason"].startswith("int8 is not faster: ")
+    assert r.model is fp32[1]
+    assert [p.name for p in r.publish] == ["student-int8"]
+
+
+def test_fallback_keeps_the_outlier_layer_in_float(tmp_path, data, outlier):
+    cfg = QuantizeConfig(mode="static", max_accuracy_drop=0.5, min_speedup=0.01)
+    r = QuantizeStage(cfg).run(outlier, context(tmp_path, data, runs=10))
+    m = r.metrics
+    conv1, conv2 = (node_of_weight(outlier.path, f"stages.1.0.{c}.weight") for c in ("conv1", "conv2"))
+    first = m["trials"][0]
+    assert (m["fp32"]["accuracy"] - first["accuracy"]) * 100 > 5  # all-int8 collapses
+    top, runner_up = m["sensitivity"][:2]
+    assert top["sqnr_db"] < 5 < 20 < runner_up["sqnr_db"]  # the outlier tensor stands out
+    assert top["nodes"][0] == conv1 and top["nodes"][-1] == conv2
+    # conv1 makes the outlier activation (its Relu goes with it), conv2 reads it: all stay float
+    assert m["float_layers"] == top["nodes"] and len(m["float_layers"]) == 3
+    assert m["float_modules"] == ["stages.1.0.conv1", "stages.1.0.conv2"]
+    assert (m["fp32"]["accuracy"] - m["int8"]["accuracy"]) * 100 <= 0.5
+    assert m["int8"]["precision"] == "mixed" and r.publish[0].precision == "mixed"
+    assert m["fused_ops"]["QLinearConv"] == 7  # the two float convs run as Conv
+    assert len(m["trials"]) == 2 and m["trials"][1]["fp32_p50_ms"] > 0
+    assert "| float nodes | ORT accuracy | p50 ms | fp32 p50 ms | speedup |" in m["report_md"]
+
+
+def test_fallback_not_met_fails_with_the_best_result(tmp_path, data, outlier):
+    cfg = QuantizeConfig(mode="static", max_float_layers=0, calibration_samples=64)
+    with pytest.raises(GateError) as e:
+        QuantizeStage(cfg).run(outlier, context(tmp_path, data, runs=10))
+    assert e.value.exit_code == 3
+    msg = str(e.value)
+    assert msg.startswith("stages[2].quantize: int8 accuracy limit not met: best ")
+    assert "limit 0.5), with 0 layer(s) in float (none), p50 " in msg
+
+
+def test_mode_and_input_format_must_match(tmp_path, data, fp32):
+    with pytest.raises(ConfigError) as e:
+        QuantizeStage(QuantizeConfig(mode="qat")).run(fp32[1], context(tmp_path, data))
+    assert str(e.value) == (
+        "stages[2].quantize.mode: qat quantization needs a torch model (put this stage before the "
+        "export stage); the previous stage produced a onnx model"
+    )
+    torch_art = ModelArtifact("student", "torch", module=fp32[0])
+    with pytest.raises(ConfigError, match=r"static quantization needs a onnx model \(put this stage "
+                       r"after an export stage\)"):
+        QuantizeStage(QuantizeConfig()).run(torch_art, context(tmp_path, data))
+
+
+def test_low_benchmark_opt_level_is_refused(tmp_path, data, fp32):
+    with pytest.raises(ConfigError, match="benchmark opt_level 'basic' leaves QDQ int8 models unfused"):
+        QuantizeStage(QuantizeConfig()).run(fp32[1], context(tmp_path, data, opt_level="basic"))
+
+
+def test_config_rules():
+    with pytest.raises(ValidationError, match="'qat' settings apply to mode: qat only"):
+        QuantizeConfig(mode="static", qat={"epochs": 1})
+    with pytest.raises(ValidationError):
+        QuantizeConfig(calibrate_method="kl")
+    with pytest.raises(ValidationError):
+        QuantizeConfig(max_accuracy_drop=-1)
+    assert QuantizeConfig(mode="qat").qat.epochs == 3
+
+
+@pytest.mark.parametrize(("flags", "machine", "want"), [
+    ("flags\t: fpu sse avx2 avx512f avx512_vnni", "x86_64", ("x86-vnni", "avx512_vnni")),
+    ("flags\t: fpu sse avx2 avx_vnni", "x86_64", ("x86-vnni", "avx_vnni")),
+    ("flags\t: fpu sse avx2", "x86_64", ("x86-avx2", "avx2")),
+    ("Features\t: fp asimd asimddp", "aarch64", ("arm64", "aarch64")),
+])
+def test_target_detection(flags, machine, want):
+    assert detect_target(flags, machine) == want
+
+
+def test_dynamic_bert_per_channel_keeps_cosine(tmp_path, data):
+    import onnx
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=1024, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=128, max_position_embeddings=64)
+    bert = BertModel(cfg).eval()
+    src = tmp_path / "bert.onnx"
+    torch.onnx.export(bert, (torch.randint(0, 1024, (1, 32)),), str(src), input_names=["input_ids"],
+                      output_names=["last_hidden_state"], dynamo=False, opset_version=17)
+    graph = onnx.load(str(src)).graph
+    weights = {i.name for i in graph.initializer}
+    const_matmuls = sum(n.op_type in ("MatMul", "Gemm") and n.input[1] in weights for n in graph.node)
+
+    # the stage path: no labels for this model, so quality is the output cosine on seeded ids
+    stage_cfg = QuantizeConfig(mode="dynamic", min_speedup=0.01)
+    r = QuantizeStage(stage_cfg).run(ModelArtifact.from_onnx("bert", src), context(tmp_path, data, runs=10))
+    m = r.metrics
+    assert m["int8"]["cosine"] >= 0.98 and m["int8"]["accuracy"] is None
+    assert m["per_channel"] is True and m["int8"]["precision"] == "int8"
+    integer = m["fused_ops"].get("DynamicQuantizeMatMul", 0) + m["fused_ops"].get("MatMulIntegerToFloat", 0)
+    assert integer == const_matmuls == 13  # every weight matmul is int8; Q.K and attn.V stay float
+    assert m["int8"]["bytes"] < 0.5 * m["fp32"]["bytes"]
+
+    # the plain function, on real-length inputs the stage did not see
+    dst = quantize_dynamic_onnx(src, tmp_path / "direct.onnx", stage_cfg, TARGETS["x86-vnni"], [])
+    rng = np.random.default_rng(1)
+    feeds = [{"input_ids": rng.integers(0, 1024, (1, 32)).astype(np.int64)} for _ in range(16)]
+    assert mean_cosine(run_outputs(src, feeds), run_outputs(dst, feeds)) >= 0.98
+
+
+def test_qat_section_on_static_mode_is_a_yaml_error(tmp_path):
+    from _util import tiny_config, write_config
+    from click.testing import CliRunner
+
+    from compress.cli import cli
+
+    cfg = tiny_config()
+    cfg["stages"].insert(2, {"quantize": {"mode": "static", "qat": {"epochs": 1}}})
+    result = CliRunner().invoke(cli, ["validate", str(write_config(tmp_path, cfg))])
+    assert result.exit_code == 2
+    assert "stages[2].quantize" in result.output
+    assert "'qat' settings apply to mode: qat only (mode is static)" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_pipeline_with_static_quantize_publishes_int8(tmp_path):
+    import json
+
+    from _util import tiny_config, write_config
+    from click.testing import CliRunner
+
+    from compress.cli import cli
+
+    cfg = tiny_config()
+    cfg["stages"].insert(2, {"quantize": {"mode": "static", "min_speedup": 0.01}})
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["pipeline", str(write_config(tmp_path, cfg)), "--out", str(out),
+                                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    models = {m["name"]: m for m in report["models"]}
+    assert models["student-int8"]["precision"] == "int8"
+    assert models["student"]["accuracy"] - models["student-int8"]["accuracy"] <= 0.005
+    assert report["final"] == "student-int8"
+    assert "## 03-quantize" in (out / "report.md").read_text()
