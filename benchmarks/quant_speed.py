@@ -27,10 +27,8 @@ from compress.config import PipelineConfig
 from compress.data.sources import load_data
 from compress.runtime import qat_quantizer as qatq
 from compress.runtime.onnx_export import export_onnx
-from compress.runtime.train import KD, TrainConfig
-from compress.stages.quantize import (
+from compress.runtime.ort_quant import (
     TARGETS,
-    QuantizeConfig,
     class_feeds,
     detect_target,
     fused_ops,
@@ -39,6 +37,7 @@ from compress.stages.quantize import (
     quantize_static_onnx,
     run_outputs,
 )
+from compress.runtime.train import KD, TrainConfig
 
 
 def variants(name: str, model: torch.nn.Module, teacher: torch.nn.Module, data, folder: Path,
@@ -49,10 +48,9 @@ def variants(name: str, model: torch.nn.Module, teacher: torch.nn.Module, data, 
     paths = {"fp32": export_onnx(model, example, folder / f"{name}-fp32.onnx")}
     pre = preprocess(paths["fp32"], folder / f"{name}-pre.onnx")
     calib = data.calibration(256, seed=seed)
-    paths["static"] = quantize_static_onnx(pre, folder / f"{name}-static.onnx", calib,
-                                           QuantizeConfig(), target, [])
-    paths["dynamic"] = quantize_dynamic_onnx(pre, folder / f"{name}-dynamic.onnx",
-                                             QuantizeConfig(mode="dynamic"), target, [])
+    # the quantize stage's defaults: per-channel weights, minmax calibration, every op type
+    paths["static"] = quantize_static_onnx(pre, folder / f"{name}-static.onnx", calib, target, [])
+    paths["dynamic"] = quantize_dynamic_onnx(pre, folder / f"{name}-dynamic.onnx", target, [])
     t0 = time.perf_counter()
     prepared = qatq.prepare_qat(copy.deepcopy(model), torch.from_numpy(data.calibration(4, seed=seed)))
     cfg = TrainConfig(epochs=qat_epochs, lr=5e-4, schedule="cosine")

@@ -50,3 +50,26 @@ def test_parity_catches_a_different_model(digits, tmp_path):
     path = export_onnx(a, torch.from_numpy(x[:1]), tmp_path / "a.onnx")
     parity = onnx_parity(b, path, x[:32])
     assert parity.max_abs_diff > 1e-3 and np.isfinite(parity.max_abs_diff)
+
+
+def test_export_strips_debug_metadata_with_local_paths(digits, tmp_path):
+    from compress.runtime.onnx_export import strip_debug_metadata_
+
+    x, _ = digits
+    model = ResNet(1, 10, width=8, depth=(1, 1)).eval()
+    raw = tmp_path / "raw.onnx"  # what the dynamo exporter writes on its own
+    torch.onnx.export(model, (torch.from_numpy(x[:1]),), str(raw), dynamo=True, external_data=False,
+                      report=False)
+    raw_proto = onnx.load(str(raw))
+    noisy = sum(bool(n.metadata_props) for n in raw_proto.graph.node)
+    assert noisy > 10 and b"cnn.py" in raw.read_bytes()  # stack traces name the model's source file
+
+    path = export_onnx(model, torch.from_numpy(x[:1]), tmp_path / "m.onnx")
+    data = path.read_bytes()
+    proto = onnx.load(str(path))
+    assert [n for n in proto.graph.node if n.metadata_props] == []
+    for local in (b"/work/", str(tmp_path).encode(), b"site-packages", b"cnn.py"):
+        assert local not in data
+    assert len(data) < 0.7 * raw.stat().st_size  # the traces were a large share of the file
+    assert onnx_parity(model, path, x[:32]).max_abs_diff < 1e-4  # only metadata went
+    assert strip_debug_metadata_(raw_proto) == noisy and strip_debug_metadata_(raw_proto) == 0

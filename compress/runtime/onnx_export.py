@@ -7,12 +7,16 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from compress.runtime.files import atomic_write
+
+if TYPE_CHECKING:
+    import onnx
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -26,7 +30,8 @@ def export_onnx(
     dynamic_batch: bool = False,
     exporter: str = "dynamo",
 ) -> Path:
-    """Export ``model`` to one ONNX file (weights inside), checked with ``full_check``.
+    """Export ``model`` to one ONNX file (weights inside, debug metadata stripped), checked with
+    ``full_check``.
 
     Fixed shapes are the default: mobile runtimes (NNAPI, CoreML) take whole graphs only then.
     """
@@ -63,9 +68,35 @@ def export_onnx(
                 **kwargs,
             )
         proto = onnx.load(str(tmp))
+        strip_debug_metadata_(proto)
         onnx.checker.check_model(proto, full_check=True)
+        onnx.save(proto, str(tmp))
 
     return atomic_write(path, write)
+
+
+def strip_debug_metadata_(model: onnx.ModelProto) -> int:
+    """Drop every node's metadata_props, in place, subgraphs and functions included.
+
+    The dynamo exporter records fx node names and stack traces there: local file paths that no
+    artifact should ship, and more than half the bytes of a small model. Nothing reads them at run
+    time. Graph- and value-level metadata (export signature, original names) carry no paths and stay.
+
+    Returns:
+        How many nodes had metadata.
+    """
+    def nodes(graph: onnx.GraphProto):
+        for node in graph.node:
+            yield node
+            for attr in node.attribute:
+                for sub in (attr.g, *attr.graphs) if attr.HasField("g") else attr.graphs:
+                    yield from nodes(sub)
+
+    cleaned = 0
+    for node in (*nodes(model.graph), *(n for f in model.functions for n in f.node)):
+        cleaned += bool(node.metadata_props)
+        del node.metadata_props[:]
+    return cleaned
 
 
 @dataclass

@@ -222,16 +222,9 @@ def convert_qat(prepared: nn.Module) -> nn.Module:
 def export_qdq_onnx(converted: nn.Module, example: torch.Tensor, path: Path, opset: int) -> Path:
     """Export the converted graph to one QDQ ONNX file with the dynamo exporter (checked).
 
-    The exporter's per-node debug metadata (fx nodes, stack traces with local paths) is more than
-    half the file of a small model; the shipped artifact does not need it.
+    ``export_onnx`` strips the exporter's per-node debug metadata (stack traces with local paths),
+    more than half the file of a small model.
     """
-    import onnx
-
-    from compress.runtime.files import atomic_write
     from compress.runtime.onnx_export import export_onnx
 
-    export_onnx(converted, example.cpu(), path, opset=opset, exporter="dynamo")
-    proto = onnx.load(str(path))
-    for node in proto.graph.node:
-        del node.metadata_props[:]
-    return atomic_write(path, lambda tmp: onnx.save(proto, str(tmp)))
+    return export_onnx(converted, example.cpu(), path, opset=opset, exporter="dynamo")

@@ -3,14 +3,13 @@
 Every int8 model is measured against its fp32 input in the same run: ORT accuracy, top-1
 agreement and interleaved latency. When int8 loses too much accuracy the most sensitive layers
 stay in float; when int8 is not faster the fp32 model is kept, and the metrics say so.
+The ONNX Runtime helpers live in compress/runtime/ort_quant.py.
 """
 
 from __future__ import annotations
 
 import copy
 import platform
-import tempfile
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -22,53 +21,27 @@ from pydantic import Field, model_validator
 from compress.artifacts import ModelArtifact, StageResult
 from compress.errors import ConfigError, GateError
 from compress.runtime import qat_quantizer as qatq
-from compress.runtime.onnx_export import export_onnx
+from compress.runtime.files import atomic_write
+from compress.runtime.onnx_export import export_onnx, strip_debug_metadata_
+from compress.runtime.ort_quant import (
+    FUSED_OPS,
+    TARGETS,
+    Target,
+    class_feeds,
+    count_ops,
+    detect_target,
+    fused_ops,
+    input_spec,
+    mean_cosine,
+    modules_of,
+    preprocess,
+    quantize_dynamic_onnx,
+    quantize_static_onnx,
+    rank_sensitive_nodes,
+    run_outputs,
+)
 from compress.runtime.train import KD, TrainConfig
 from compress.stages.base import Stage, StageConfig, StageContext
-
-FUSED_OPS = ("QLinearConv", "QLinearAdd", "QGemm", "MatMulInteger", "ConvInteger", "QLinearMatMul",
-             "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QLinearGlobalAveragePool")
-
-
-@dataclass(frozen=True)
-class Target:
-    """Integer types for one CPU family (ORT's QuantType names)."""
-
-    activation: str
-    weight: str
-    reduce_range: bool
-    arch: str
-    why: str
-
-
-TARGETS = {
-    "x86-vnni": Target("QUInt8", "QInt8", False, "x86_64",
-                       "VNNI: U8S8 accumulates without saturation"),
-    "x86-avx2": Target("QUInt8", "QInt8", True, "x86_64",
-                       "no VNNI: 7-bit weights (reduce_range) keep U8S8 products from saturating"),
-    "arm64": Target("QInt8", "QInt8", False, "aarch64",
-                    "ARM64 dot-product kernels and XNNPACK want signed int8 (S8S8)"),
-}
-
-
-def detect_target(cpuinfo: str | None = None, machine: str | None = None) -> tuple[str, str]:
-    """The preset for this CPU and the evidence (a /proc/cpuinfo flag or the machine name)."""
-    machine = (machine or platform.machine()).lower()
-    if machine in ("aarch64", "arm64"):
-        return "arm64", machine
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            cpuinfo = ""
-    flags = set()
-    for line in cpuinfo.splitlines():
-        if line.startswith(("flags", "Features")):
-            flags.update(line.split(":", 1)[1].split())
-    for flag in ("avx512_vnni", "avx_vnni"):
-        if flag in flags:
-            return "x86-vnni", flag
-    return "x86-avx2", "avx2" if "avx2" in flags else "no avx2/vnni flag: conservative choice"
 
 
 class QATConfig(TrainConfig):
@@ -99,7 +72,8 @@ class QuantizeConfig(StageConfig):
         256, ge=1, le=100_000, description="Training-split inputs used to calibrate (never validation)."
     )
     max_accuracy_drop: float = Field(
-        0.5, ge=0, le=100, description="Largest ORT top-1 drop vs fp32, in percentage points."
+        0.005, ge=0, le=1, description="Largest ORT top-1 drop vs fp32, as a fraction like every "
+        "accuracy in the report and gates.max_accuracy_drop (0.005 = half a percentage point)."
     )
     min_cosine: float = Field(
         0.98, ge=0, le=1, description="Models without labels (dynamic): least mean output cosine."
@@ -127,187 +101,19 @@ class QuantizeConfig(StageConfig):
         return self
 
 
-# -- ONNX Runtime helpers ----------------------------------------------------------------------
+def quantize_onnx(src: Path, dst: Path, cfg: QuantizeConfig, target: Target, exclude: list[str],
+                  calib: np.ndarray | None = None) -> Path:
+    """Quantize a pre-processed ONNX model as ``cfg.mode`` says (static needs ``calib``).
 
-
-class ArrayReader:
-    """Feeds arrays to ORT in the model's batch size (a ``CalibrationDataReader``)."""
-
-    def __init__(self, name: str, x: np.ndarray, batch: int):
-        stop = len(x) - batch + 1
-        self.feeds = [{name: x[i : i + batch].astype(np.float32)} for i in range(0, stop, batch)]
-        self.rewind()
-
-    def rewind(self) -> None:
-        self._it = iter(self.feeds)
-
-    def get_next(self) -> dict | None:
-        return next(self._it, None)
-
-    def __iter__(self):
-        return iter(self.feeds)
-
-
-def input_spec(path: Path) -> tuple[str, int | None, list]:
-    """The first input's name, its fixed batch size (None when dynamic) and its shape."""
-    import onnx
-
-    inp = onnx.load(str(path), load_external_data=False).graph.input[0]
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
-    return inp.name, dims[0] if dims else None, dims
-
-
-def reader_for(path: Path, x: np.ndarray) -> ArrayReader:
-    name, batch, _ = input_spec(path)
-    return ArrayReader(name, x, batch or min(32, len(x)))
-
-
-def preprocess(src: Path, dst: Path) -> Path:
-    """ORT's quantization pre-processing: shape inference and graph cleanup (BN folding)."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
-    return dst
-
-
-def quantize_static_onnx(src: Path, dst: Path, calib: np.ndarray, cfg: QuantizeConfig,
-                         target: Target, exclude: list[str]) -> Path:
-    """Static QDQ quantization of a pre-processed model, calibrated on ``calib``."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile}[cfg.calibrate_method]
-    quantize_static(
-        str(src), str(dst), reader_for(src, calib), quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=cfg.op_types, per_channel=cfg.per_channel,
-        reduce_range=target.reduce_range, activation_type=getattr(QuantType, target.activation),
-        weight_type=getattr(QuantType, target.weight), nodes_to_exclude=exclude,
-        calibrate_method=method,
-    )
-    return dst
-
-
-def quantize_dynamic_onnx(src: Path, dst: Path, cfg: QuantizeConfig, target: Target,
-                          exclude: list[str]) -> Path:
-    """Dynamic quantization: int8 weights, activations quantized at run time."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(
-        str(src), str(dst), op_types_to_quantize=cfg.op_types, per_channel=cfg.per_channel,
-        reduce_range=target.reduce_range, weight_type=getattr(QuantType, target.weight),
-        nodes_to_exclude=exclude,
-    )
-    return dst
-
-
-def fused_ops(path: Path, opt_level: str = "all") -> dict[str, int]:
-    """Op counts of the graph ORT actually runs (the session's optimized model)."""
-    import onnx
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if opt_level == "all"
-                                   else ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
-    so.log_severity_level = 3
-    with tempfile.TemporaryDirectory() as tmp:
-        # machine-specific: written to a temp dir, never shipped
-        so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        ops = Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
-    return dict(sorted(ops.items()))
-
-
-def count_ops(path: Path, op_type: str) -> int:
-    import onnx
-
-    return sum(n.op_type == op_type for n in onnx.load(str(path), load_external_data=False).graph.node)
-
-
-def run_outputs(path: Path, feeds: list[dict], opt_level: str = "all") -> np.ndarray:
-    """The first output of the model over a list of feeds, concatenated on axis 0."""
-    from compress.bench.latency import make_session
-
-    sess = make_session(path, 1, opt_level)
-    return np.concatenate([sess.run(None, f)[0] for f in feeds])
-
-
-def class_feeds(path: Path, x: np.ndarray) -> list[dict]:
-    """Validation inputs in the model's batch size (the tail is dropped for a fixed batch)."""
-    name, batch, _ = input_spec(path)
-    bs = batch or 256
-    stop = len(x) - len(x) % bs if batch else len(x)
-    return [{name: x[i : i + bs].astype(np.float32)} for i in range(0, stop, bs)]
-
-
-def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
-    num = (a * b).sum(1)
-    den = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12
-    return float((num / den).mean())
-
-
-def channel_sqnr(pre: list[np.ndarray], post: list[np.ndarray], shape: list | None) -> float:
-    """Median over channels of the SQNR (dB) of a tensor before vs after its Q/DQ pair.
-
-    Per channel, because one outlier channel dominates a whole-tensor norm: the other channels
-    round to a handful of levels while the whole-tensor SQNR still looks healthy.
+    Args:
+        exclude: ONNX node names kept in float.
+        calib: training-split inputs for static calibration.
     """
-    def rows(t: list[np.ndarray]) -> np.ndarray:
-        t = np.concatenate(t).astype(np.float64)
-        if shape and len(shape) >= 2 and all(shape[1:]):  # (batch, C, ...) -> (C, everything else)
-            c = shape[1]
-            return t.reshape(-1, c, int(np.prod(shape[2:]))).transpose(1, 0, 2).reshape(c, -1)
-        return t.reshape(1, -1)
-
-    a, b = rows(pre), rows(post)
-    if b.min() >= 0:  # a Relu folded into the Q: its clipping is exact, not quantization noise
-        a = np.maximum(a, 0)
-    eps = np.finfo(np.float32).eps
-    ratio = np.maximum(np.linalg.norm(a, axis=1), eps) / np.maximum(np.linalg.norm(a - b, axis=1), eps)
-    return float(np.median(20 * np.log10(ratio)))
-
-
-def rank_sensitive_nodes(float_path: Path, qdq_path: Path, calib: np.ndarray) -> list[dict]:
-    """int8 tensors ranked most sensitive first by SQNR (dB), each with the nodes that keep it
-    in float when excluded: its producer (ORT quantizes e.g. a Relu's output) and its consumers.
-
-    Uses ORT's QDQ debugging tools: activations before/after each Q/DQ pair on calibration data,
-    and each weight against its dequantized copy. A tensor whose range is blown up by an outlier
-    scores near 0 dB, a healthy one 20-40 dB.
-    """
-    import onnx
-    from onnxruntime.quantization import qdq_loss_debug as dbg
-
-    with tempfile.TemporaryDirectory() as tmp:
-        aug = Path(tmp) / "augmented.onnx"
-        dbg.modify_model_output_intermediate_tensors(str(qdq_path), str(aug))
-        acts = dbg.collect_activations(str(aug), reader_for(qdq_path, calib))
-    graph = onnx.load(str(float_path)).graph
-    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
-              for v in (*graph.value_info, *graph.input, *graph.output)}
-    errors = {k: channel_sqnr(v["pre_qdq"], v["post_qdq"], shapes.get(k))
-              for k, v in dbg.create_activation_matching(acts).items()}
-    errors.update(dbg.compute_weight_error(dbg.create_weight_matching(str(float_path), str(qdq_path))))
-    ranked = []
-    for tensor, db in sorted(errors.items(), key=lambda t: t[1]):
-        nodes = _nodes_holding(graph, tensor)
-        if nodes:
-            ranked.append({"tensor": tensor, "sqnr_db": round(float(db), 2), "nodes": nodes})
-    return ranked
-
-
-def _nodes_holding(graph, tensor: str) -> list[str]:
-    """Nodes to exclude so ``tensor`` stays float: its consumers and its producer, walking up
-    through Relu/Clip (ORT drops those and quantizes the tensor feeding them instead)."""
-    names = [n.name for n in graph.node if tensor in n.input]
-    while True:
-        producer = next((n for n in graph.node if tensor in n.output), None)
-        if producer is None:
-            return names
-        names.insert(0, producer.name)
-        if producer.op_type not in ("Relu", "Clip") or not producer.input:
-            return names
-        tensor = producer.input[0]
+    if cfg.mode == "static":
+        return quantize_static_onnx(src, dst, calib, target, exclude, per_channel=cfg.per_channel,
+                                    calibrate_method=cfg.calibrate_method, op_types=cfg.op_types)
+    return quantize_dynamic_onnx(src, dst, target, exclude, per_channel=cfg.per_channel,
+                                 op_types=cfg.op_types)
 
 
 # -- judging a candidate against its fp32 input -------------------------------------------------
@@ -372,12 +178,13 @@ class Judge:
         return Trial(path, list(excluded), acc, agree, mean_cosine(self.ref, out), fp32_m.stats.p50,
                      m.stats.p50)
 
-    def drop_points(self, t: Trial) -> float:
-        return (self.fp32_accuracy - t.accuracy) * 100 if self.labeled else 0.0
+    def drop(self, t: Trial) -> float:
+        """ORT top-1 accuracy lost vs fp32, as a fraction (0 for models without labels)."""
+        return self.fp32_accuracy - t.accuracy if self.labeled else 0.0
 
     def accurate(self, t: Trial) -> bool:
         if self.labeled:
-            return self.drop_points(t) <= self.cfg.max_accuracy_drop + 1e-9
+            return self.drop(t) <= self.cfg.max_accuracy_drop + 1e-9
         return t.cosine >= self.cfg.min_cosine
 
     def better(self, a: Trial, b: Trial | None) -> bool:
@@ -427,6 +234,7 @@ class QuantizeStage(Stage):
         if best.path != final:
             best.path.replace(final)
             best.path = final
+        _strip_debug_metadata(final)
         precision = "mixed" if best.excluded else "int8"
         int8_art = ModelArtifact.from_onnx(f"{model.name}-int8", final, precision, **meta)
         publish.append(int8_art)
@@ -436,7 +244,9 @@ class QuantizeStage(Stage):
         kept, reason = "int8", f"{best.speedup:.2f}x faster than fp32 at p50"
         on_target = platform.machine().lower() in (target.arch, "amd64" if target.arch == "x86_64" else "")
         if not judge.accurate(best):
-            kept, reason = "fp32", "no int8 model met the accuracy limit (if_not_met: keep_fp32)"
+            limit = (f"best drop {judge.drop(best) * 100:.2f} points, limit {cfg.max_accuracy_drop * 100:g} "
+                     "points; " if judge.labeled else "")
+            kept, reason = "fp32", f"no int8 model met the accuracy limit ({limit}if_not_met: keep_fp32)"
         elif best.speedup < cfg.min_speedup and on_target:
             kept, reason = "fp32", (f"int8 is not faster: {best.speedup:.2f}x at p50 "
                                     f"(min_speedup {cfg.min_speedup:g}); per-call overhead dominates")
@@ -459,10 +269,7 @@ class QuantizeStage(Stage):
         src = preprocess(fp32_path, ctx.stage_dir / "trial-pre.onnx")
 
         def make(excluded: list[str], k: int) -> Path:
-            dst = ctx.stage_dir / f"trial-{k}.onnx"
-            if cfg.mode == "static":
-                return quantize_static_onnx(src, dst, calib, cfg, target, excluded)
-            return quantize_dynamic_onnx(src, dst, cfg, target, excluded)
+            return quantize_onnx(src, ctx.stage_dir / f"trial-{k}.onnx", cfg, target, excluded, calib)
 
         if cfg.mode == "static" and calib is None:
             raise ConfigError(f"{ctx.where}.mode: static calibration needs inputs shaped like the "
@@ -494,7 +301,7 @@ class QuantizeStage(Stage):
             return best, trials
         if judge.labeled:
             got = (f"best {best.accuracy * 100:.2f}% vs fp32 {judge.fp32_accuracy * 100:.2f}% "
-                   f"({judge.drop_points(best):.2f} points, limit {cfg.max_accuracy_drop:g})")
+                   f"({judge.drop(best) * 100:.2f} points, limit {cfg.max_accuracy_drop * 100:g} points)")
         else:
             got = f"best mean cosine {best.cosine:.4f} (min_cosine {cfg.min_cosine:g})"
         floats = ", ".join(best.excluded) or "none"
@@ -530,7 +337,7 @@ class QuantizeStage(Stage):
                      "p50_ms": round(best.fp32_p50, 5)},
             "int8": {**best.row(), "bytes": int8.stat().st_size, "precision": precision},
             "fused_ops": fused, "conv_count": convs, "ort_ops": ops,
-            "float_layers": best.excluded, "float_modules": _modules_of(fp32, best.excluded),
+            "float_layers": best.excluded, "float_modules": modules_of(fp32, best.excluded),
             "trials": [t.row() for t in trials],
             "sensitivity": self.ranking,
             "kept": kept, "reason": reason, "threads": ctx.bench.threads, "opt_level": judge._level,
@@ -562,14 +369,14 @@ class QuantizeStage(Stage):
         return m
 
 
-def _modules_of(path: Path, nodes: list[str]) -> list[str]:
-    """The torch module names of float nodes, read off their weight initializers."""
+def _strip_debug_metadata(path: Path) -> None:
+    """Rewrite an ONNX file without per-node debug metadata, if it has any: an fp32 input exported
+    outside this project can carry local paths, and ORT's quantizers copy them to the int8 nodes."""
     import onnx
 
-    graph = onnx.load(str(path)).graph
-    weights = {i.name for i in graph.initializer}
-    return [n.input[1].removesuffix(".weight") for n in graph.node
-            if n.name in nodes and len(n.input) > 1 and n.input[1] in weights]
+    proto = onnx.load(str(path))
+    if strip_debug_metadata_(proto):
+        atomic_write(path, lambda tmp: onnx.save(proto, str(tmp)))
 
 
 STAGE = QuantizeStage

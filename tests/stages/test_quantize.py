@@ -3,6 +3,8 @@ dynamic PTQ of a BERT-style model, and the config errors users see."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -13,17 +15,16 @@ from compress.data.sources import DataConfig, load_data
 from compress.errors import ConfigError, GateError
 from compress.models.cnn import ResNet
 from compress.runtime.onnx_export import export_onnx
-from compress.runtime.train import TrainConfig, fit_
-from compress.stages.base import BenchSettings, StageContext
-from compress.stages.quantize import (
+from compress.runtime.ort_quant import (
     TARGETS,
-    QuantizeConfig,
-    QuantizeStage,
     detect_target,
     mean_cosine,
     quantize_dynamic_onnx,
     run_outputs,
 )
+from compress.runtime.train import TrainConfig, fit_
+from compress.stages.base import BenchSettings, StageContext
+from compress.stages.quantize import QuantizeConfig, QuantizeStage
 
 OUTLIER_WEIGHT = "stages.1.0.conv2.weight"
 
@@ -88,7 +89,7 @@ def node_of_weight(path, weight: str) -> str:
 def test_static_int8_keeps_accuracy_and_fuses_every_conv(tmp_path, data, fp32):
     r = QuantizeStage(QuantizeConfig(mode="static", min_speedup=0.01)).run(fp32[1], context(tmp_path, data))
     m = r.metrics
-    assert (m["fp32"]["accuracy"] - m["int8"]["accuracy"]) * 100 <= 0.5
+    assert m["fp32"]["accuracy"] - m["int8"]["accuracy"] <= QuantizeConfig().max_accuracy_drop == 0.005
     assert m["int8"]["top1_agreement"] >= 0.98
     assert m["conv_count"] == 9
     assert m["fused_ops"] == {"QLinearConv": 9, "QLinearAdd": 3, "QGemm": 1}
@@ -112,19 +113,19 @@ def test_not_faster_keeps_fp32_and_says_so(tmp_path, data, fp32):
 
 
 def test_fallback_keeps_the_outlier_layer_in_float(tmp_path, data, outlier):
-    cfg = QuantizeConfig(mode="static", max_accuracy_drop=0.5, min_speedup=0.01)
+    cfg = QuantizeConfig(mode="static", max_accuracy_drop=0.005, min_speedup=0.01)
     r = QuantizeStage(cfg).run(outlier, context(tmp_path, data, runs=10))
     m = r.metrics
     conv1, conv2 = (node_of_weight(outlier.path, f"stages.1.0.{c}.weight") for c in ("conv1", "conv2"))
     first = m["trials"][0]
-    assert (m["fp32"]["accuracy"] - first["accuracy"]) * 100 > 5  # all-int8 collapses
+    assert m["fp32"]["accuracy"] - first["accuracy"] > 0.05  # all-int8 collapses
     top, runner_up = m["sensitivity"][:2]
     assert top["sqnr_db"] < 5 < 20 < runner_up["sqnr_db"]  # the outlier tensor stands out
     assert top["nodes"][0] == conv1 and top["nodes"][-1] == conv2
     # conv1 makes the outlier activation (its Relu goes with it), conv2 reads it: all stay float
     assert m["float_layers"] == top["nodes"] and len(m["float_layers"]) == 3
     assert m["float_modules"] == ["stages.1.0.conv1", "stages.1.0.conv2"]
-    assert (m["fp32"]["accuracy"] - m["int8"]["accuracy"]) * 100 <= 0.5
+    assert m["fp32"]["accuracy"] - m["int8"]["accuracy"] <= 0.005
     assert m["int8"]["precision"] == "mixed" and r.publish[0].precision == "mixed"
     assert m["fused_ops"]["QLinearConv"] == 7  # the two float convs run as Conv
     assert len(m["trials"]) == 2 and m["trials"][1]["fp32_p50_ms"] > 0
@@ -138,7 +139,30 @@ def test_fallback_not_met_fails_with_the_best_result(tmp_path, data, outlier):
     assert e.value.exit_code == 3
     msg = str(e.value)
     assert msg.startswith("stages[2].quantize: int8 accuracy limit not met: best ")
-    assert "limit 0.5), with 0 layer(s) in float (none), p50 " in msg
+    drop = re.search(r"\(([\d.]+) points, limit 0.5 points\), with 0 layer\(s\) in float \(none\), p50 ", msg)
+    assert drop and float(drop[1]) > 5  # the collapse, printed in percentage points
+
+    keep = QuantizeConfig(mode="static", max_float_layers=0, calibration_samples=64, if_not_met="keep_fp32")
+    r = QuantizeStage(keep).run(outlier, context(tmp_path, data, runs=10))
+    assert r.metrics["kept"] == "fp32" and r.model is outlier
+    assert re.fullmatch(r"no int8 model met the accuracy limit \(best drop ([\d.]+) points, limit 0.5 points; "
+                        r"if_not_met: keep_fp32\)", r.metrics["reason"])
+
+
+def test_int8_file_has_no_debug_metadata_of_its_input(tmp_path, data, fp32):
+    import onnx
+
+    # a raw dynamo export (not export_onnx) keeps stack traces with local paths on every node
+    raw = tmp_path / "raw.onnx"
+    torch.onnx.export(fp32[0], (data.example(1),), str(raw), input_names=["input"], dynamo=True,
+                      external_data=False, report=False)
+    assert any(n.metadata_props for n in onnx.load(str(raw)).graph.node) and b"cnn.py" in raw.read_bytes()
+    cfg = QuantizeConfig(mode="static", min_speedup=0.01, calibration_samples=32)
+    r = QuantizeStage(cfg).run(ModelArtifact.from_onnx("student", raw), context(tmp_path, data, runs=5))
+    int8 = r.publish[0].path
+    assert not any(n.metadata_props for n in onnx.load(str(int8)).graph.node)
+    assert b"cnn.py" not in int8.read_bytes() and b"site-packages" not in int8.read_bytes()
+    assert r.metrics["fused_ops"]["QLinearConv"] == 9  # the same fully fused graph as export_onnx's
 
 
 def test_mode_and_input_format_must_match(tmp_path, data, fp32):
@@ -166,6 +190,8 @@ def test_config_rules():
         QuantizeConfig(calibrate_method="kl")
     with pytest.raises(ValidationError):
         QuantizeConfig(max_accuracy_drop=-1)
+    with pytest.raises(ValidationError, match="less than or equal to 1"):
+        QuantizeConfig(max_accuracy_drop=1.5)  # a fraction, like every accuracy in the report
     assert QuantizeConfig(mode="qat").qat.epochs == 3
 
 
@@ -205,7 +231,7 @@ def test_dynamic_bert_per_channel_keeps_cosine(tmp_path, data):
     assert m["int8"]["bytes"] < 0.5 * m["fp32"]["bytes"]
 
     # the plain function, on real-length inputs the stage did not see
-    dst = quantize_dynamic_onnx(src, tmp_path / "direct.onnx", stage_cfg, TARGETS["x86-vnni"], [])
+    dst = quantize_dynamic_onnx(src, tmp_path / "direct.onnx", TARGETS["x86-vnni"], [])
     rng = np.random.default_rng(1)
     feeds = [{"input_ids": rng.integers(0, 1024, (1, 32)).astype(np.int64)} for _ in range(16)]
     assert mean_cosine(run_outputs(src, feeds), run_outputs(dst, feeds)) >= 0.98
