@@ -1,0 +1,42 @@
+"""The project's own latency regression test: the final artifact of pipelines/mobile.yaml against
+a baseline committed in tests/baselines/, through the package's pytest plugin.
+
+Latency depends on the graph, not on trained weights, so the pipeline runs with every training
+epoch set to 0: the same architecture, export path and quantizer as `make demo`, in seconds.
+Rewrite the baseline deliberately with `pytest tests/test_latency_regression.py --latency-update`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+from _util import ROOT
+from click.testing import CliRunner
+
+from compress.cli import cli
+
+MOBILE = ROOT / "pipelines" / "mobile.yaml"
+BASELINE = ROOT / "tests" / "baselines" / "mobile-final.json"
+
+
+def _no_training_overrides() -> list[str]:
+    raw = yaml.safe_load(MOBILE.read_text())
+    sets = ["--set", "teacher.train.epochs=0"]
+    for i, entry in enumerate(raw["stages"]):
+        kind = next(iter(entry))
+        if kind in ("distill", "prune"):
+            sets += ["--set", f"stages.{i}.{kind}.epochs=0"]
+    return sets
+
+
+def test_mobile_final_artifact_is_not_slower(tmp_path, assert_not_slower):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        cli, ["pipeline", str(MOBILE), "--out", str(out), "--no-progress", *_no_training_overrides()]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    final = next(m for m in report["models"] if m["name"] == report["final"])
+    verdict = assert_not_slower(out / final["path"], baseline=BASELINE, tolerance=0.15)
+    assert verdict.verdict in ("not slower", "inconclusive", "updated")
