@@ -66,9 +66,10 @@ def main() -> None:
         hand_rates.append(n / (time.perf_counter() - t0))
         print(f"repeat {r}: stage {stage_rates[-1]:.1f} samples/s, hand loop {hand_rates[-1]:.1f} samples/s")
     ratio = statistics.median(a / b for a, b in zip(stage_rates, hand_rates, strict=False))
-    print("| torch threads | stage samples/s (median) | hand loop samples/s (median) | ratio (median of pairs) |")
-    print("|---|---|---|---|")
-    print(f"| {torch.get_num_threads()} | {statistics.median(stage_rates):.1f} | "
+    print("| torch threads | augment shift | stage samples/s (median) | hand loop samples/s (median) "
+          "| ratio (median of pairs) |")
+    print("|---|---|---|---|---|")
+    print(f"| {torch.get_num_threads()} | {args.augment_shift} | {statistics.median(stage_rates):.1f} | "
           f"{statistics.median(hand_rates):.1f} | {ratio:.3f}x |")
 
 
