@@ -193,3 +193,11 @@ def test_baseline_gate_passes_for_the_same_model_and_fails_for_a_slower_baseline
     assert _error(result).startswith("error: gates.max_slowdown_vs_baseline: ")
     gate = json.loads((out / "report.json").read_text())["gates"][0]
     assert gate["verdict"] == "slower" and gate["value"] > 1.5
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path):
+    result = _run(write_config(tmp_path, tiny_config()), tmp_path / "run", "--device", "cuda")
+    assert result.exit_code == 2
+    assert _error(result) == "error: --device cuda: no CUDA device is available on this machine"
+    assert not (tmp_path / "run").exists()
