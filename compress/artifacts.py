@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 from torch import nn
 
 from compress.runtime.files import atomic_write, sha256_file, write_json
@@ -76,7 +75,3 @@ class StageResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     publish: list[ModelArtifact] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
-
-
-def torch_device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"

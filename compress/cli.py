@@ -75,16 +75,14 @@ def schema() -> None:
     click.echo(json.dumps(json_schema(), indent=2))
 
 
-def _register_optional() -> None:
-    """Commands that live beside their subsystems (bench, inspect, deploy)."""
-    try:
-        from compress.bench.cli import register
-    except ImportError:
-        return
+def _register_subsystems() -> None:
+    """Commands that live beside their subsystems (bench, inspect)."""
+    from compress.bench.cli import register
+
     register(cli)
 
 
-_register_optional()
+_register_subsystems()
 
 
 def main() -> None:

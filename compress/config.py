@@ -105,6 +105,9 @@ class PipelineConfig(BaseModel):
         kinds = [k for k, _ in self.stage_list()]
         if "distill" in kinds and self.student is None:
             raise ValueError("a distill stage needs a top-level 'student' (arch or python)")
+        if self.gates is not None and "benchmark" not in kinds:
+            raise ValueError("'gates' need a benchmark stage: gates judge the benchmarked final model")
+        _check_stage_order(self.stage_list())
         return self
 
     def stage_list(self) -> list[tuple[str, BaseModel]]:
@@ -115,6 +118,34 @@ class PipelineConfig(BaseModel):
         return out
 
 
+def _a(fmt: str) -> str:
+    return f"an {fmt}" if fmt == "onnx" else f"a {fmt}"
+
+
+def _check_stage_order(stages: list[tuple[str, BaseModel]]) -> None:
+    """Follow the model's format (torch -> onnx) through the stages, so a wrong order fails here."""
+    fmt, quantized = "torch", False
+    for i, (kind, cfg) in enumerate(stages):
+        mode = getattr(cfg, "mode", None)
+        needs = {"distill": "torch", "prune": "torch", "export": "torch",
+                 "quantize": "torch" if mode == "qat" else "onnx"}.get(kind)
+        if needs and fmt != needs:
+            what = f"quantize mode {mode}" if kind == "quantize" else kind
+            raise ValueError(
+                f"stages[{i}].{kind}: {what} needs {_a(needs)} model, but the stages before it give "
+                f"{_a(fmt)} model"
+                + ("; put it before export" if needs == "torch" else "; put an export stage before it")
+            )
+        if kind in ("export", "quantize"):
+            fmt = "onnx"
+        quantized = quantized or kind == "quantize"
+        if kind == "benchmark" and quantized and cfg.opt_level in ("disable", "basic"):
+            raise ValueError(
+                f"stages[{i}].benchmark.opt_level: {cfg.opt_level!r} leaves int8 QDQ models unfused "
+                "and slower than fp32; use 'extended' or 'all'"
+            )
+
+
 # ---------------------------------------------------------------------------------------------
 # Loading
 
@@ -123,6 +154,7 @@ def load_config(path: str | Path, overrides: tuple[str, ...] = ()) -> tuple[Pipe
     """Read, override and validate. Returns the model and the raw (overridden) mapping."""
     path = Path(path)
     raw, lines = load_yaml(path)
+    _check_stage_kinds(raw, path, lines)
     for item in overrides:
         apply_override(raw, item)
     _check_stage_kinds(raw, path, lines)

@@ -12,7 +12,7 @@ import platform
 import shutil
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,10 @@ class RunLock:
         self.path = run_dir / ".lock"
 
     def __enter__(self) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"--out {self.path.parent}: cannot create the run directory ({e})") from e
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -136,23 +139,27 @@ class Engine:
         self.device = resolve_device(device if device != "auto" else cfg.device)
         self.resume, self.progress, self.log = resume, progress, log
         self.records: list[StepRecord] = []
-        self.config_sha = sha256_json(raw)
+        self.config_sha = sha256_json(cfg.model_dump(mode="json"))
 
     def run(self) -> dict:
         with RunLock(self.run_dir):
-            write_text(self.run_dir / "config.resolved.yaml", yaml.safe_dump(self.raw, sort_keys=False))
+            self._gates_checked = False
             try:
                 return self._run()
-            except GateError:
-                raise  # the run finished; its report (with the failed gates) is already written
             except CompressError:
-                self._write_report(None, failed=True)
+                if not self._gates_checked:  # gate failures have written their own report
+                    self._write_report(None, failed=True)
                 raise
 
     def _run(self) -> dict:
         cfg = self.cfg
         seed_everything(cfg.seed)
-        data = load_data(cfg.data, cfg.seed)
+        try:
+            data = load_data(cfg.data, cfg.seed)
+        except CompressError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a user's data factory failed: name it, no traceback
+            raise InputError(f"data: loading failed: {type(e).__name__}: {e}") from e
         self.data = data
         data_key = sha256_json({"data": cfg.data.model_dump(mode="json"), "files": _data_files(cfg)})
         stages = cfg.stage_list()
@@ -180,10 +187,15 @@ class Engine:
             key = sha256_json({**base_key, "kind": kind, "config": scfg.model_dump(mode="json"),
                                "input": current.sha256, "teacher": teacher.sha256,
                                "published": {k: v.sha256 for k, v in published.items()},
-                               "student": cfg.student.model_dump(mode="json") if cfg.student else None})
+                               "student": cfg.student.model_dump(mode="json") if cfg.student else None,
+                               "student_ckpt": _file_sha(cfg.student.checkpoint) if cfg.student else None,
+                               "bench": asdict(bench) if stage.uses_bench else None,
+                               "extra": stage.key_extra()})
             current = self._step(stage, f"{i:02d}-{kind}", kind, f"stages[{i - 1}].{kind}", current,
                                  key, data, teacher, bench, published)
         report = self._write_report(current.name)
+        write_text(self.run_dir / "config.resolved.yaml", yaml.safe_dump(self.raw, sort_keys=False))
+        self._gates_checked = True
         if cfg.gates is not None:
             report["gates"] = check_gates(cfg.gates, report, self.run_dir)
             write_reports(report, self.run_dir)
@@ -280,6 +292,10 @@ class Engine:
         for r in self.records:
             if r.kind == "benchmark" and r.status in ("done", "skipped"):
                 models = r.metrics.get("models", [])
+        previous = _read_json(self.run_dir / "report.json") if failed and not models else None
+        if previous and previous.get("status") == "done":
+            # a failed run keeps the last good run's measurements visible, marked as such
+            models, final = previous.get("models", []), previous.get("final")
         report = {
             "pipeline": self.cfg.name,
             "config_sha256": self.config_sha,
@@ -291,6 +307,7 @@ class Engine:
                  **({"error": r.error} if r.error else {})}
                 for r in self.records
             ],
+            **({"models_from": "previous successful run"} if previous and models else {}),
             "models": models,
             "final": final if any(m["name"] == final for m in models) else (models[-1]["name"] if models else final),
             "versions": versions(),

@@ -172,3 +172,40 @@ def test_shipped_pipelines_validate(name):
     result = CliRunner().invoke(cli, ["validate", str(ROOT / "pipelines" / name)])
     assert result.exit_code == 0, result.output
     assert result.output.startswith(f"{ROOT / 'pipelines' / name}: valid (")
+
+
+ORDER = [
+    ("export before distill", _edit("  - distill:", "  - export: {}\n  - distill:"),
+     "p.yaml:4 (top level): stages[1].distill: distill needs a torch model, but the stages before it give "
+     "an onnx model; put it before export"),
+    ("gates without benchmark", _edit("  - benchmark:\n      threads: 1\n      opt_level: all\n      runs: 300\n",
+                                      "gates: {min_accuracy: 0.9}\n"),
+     "p.yaml:4 (top level): 'gates' need a benchmark stage: gates judge the benchmarked final model"),
+]
+
+
+@pytest.mark.parametrize("label,text,message", ORDER, ids=[o[0] for o in ORDER])
+def test_stage_order_is_checked_before_running(tmp_path, monkeypatch, label, text, message):
+    result = _validate(tmp_path, monkeypatch, text)
+    assert (result.exit_code, result.stderr.strip()) == (2, "error: " + message)
+
+
+def test_quantize_before_export_and_basic_opt_level(tmp_path, monkeypatch):
+    text = _edit("  - export:", "  - quantize: {mode: static}\n  - export:")
+    result = _validate(tmp_path, monkeypatch, text)
+    assert result.stderr.strip() == (
+        "error: p.yaml:4 (top level): stages[1].quantize: quantize mode static needs an onnx model, but the "
+        "stages before it give a torch model; put an export stage before it")
+    text = _edit("  - benchmark:", "  - quantize: {mode: static}\n  - benchmark:").replace("opt_level: all", "opt_level: basic")
+    result = _validate(tmp_path, monkeypatch, text)
+    assert result.stderr.strip() == (
+        "error: p.yaml:4 (top level): stages[3].benchmark.opt_level: 'basic' leaves int8 QDQ models "
+        "unfused and slower than fp32; use 'extended' or 'all'")
+
+
+def test_set_into_an_empty_stage_entry(tmp_path):
+    from compress.config import load_config
+
+    (tmp_path / "p.yaml").write_text(_edit("  - export:\n      opset: 18\n      dynamic_batch: false", "  - export:"))
+    cfg, _ = load_config(tmp_path / "p.yaml", ("stages.1.export.opset=17",))
+    assert cfg.stage_list()[1][1].opset == 17

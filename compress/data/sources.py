@@ -103,8 +103,10 @@ def load_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
     transfer = None
     if cfg.transfer is not None:
         transfer = _unlabeled(cfg.transfer)
+    if len(train) == 0 or len(val) == 0:
+        raise InputError(f"data: needs samples in both splits (train {len(train)}, val {len(val)})")
     x0, _ = train[0]
-    labels = [int(val[i][1]) for i in range(len(val))]
+    labels = [int(ds[i][1]) for ds in (train, val) for i in range(len(ds))]
     num_classes = max(labels) + 1
     if transfer is not None and tuple(transfer[0][0].shape) != tuple(x0.shape):
         raise InputError(

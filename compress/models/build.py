@@ -28,7 +28,10 @@ def build_model(spec: dict[str, Any], in_channels: int, num_classes: int, where:
             raise InputError(f"{where}.kwargs: {e}") from e
     elif spec.get("python"):
         factory = import_callable(spec["python"], f"{where}.python")
-        model = factory(**kwargs)
+        try:
+            model = factory(**kwargs)
+        except TypeError as e:
+            raise InputError(f"{where}.kwargs: {spec['python']}: {e}") from e
         if not isinstance(model, nn.Module):
             raise InputError(
                 f"{where}.python: {spec['python']} returned {type(model).__name__}, "

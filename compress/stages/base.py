@@ -51,9 +51,14 @@ class Stage(ABC):
     kind: ClassVar[str]
     Config: ClassVar[type[StageConfig]]
     accepts: ClassVar[tuple[str, ...]] = ("torch",)  # input formats
+    uses_bench: ClassVar[bool] = False  # its output depends on the pipeline's benchmark settings
 
     def __init__(self, cfg: StageConfig):
         self.cfg = cfg
+
+    def key_extra(self) -> dict:
+        """Facts beyond config and inputs that change this stage's output (part of its resume key)."""
+        return {}
 
     @abstractmethod
     def run(self, model: ModelArtifact, ctx: StageContext) -> StageResult:

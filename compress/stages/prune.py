@@ -409,6 +409,7 @@ def trajectory_table(rows: list[StepRecord]) -> str:
 class PruneStage(Stage):
     kind = "prune"
     Config = PruneConfig
+    uses_bench = True  # latency targets and per-step timing use the benchmark settings
 
     def run(self, model: ModelArtifact, ctx: StageContext) -> StageResult:
         cfg: PruneConfig = self.cfg

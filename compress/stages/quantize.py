@@ -202,6 +202,11 @@ class QuantizeStage(Stage):
     kind = "quantize"
     Config = QuantizeConfig
     accepts = ("onnx", "torch")
+    uses_bench = True  # keep-int8 decisions are measured with the benchmark settings
+
+    def key_extra(self) -> dict:
+        # target: auto resolves from this CPU's flags, so a run dir moved to another CPU re-runs
+        return {"target": detect_target()[0] if self.cfg.target == "auto" else self.cfg.target}
 
     def run(self, model: ModelArtifact, ctx: StageContext) -> StageResult:
         cfg: QuantizeConfig = self.cfg
