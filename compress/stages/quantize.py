@@ -247,7 +247,8 @@ class QuantizeStage(Stage):
             extra.unlink()
 
         kept, reason = "int8", f"{best.speedup:.2f}x faster than fp32 at p50"
-        on_target = platform.machine().lower() in (target.arch, "amd64" if target.arch == "x86_64" else "")
+        machine = {"arm64": "aarch64", "amd64": "x86_64"}.get(platform.machine().lower(), platform.machine().lower())
+        on_target = machine == target.arch  # speed is only judged on the CPU the target describes
         if not judge.accurate(best):
             limit = (f"best drop {judge.drop(best) * 100:.2f} points, limit {cfg.max_accuracy_drop * 100:g} "
                      "points; " if judge.labeled else "")
