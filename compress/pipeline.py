@@ -65,9 +65,18 @@ class RunLock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise InputError(f"--out {self.path.parent}: cannot create the run directory ({e})") from e
+        holder = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()})
+        tmp = self.path.with_name(f".lock.{os.getpid()}")
+        tmp.write_text(holder)
+        try:
+            return self._acquire(tmp)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _acquire(self, tmp: Path) -> RunLock:
         for _ in range(2):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                os.link(tmp, self.path)  # atomic, and the lock is never seen half-written
             except FileExistsError:
                 holder = self._holder()
                 if holder and _alive(holder.get("pid", -1)) and holder.get("host") == socket.gethostname():
@@ -77,8 +86,6 @@ class RunLock:
                     ) from None
                 self.path.unlink(missing_ok=True)  # stale: its process is gone
                 continue
-            with os.fdopen(fd, "w") as f:
-                json.dump({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}, f)
             return self
         raise InputError(f"{self.path}: cannot take the run-directory lock")
 

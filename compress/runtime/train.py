@@ -36,6 +36,11 @@ class TrainConfig(BaseModel):
     grad_clip: float = Field(5.0, ge=0, description="Max gradient norm (0: off).")
     batch_size: int | None = Field(None, gt=0, description="Overrides data.batch_size.")
 
+    @classmethod
+    def of(cls, cfg: BaseModel) -> TrainConfig:
+        """The training fields of a stage config that extends this one."""
+        return cls(**{k: getattr(cfg, k) for k in cls.model_fields})
+
 
 @dataclass
 class KD:

@@ -16,8 +16,6 @@ from compress.bench.latency import measure_interleaved, ort_accuracy
 from compress.errors import StageError
 from compress.stages.base import Stage, StageConfig, StageContext
 
-QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
-
 
 class BenchmarkConfig(StageConfig):
     threads: int = Field(1, ge=1, le=256, description="ORT intra-op threads (1 is the stable figure).")
@@ -30,6 +28,8 @@ class BenchmarkConfig(StageConfig):
 
 def is_qdq(path: str | Path) -> bool:
     import onnx
+
+    from compress.bench.inspection import QDQ_OPS
 
     graph = onnx.load(str(path), load_external_data=False).graph
     return any(n.op_type in QDQ_OPS for n in graph.node)

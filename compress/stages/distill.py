@@ -46,7 +46,7 @@ def distill(
     """Train ``student`` in place against ``teacher``; returns the fit history and best accuracy."""
     train = with_transfer(data.train, data.transfer if cfg.use_transfer else None, cfg.use_labels)
     kd = KD(cfg.temperature, cfg.alpha, [(h.student, h.teacher) for h in cfg.hints], cfg.hint_weight)
-    train_cfg = TrainConfig(**{k: getattr(cfg, k) for k in TrainConfig.model_fields})
+    train_cfg = TrainConfig.of(cfg)
     return fit_(
         student, train, data.val, train_cfg, data.batch_size, device, teacher=teacher, kd=kd,
         augment_shift=data.augment_shift, seed=seed, desc="distill", progress=progress,

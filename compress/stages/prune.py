@@ -286,7 +286,7 @@ def _recover(model: nn.Module, cfg: PruneConfig, rec: Recovery, row: StepRecord,
         row.acc_recovered = row.acc_bn
         return
     teacher = rec.teacher if cfg.recovery == "kd" else None
-    train_cfg = TrainConfig(**{k2: getattr(cfg, k2) for k2 in TrainConfig.model_fields})
+    train_cfg = TrainConfig.of(cfg)
     result = fit_(model, data.train, data.val, train_cfg, data.batch_size, rec.device, teacher=teacher,
                   kd=KD(cfg.temperature, cfg.alpha), augment_shift=data.augment_shift,
                   seed=rec.seed + k, desc=f"prune step {k}", progress=rec.progress)

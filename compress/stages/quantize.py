@@ -323,7 +323,7 @@ class QuantizeStage(Stage):
         trace = torch.from_numpy(ctx.data.calibration(4, seed=ctx.seed))
         prepared = qatq.prepare_qat(copy.deepcopy(model.module).cpu(), trace, scheme, q.fold_bn)
         teacher = ctx.teacher.module if ctx.teacher is not None else None
-        train_cfg = TrainConfig(**{k: getattr(q, k) for k in TrainConfig.model_fields})
+        train_cfg = TrainConfig.of(q)
         fit = qatq.qat_(prepared, ctx.data.train, ctx.data.val, train_cfg, ctx.data.batch_size,
                         ctx.device, teacher=teacher, kd=KD(q.temperature, q.alpha),
                         augment_shift=ctx.data.augment_shift, seed=ctx.seed, progress=ctx.progress)
