@@ -4,6 +4,7 @@ targets (MACs, ORT latency) with their exit-3 message, recovery and the saved wi
 from __future__ import annotations
 
 import copy
+import json
 import re
 
 import numpy as np
@@ -308,6 +309,10 @@ def test_pipeline_prune_stage_gate_exits_3(tmp_path, monkeypatch):
     assert res.exit_code == 3, res.output
     assert re.search(r"error: stages\[0\]\.prune\.latency_ms: budget 0\.0001 ms not reachable within "
                      r"max_ratio 0\.5: lowest p50 \d+\.\d{4} ms at ratio 0\.\d\d", res.output)
+    # the failed run still writes its report, naming the failed stage
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["status"] == "failed"
+    assert [(st["kind"], st["status"]) for st in report["stages"]] == [("teacher", "done"), ("prune", "failed")]
 
 
 def test_validate_names_the_yaml_path_of_a_double_target(tmp_path, monkeypatch):
