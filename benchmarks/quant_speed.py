@@ -37,7 +37,7 @@ from compress.runtime.ort_quant import (
     quantize_static_onnx,
     run_outputs,
 )
-from compress.runtime.train import KD, TrainConfig
+from compress.runtime.train import KD, TrainConfig, fit_
 
 
 def variants(name: str, model: torch.nn.Module, teacher: torch.nn.Module, data, folder: Path,
@@ -54,9 +54,9 @@ def variants(name: str, model: torch.nn.Module, teacher: torch.nn.Module, data, 
     t0 = time.perf_counter()
     prepared = qatq.prepare_qat(copy.deepcopy(model), torch.from_numpy(data.calibration(4, seed=seed)))
     cfg = TrainConfig(epochs=qat_epochs, lr=5e-4, schedule="cosine")
-    fit = qatq.qat_(prepared, data.train, data.val, cfg, data.batch_size, torch.device("cpu"),
-                    teacher=teacher, kd=KD(4.0, 0.7), augment_shift=data.augment_shift, seed=seed,
-                    progress=False)
+    fit = fit_(prepared, data.train, data.val, cfg, data.batch_size, torch.device("cpu"),
+               teacher=teacher, kd=KD(4.0, 0.7), augment_shift=data.augment_shift, seed=seed,
+               desc="qat", progress=False)
     print(f"{name}: QAT {qat_epochs} epoch(s) in {time.perf_counter() - t0:.0f}s, "
           f"fake-quant val accuracy {fit.best_val_accuracy:.4f}")
     paths["qat"] = qatq.export_qdq_onnx(qatq.convert_qat(prepared), example,

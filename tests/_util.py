@@ -5,7 +5,11 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import torch
 import yaml
+
+from compress.models.cnn import ResNet
+from compress.runtime.train import TrainConfig, fit_
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,3 +37,18 @@ def write_config(folder: Path, cfg: dict, name: str = "pipe.yaml") -> Path:
 
 def tiny_config() -> dict:
     return copy.deepcopy(TINY)
+
+
+def trained_resnet(data, cache) -> ResNet:
+    """ResNet width 8, depth [1, 1, 1] trained briefly on digits; cached under ``cache``
+    (tests pass the session's base temp dir, so quantize and QAT tests train it once)."""
+    torch.manual_seed(0)
+    model = ResNet(1, 10, width=8, depth=(1, 1, 1))
+    path = cache / "tiny-resnet.pt"
+    if path.exists():
+        model.load_state_dict(torch.load(path, weights_only=True))
+    else:
+        fit_(model, data.train, data.val, TrainConfig(epochs=3, lr=0.01), 64, torch.device("cpu"),
+             progress=False)
+        torch.save(model.state_dict(), path)
+    return model.eval()

@@ -102,11 +102,14 @@ def _first(keys: list[str], n: int = 3) -> str:
     return ", ".join(keys[:n]) + more
 
 
-def model_summary(model: nn.Module, example: torch.Tensor | tuple) -> dict[str, int]:
-    """Parameter and multiply-accumulate counts (torch-pruning's op counter)."""
+def model_summary(model: nn.Module, example: torch.Tensor | tuple | dict) -> dict[str, int]:
+    """Parameter and multiply-accumulate counts (torch-pruning's op counter).
+
+    ``example`` is one tensor, a tuple of positional inputs, or a dict of keyword inputs.
+    """
     import torch_pruning as tp
 
-    args = example if isinstance(example, tuple) else (example,)
+    args = example if isinstance(example, tuple | dict) else (example,)
     was_training = model.training
     model.eval()
     with torch.no_grad():

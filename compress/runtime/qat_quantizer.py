@@ -16,9 +16,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
-
-from compress.runtime.train import KD, FitResult, TrainConfig, fit_
 
 ANNOTATION = "quantization_annotation"
 
@@ -184,26 +181,6 @@ def prepare_qat(model: nn.Module, example: torch.Tensor, scheme: QATScheme = QAT
     dims = {arg: {0: torch.export.Dim("batch", min=2, max=65536)}}
     gm = torch.export.export(model, (example,), dynamic_shapes=dims).module()
     return _Trainable(prepare_qat_pt2e(gm, make_ort_quantizer(scheme)))
-
-
-def qat_(
-    prepared: nn.Module,
-    train: Dataset,
-    val: Dataset,
-    cfg: TrainConfig,
-    batch_size: int,
-    device: torch.device,
-    teacher: nn.Module | None = None,
-    kd: KD | None = None,
-    augment_shift: int = 0,
-    seed: int = 0,
-    progress: bool = True,
-) -> FitResult:
-    """Fine-tune a prepared model with fake quantization through the shared loop (KD if a teacher)."""
-    return fit_(
-        prepared, train, val, cfg, batch_size, device, teacher=teacher, kd=kd or KD(),
-        augment_shift=augment_shift, seed=seed, desc="qat", progress=progress,
-    )
 
 
 def convert_qat(prepared: nn.Module) -> nn.Module:

@@ -24,6 +24,7 @@ from torch import nn
 from compress.artifacts import ModelArtifact, StageResult, save_torch
 from compress.data.sources import DataBundle, make_loader
 from compress.errors import ConfigError, GateError, StageError
+from compress.models.build import model_summary
 from compress.models.widths import attention_heads, record_widths, sync_attention_heads_
 from compress.runtime.train import KD, TrainConfig, evaluate, fit_, recalibrate_bn_
 from compress.stages.base import BenchSettings, Stage, StageConfig, StageContext
@@ -353,12 +354,9 @@ class _Clock:
 
 
 def count(model: nn.Module, example: Example) -> tuple[int, int]:
-    """(MACs, params) by torch-pruning's op counter; tensors, tuples and kwargs dicts alike."""
-    import torch_pruning as tp
-
-    with torch.no_grad():
-        macs, params = tp.utils.count_ops_and_params(model.eval(), example)
-    return int(macs), int(params)
+    """(MACs, params); see ``model_summary``."""
+    summary = model_summary(model, example)
+    return summary["macs"], summary["params"]
 
 
 def _call(model: nn.Module, example: Example):

@@ -40,7 +40,7 @@ from compress.runtime.ort_quant import (
     rank_sensitive_nodes,
     run_outputs,
 )
-from compress.runtime.train import KD, TrainConfig
+from compress.runtime.train import KD, TrainConfig, fit_
 from compress.stages.base import Stage, StageConfig, StageContext
 
 
@@ -324,9 +324,9 @@ class QuantizeStage(Stage):
         prepared = qatq.prepare_qat(copy.deepcopy(model.module).cpu(), trace, scheme, q.fold_bn)
         teacher = ctx.teacher.module if ctx.teacher is not None else None
         train_cfg = TrainConfig.of(q)
-        fit = qatq.qat_(prepared, ctx.data.train, ctx.data.val, train_cfg, ctx.data.batch_size,
-                        ctx.device, teacher=teacher, kd=KD(q.temperature, q.alpha),
-                        augment_shift=ctx.data.augment_shift, seed=ctx.seed, progress=ctx.progress)
+        fit = fit_(prepared, ctx.data.train, ctx.data.val, train_cfg, ctx.data.batch_size,
+                   ctx.device, teacher=teacher, kd=KD(q.temperature, q.alpha),
+                   augment_shift=ctx.data.augment_shift, seed=ctx.seed, desc="qat", progress=ctx.progress)
         converted = qatq.convert_qat(prepared)
         int8_path = qatq.export_qdq_onnx(converted, example, ctx.stage_dir / "trial-qat.onnx", q.opset)
         return fp32_path, int8_path, {"val_accuracy_fake_quant": fit.best_val_accuracy,

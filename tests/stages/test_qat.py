@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _util import trained_resnet
 from torch.utils.data import Subset
 
 from compress.artifacts import ModelArtifact
 from compress.data.sources import DataConfig, load_data
 from compress.models.cnn import ResNet
 from compress.runtime.qat_quantizer import ANNOTATION, make_ort_quantizer, prepare_qat
-from compress.runtime.train import TrainConfig, fit_
 from compress.stages.base import BenchSettings, StageContext
 from compress.stages.quantize import QuantizeConfig, QuantizeStage
 
@@ -22,17 +22,7 @@ def data():
 
 @pytest.fixture(scope="module")
 def trained(data, tmp_path_factory):
-    """The tiny ResNet of test_quantize (same seed and recipe; shared through the session cache)."""
-    torch.manual_seed(0)
-    model = ResNet(1, 10, width=8, depth=(1, 1, 1))
-    path = tmp_path_factory.getbasetemp() / "tiny-resnet.pt"
-    if path.exists():
-        model.load_state_dict(torch.load(path, weights_only=True))
-    else:
-        fit_(model, data.train, data.val, TrainConfig(epochs=3, lr=0.01), 64, torch.device("cpu"),
-             progress=False)
-        torch.save(model.state_dict(), path)
-    return model.eval()
+    return trained_resnet(data, tmp_path_factory.getbasetemp())
 
 
 def test_quantizer_annotates_both_inputs_of_every_residual_add():

@@ -8,12 +8,12 @@ import re
 import numpy as np
 import pytest
 import torch
+from _util import trained_resnet
 from pydantic import ValidationError
 
 from compress.artifacts import ModelArtifact
 from compress.data.sources import DataConfig, load_data
 from compress.errors import ConfigError, GateError
-from compress.models.cnn import ResNet
 from compress.runtime.onnx_export import export_onnx
 from compress.runtime.ort_quant import (
     TARGETS,
@@ -22,25 +22,10 @@ from compress.runtime.ort_quant import (
     quantize_dynamic_onnx,
     run_outputs,
 )
-from compress.runtime.train import TrainConfig, fit_
 from compress.stages.base import BenchSettings, StageContext
 from compress.stages.quantize import QuantizeConfig, QuantizeStage
 
 OUTLIER_WEIGHT = "stages.1.0.conv2.weight"
-
-
-def trained_resnet(data, cache) -> ResNet:
-    """ResNet width 8, depth [1, 1, 1] trained briefly on digits; cached for the session."""
-    torch.manual_seed(0)
-    model = ResNet(1, 10, width=8, depth=(1, 1, 1))
-    path = cache / "tiny-resnet.pt"
-    if path.exists():
-        model.load_state_dict(torch.load(path, weights_only=True))
-    else:
-        fit_(model, data.train, data.val, TrainConfig(epochs=3, lr=0.01), 64, torch.device("cpu"),
-             progress=False)
-        torch.save(model.state_dict(), path)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
