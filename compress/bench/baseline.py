@@ -68,26 +68,12 @@ def machine_fingerprint(threads: int, opt_level: str, clock: str = "cpu") -> dic
     """What decides a latency besides the model: CPU, ISA, cores, ORT version and settings."""
     import onnxruntime as ort
 
-    cpu, flags = _cpu_info()
+    from compress.runtime.ort import cpu_info
+
+    cpu, flags = cpu_info()
     return {"cpu": cpu, "isa": sorted(flags & _ISA), "cores": os.cpu_count(),
             "machine": platform.machine(), "ort": ort.__version__, "threads": threads,
             "opt_level": opt_level, "clock": clock}
-
-
-def _cpu_info() -> tuple[str, set[str]]:
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return model, flags
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip().lower()
-        if key in ("model name", "hardware", "cpu model") and value.strip():
-            model = value.strip()
-        elif key in ("flags", "features") and not flags:
-            flags = set(value.split())
-    return model, flags
 
 
 def fingerprint_mismatch(saved: dict, now: dict) -> list[str]:

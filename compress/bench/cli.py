@@ -222,9 +222,13 @@ def _save_baseline(model: Path, out: Path, threads: int, opt_level: str, seconds
 @click.command()
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("--json", "json_out", is_flag=True, help="Print JSON instead of text.")
-def inspect(model: Path, json_out: bool) -> None:
-    """Show MODEL's inputs, outputs, opsets, op histogram, quantization format and size."""
+@click.option("--dim", "dims", multiple=True, metavar="NAME=SIZE",
+              help="Size of a dynamic input dimension for the MAC count "
+                   "(default batch=1, sequence=128, else 1).")
+def inspect(model: Path, json_out: bool, dims: tuple[str, ...]) -> None:
+    """Show MODEL's inputs, outputs, opsets, op histogram, quantization format, size, MACs,
+    the quantized share of weights and MACs, and the execution providers available."""
     from compress.bench.inspection import format_inspection, inspect_model
 
-    info = inspect_model(model)
+    info = inspect_model(model, parse_dims(dims))
     click.echo(json.dumps(info, indent=2) if json_out else format_inspection(info))

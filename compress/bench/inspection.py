@@ -1,4 +1,6 @@
-"""What is in an ONNX file: inputs, outputs, opsets, an op histogram, quantization format, size."""
+"""What is in an ONNX file: inputs, outputs, opsets, an op histogram, quantization format, size,
+MACs (counted on the graph, see compress/runtime/macs.py), the quantized share of weights and MACs,
+and the execution providers this onnxruntime has."""
 
 from __future__ import annotations
 
@@ -13,11 +15,26 @@ QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 QOPERATOR_OPS = {"QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul", "QGemm",
                  "QLinearGlobalAveragePool", "QLinearConcat", "QLinearSigmoid", "QAttention"}
 INTEGER_OPS = {"ConvInteger", "MatMulInteger", "DynamicQuantizeLinear", "DynamicQuantizeMatMul"}
+# inputs that carry data (not scales or zero points) of ops with quantization parameters
+_DATA_INPUTS = {"QuantizeLinear": {0}, "DequantizeLinear": {0}, "QLinearConv": {0, 3, 8},
+                "QLinearMatMul": {0, 3}, "QGemm": {0, 3, 6}, "QLinearAdd": {0, 3},
+                "QLinearMul": {0, 3}, "ConvInteger": {0, 1}, "MatMulInteger": {0, 1},
+                "DynamicQuantizeMatMul": {0, 1, 4}, "MatMulIntegerToFloat": {0, 1, 6},
+                "MatMulNBits": {0, 1, 5}}
+# bits per element of the dtypes a weight may be stored in (onnx.TensorProto names)
+_WEIGHT_BITS = {"FLOAT": 32, "DOUBLE": 64, "FLOAT16": 16, "BFLOAT16": 16, "INT32": 32,
+                "INT8": 8, "UINT8": 8, "INT16": 16, "UINT16": 16, "INT4": 4, "UINT4": 4,
+                "FLOAT8E4M3FN": 8, "FLOAT8E4M3FNUZ": 8, "FLOAT8E5M2": 8, "FLOAT8E5M2FNUZ": 8}
+_FLOAT_WEIGHTS = {"FLOAT", "DOUBLE", "FLOAT16", "BFLOAT16"}
 
 
-def inspect_model(path: str | Path) -> dict:
-    """A JSON-ready summary of the model file; InputError (exit 2) if it is not ONNX."""
+def inspect_model(path: str | Path, dims: dict[str, int] | None = None) -> dict:
+    """A JSON-ready summary of the model file; InputError (exit 2) if it is not ONNX.
+
+    ``dims`` sizes dynamic input dims for the MAC count (default batch=1, sequence=128, else 1).
+    """
     import onnx
+    import onnxruntime as ort
 
     check_onnx_file(path)
     path = Path(path)
@@ -45,7 +62,65 @@ def inspect_model(path: str | Path) -> dict:
         "initializer_dtypes": dict(Counter(
             onnx.helper.tensor_dtype_to_np_dtype(t.data_type).name for t in g.initializer)),
         "external_data": external,
+        "weights": weight_stats(g),
+        "macs": _macs(model, dims),
+        "providers": ort.get_available_providers(),
     }
+
+
+def weight_stats(graph) -> dict:
+    """Elements and bytes of the weight initializers, and the share stored quantized.
+
+    Weights are float initializers and integer ones that hold data (int8/uint8/int4/... weights,
+    int32 biases fed to DequantizeLinear); scales, zero points, scalars (an epsilon, a divisor)
+    and shape constants are not.
+    """
+    import onnx
+
+    params = set()
+    for n in graph.node:
+        data = _DATA_INPUTS.get(n.op_type)
+        if data is not None:
+            params.update(x for i, x in enumerate(n.input) if i not in data)
+    dq_inputs = {n.input[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    total = {"elements": 0, "bytes": 0, "quantized_elements": 0, "quantized_bytes": 0}
+    for t in graph.initializer:
+        kind = onnx.TensorProto.DataType.Name(t.data_type)
+        if t.name in params or kind not in _WEIGHT_BITS or (kind == "INT32"
+                                                             and t.name not in dq_inputs):
+            continue
+        n = _numel(t.dims)
+        if n < 2:
+            continue
+        size = (n * _WEIGHT_BITS[kind] + 7) // 8
+        total["elements"] += n
+        total["bytes"] += size
+        if kind not in _FLOAT_WEIGHTS:
+            total["quantized_elements"] += n
+            total["quantized_bytes"] += size
+    return {**total,
+            "quantized_fraction": _share(total["quantized_elements"], total["elements"]),
+            "quantized_bytes_fraction": _share(total["quantized_bytes"], total["bytes"])}
+
+
+def _macs(model, dims: dict[str, int] | None) -> dict | None:
+    """The MAC count as JSON, or None where shape inference rejects the graph."""
+    from onnx.shape_inference import InferenceError
+
+    from compress.runtime.macs import onnx_macs
+
+    try:
+        m = onnx_macs(model, dims)
+    except InferenceError:
+        return None
+    return {"total": m.total, "by_op": dict(sorted(m.by_op.items(), key=lambda kv: -kv[1])),
+            "quantized": m.quantized, "quantized_fraction": round(m.quantized_fraction, 6),
+            "inputs": m.inputs, "unknown": m.unknown,
+            "nodes": [{"name": n, "op": op, "macs": k} for n, op, k in m.nodes]}
+
+
+def _share(part: int, whole: int) -> float:
+    return round(part / whole, 6) if whole else 0.0
 
 
 def quantization_format(ops: Counter) -> str:
@@ -97,7 +172,30 @@ def format_inspection(info: dict) -> str:
         f"quantized  {quant}",
         f"params     {info['params']:,} in initializers"
         + ("  (weights in external data files)" if info["external_data"] else ""),
+        _weights_line(info["weights"]),
+        *_macs_lines(info["macs"]),
+        f"providers  {', '.join(info['providers'])}",
     ])
+
+
+def _weights_line(w: dict) -> str:
+    return (f"weights    {w['elements']:,} elements, {_size(w['bytes'])}; quantized "
+            f"{w['quantized_fraction']:.1%} of elements, {w['quantized_bytes_fraction']:.1%} "
+            "of bytes")
+
+
+def _macs_lines(m: dict | None) -> list[str]:
+    if m is None:
+        return ["macs       not counted: ONNX shape inference rejects the graph"]
+    shapes = ", ".join(f"{k}[{', '.join(map(str, v))}]" for k, v in m["inputs"].items())
+    ops = ", ".join(f"{k} {v:,}" for k, v in m["by_op"].items())
+    lines = [f"macs       {m['total']:,} for {shapes or 'the stored shapes'}"
+             + (f": {ops}" if ops else "") + f"; quantized {m['quantized_fraction']:.1%}"]
+    if m["unknown"]:
+        names = ", ".join(m["unknown"][:5]) + (", ..." if len(m["unknown"]) > 5 else "")
+        lines.append(f"unsized    {len(m['unknown'])} conv/matmul node(s) left out of the MACs "
+                     f"(shapes not inferred): {names}")
+    return lines
 
 
 def _size(n: int) -> str:

@@ -11,9 +11,8 @@ import numpy as np
 
 from compress.bench.stats import LatencyStats, summarize
 from compress.errors import InputError
+from compress.runtime.ort import DEFAULT_DIMS, OPT_LEVELS, make_session  # noqa: F401 - re-exported
 
-OPT_LEVELS = ("disable", "basic", "extended", "all")
-DEFAULT_DIMS = {"batch": 1, "batch_size": 1, "sequence": 128, "sequence_length": 128}
 _ORT_TYPES = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,
@@ -24,28 +23,6 @@ _ORT_TYPES = {
     "tensor(int8)": np.int8,
     "tensor(bool)": np.bool_,
 }
-
-
-def make_session(path: str | Path | bytes, threads: int = 1, opt_level: str = "all"):
-    """A CPU session with a fixed thread count and graph optimization level.
-
-    ``path`` may also be a serialized model (bytes), e.g. the built-in reference workload.
-    """
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = {
-        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }[opt_level]
-    so.log_severity_level = 3
-    model = path if isinstance(path, bytes) else str(path)
-    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
 
 
 def timed_session(path: str | Path | bytes, threads: int = 1, opt_level: str = "all"):
@@ -213,17 +190,9 @@ def measure_interleaved(
 
 
 def ort_accuracy(path: str | Path, x: np.ndarray, y: np.ndarray, opt_level: str = "all") -> float:
-    """Top-1 accuracy of an ONNX classifier in ONNX Runtime (batch size taken from the model)."""
+    """Top-1 accuracy of a one-input ONNX classifier in ONNX Runtime."""
+    from compress.runtime.ort import run_batched
+
     sess = make_session(path, threads=1, opt_level=opt_level)
-    inp = sess.get_inputs()[0]
-    fixed = inp.shape[0] if isinstance(inp.shape[0], int) else None
-    bs = fixed or 256
-    correct = 0
-    for i in range(0, len(x), bs):
-        xb = x[i : i + bs].astype(np.float32)
-        n = len(xb)
-        if fixed and n < fixed:
-            xb = np.concatenate([xb, np.zeros((fixed - n, *xb.shape[1:]), np.float32)])
-        pred = sess.run(None, {inp.name: xb})[0][:n].argmax(1)
-        correct += int((pred == y[i : i + n]).sum())
-    return correct / max(len(x), 1)
+    out = run_batched(sess, {sess.get_inputs()[0].name: x.astype(np.float32)})[0]
+    return float((out.argmax(1) == y).mean()) if len(x) else 0.0

@@ -46,14 +46,12 @@ def detect_target(cpuinfo: str | None = None, machine: str | None = None) -> tup
     if machine in ("aarch64", "arm64"):
         return "arm64", machine
     if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            cpuinfo = ""
-    flags = set()
-    for line in cpuinfo.splitlines():
-        if line.startswith(("flags", "Features")):
-            flags.update(line.split(":", 1)[1].split())
+        from compress.runtime.ort import cpu_info
+
+        flags = cpu_info()[1]
+    else:
+        flags = {f for line in cpuinfo.splitlines() if line.startswith(("flags", "Features"))
+                 for f in line.split(":", 1)[1].split()}
     for flag in ("avx512_vnni", "avx_vnni"):
         if flag in flags:
             return "x86-vnni", flag
@@ -61,11 +59,12 @@ def detect_target(cpuinfo: str | None = None, machine: str | None = None) -> tup
 
 
 class ArrayReader:
-    """Feeds arrays to ORT in the model's batch size (a ``CalibrationDataReader``)."""
+    """Feeds named arrays to ORT in the model's batch size (a ``CalibrationDataReader``)."""
 
-    def __init__(self, name: str, x: np.ndarray, batch: int):
-        stop = len(x) - batch + 1
-        self.feeds = [{name: x[i : i + batch].astype(np.float32)} for i in range(0, stop, batch)]
+    def __init__(self, arrays: dict[str, np.ndarray], batch: int):
+        n = len(next(iter(arrays.values())))
+        self.feeds = [{k: v[i : i + batch] for k, v in arrays.items()}
+                      for i in range(0, n - batch + 1, batch)]
         self.rewind()
 
     def rewind(self) -> None:
@@ -87,10 +86,13 @@ def input_spec(path: Path) -> tuple[str, int | None, list]:
     return inp.name, dims[0] if dims else None, dims
 
 
-def reader_for(path: Path, x: np.ndarray) -> ArrayReader:
-    """A calibration reader over ``x`` in the model's batch size (32 when it is dynamic)."""
+def reader_for(path: Path, x: np.ndarray | dict[str, np.ndarray]) -> ArrayReader:
+    """A calibration reader over ``x`` (one array for a one-input model, or named arrays) in the
+    model's batch size (32 when it is dynamic)."""
     name, batch, _ = input_spec(path)
-    return ArrayReader(name, x, batch or min(32, len(x)))
+    arrays = x if isinstance(x, dict) else {name: x.astype(np.float32)}
+    n = len(next(iter(arrays.values())))
+    return ArrayReader(arrays, batch or min(32, n))
 
 
 def preprocess(src: Path, dst: Path) -> Path:
@@ -101,7 +103,7 @@ def preprocess(src: Path, dst: Path) -> Path:
     return dst
 
 
-def quantize_static_onnx(src: Path, dst: Path, calib: np.ndarray, target: Target,
+def quantize_static_onnx(src: Path, dst: Path, calib: np.ndarray | dict[str, np.ndarray], target: Target,
                          exclude: list[str], *, per_channel: bool = True,
                          calibrate_method: str = "minmax", op_types: list[str] | None = None) -> Path:
     """Static QDQ quantization of a pre-processed model, calibrated on ``calib``.
@@ -140,17 +142,15 @@ def quantize_dynamic_onnx(src: Path, dst: Path, target: Target, exclude: list[st
 def fused_ops(path: Path, opt_level: str = "all") -> dict[str, int]:
     """Op counts of the graph ORT actually runs (the session's optimized model)."""
     import onnx
-    import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if opt_level == "all"
-                                   else ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
-    so.log_severity_level = 3
+    from compress.runtime.ort import make_session
+
+    level = "all" if opt_level == "all" else "extended"
     with tempfile.TemporaryDirectory() as tmp:
         # machine-specific: written to a temp dir, never shipped
-        so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        ops = Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
+        optimized = Path(tmp) / "optimized.onnx"
+        make_session(path, 1, level, optimized_path=optimized)
+        ops = Counter(n.op_type for n in onnx.load(str(optimized)).graph.node)
     return dict(sorted(ops.items()))
 
 
