@@ -1,0 +1,402 @@
+"""``report.html``: one self-contained page per run (inline CSS, plots as data: URIs, no scripts,
+no links out), plus each plot as a PNG under ``RUN_DIR/plots/``. It renders whatever the report
+holds, so a failed run with no models still gets a page that says what failed.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from compress.report import plots
+
+CSS = """
+body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;margin:24px;color:#222;
+ max-width:1240px;font-size:14px}
+h1{font-size:22px;margin:0 0 8px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd;
+ padding-bottom:4px}h3{font-size:14px;margin:16px 0 6px}
+table{border-collapse:collapse;margin:6px 0 10px;font-size:12.5px}
+th,td{border:1px solid #d4d4d4;padding:3px 7px;text-align:right;vertical-align:top}
+th{background:#f2f4f7;font-weight:600}td.l,th.l{text-align:left}
+tr.final td{background:#eef6ff;font-weight:600}tr.kept td{background:#eefaf0}
+.good{color:#17823b}.bad{color:#c62828}.muted{color:#777}
+.status-done{color:#17823b;font-weight:700}.status-failed{color:#c62828;font-weight:700}
+.error{background:#fdecea;border:1px solid #f5c2c0;padding:8px 12px;margin:10px 0;
+ white-space:pre-wrap;font-family:monospace;font-size:12.5px}
+img{max-width:100%;border:1px solid #eee;margin:4px 0}
+.kv td:first-child{text-align:left;font-weight:600;background:#fafafa}.kv td{text-align:left}
+p.note{font-size:12px;color:#555;margin:2px 0 8px}
+"""
+PERCENT_HINTS = ("accuracy", "acc_", "recall", "precision", "top1", "top5", "agreement", "f1")
+
+
+def e(value: Any) -> str:
+    """Text escaped for HTML."""
+    return html.escape(str(value), quote=True)
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    return float(v) if math.isfinite(v) else None
+
+
+def is_percent(metric: str) -> bool:
+    """True for metrics shown as percentages (accuracy-like fractions)."""
+    return any(h in metric.lower() for h in PERCENT_HINTS)
+
+
+def fmt_quality(metric: str, v: Any) -> str:
+    """A quality value: ``99.44%`` for accuracy-like metrics, ``0.9731`` otherwise."""
+    x = _num(v)
+    if x is None:
+        return "-"
+    return f"{x * 100:.2f}%" if is_percent(metric) else f"{x:.4f}"
+
+
+def fmt_ms(v: Any) -> str:
+    """Milliseconds with the digits that matter: ``0.0310``, ``0.830``, ``14.9``."""
+    x = _num(v)
+    if x is None:
+        return "-"
+    return f"{x:.4f}" if x < 0.1 else f"{x:.3f}" if x < 10 else f"{x:.1f}"
+
+
+def fmt_num(v: Any, digits: int = 4) -> str:
+    """A plain number, ``-`` when missing."""
+    x = _num(v)
+    return "-" if x is None else f"{x:.{digits}g}"
+
+
+def human(n: Any, unit: str = "") -> str:
+    """``2723000`` -> ``2.72M`` (with ``unit`` appended)."""
+    x = _num(n)
+    if x is None:
+        return "-"
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.2f}{suffix}{unit}"
+    return f"{x:g}{unit}"
+
+
+def _cls(good: bool | None) -> str:
+    return "" if good is None else (' class="good"' if good else ' class="bad"')
+
+
+def quality_delta(m: dict, ref: dict | None) -> str:
+    """Quality change of ``m`` against ``ref`` as a coloured cell body (points for percents)."""
+    if ref is None or ref is m:
+        return '<span class="muted">-</span>'
+    a, b = _num(m.get("accuracy")), _num(ref.get("accuracy"))
+    if a is None or b is None:
+        return "-"
+    metric = m.get("metric", "accuracy")
+    d = a - b
+    text = f"{d * 100:+.2f} pp" if is_percent(metric) else f"{d:+.4f}"
+    better = d >= 0 if m.get("higher_is_better", True) else d <= 0
+    return f"<span{_cls(better if abs(d) > 1e-12 else None)}>{e(text)}</span>"
+
+
+def ratio_cell(a: Any, b: Any, ref_is_self: bool = False, speed: bool = False) -> str:
+    """``a / b`` as ``0.312x``; green below 1 (smaller or faster), red above 1.05.
+
+    With ``speed`` the inverse follows in words (``3.2x faster``), easier to read than 0.04x.
+    """
+    x, y = _num(a), _num(b)
+    if ref_is_self:
+        return '<span class="muted">-</span>'
+    if x is None or y is None or y <= 0 or x <= 0:
+        return "-"
+    r = x / y
+    good = True if r < 0.995 else (False if r > 1.05 else None)
+    words = ""
+    if speed and abs(r - 1) >= 0.005:
+        words = (f'<br><span class="muted">{1 / r:.3g}x faster</span>' if r < 1
+                 else f'<br><span class="muted">{r:.3g}x slower</span>')
+    return f"<span{_cls(good)}>{r:.3g}x</span>{words}"
+
+
+def teacher_of(models: list[dict]) -> dict | None:
+    """The model named ``teacher`` (else from the teacher stage, else the first)."""
+    for key in ("name", "stage"):
+        for m in models:
+            if m.get(key) == "teacher":
+                return m
+    return models[0] if models else None
+
+
+def models_section(report: dict) -> str:
+    """The models table with deltas against the teacher and against the previous model."""
+    models = report.get("models") or []
+    if not models:
+        return "<h2>Models</h2><p>No model was measured in this run.</p>"
+    teacher, final = teacher_of(models), report.get("final")
+    metrics = {m.get("metric", "accuracy") for m in models}
+    one_metric = next(iter(metrics)) if len(metrics) == 1 else None
+    head = ('<table id="models"><thead><tr><th class="l" rowspan="2">model</th>'
+            '<th class="l" rowspan="2">stage</th><th rowspan="2">precision</th>'
+            '<th rowspan="2">params</th><th rowspan="2">MACs</th><th rowspan="2">size</th>'
+            f'<th rowspan="2">{e(one_metric or "quality")}</th><th class="l" rowspan="2">split</th>'
+            '<th rowspan="2">p50 ms</th><th rowspan="2">p90 ms</th>'
+            '<th colspan="3">vs teacher</th><th colspan="3">vs previous model</th></tr><tr>'
+            + "<th>quality</th><th>latency</th><th>size</th>" * 2 + "</tr></thead><tbody>")
+    rows = []
+    for i, m in enumerate(models):
+        prev = models[i - 1] if i else None
+        lat, metric = m.get("latency_ms") or {}, m.get("metric", "accuracy")
+        cells = [f'<td class="l">{e(m.get("name", "?"))}</td>', f'<td class="l">{e(m.get("stage", ""))}</td>',
+                 f"<td>{e(m.get('precision', '-'))}</td>", f"<td>{human(m.get('params'))}</td>",
+                 f"<td>{human(m.get('macs'))}</td>", f"<td>{human(m.get('bytes'), 'B')}</td>",
+                 f"<td>{e(fmt_quality(metric, m.get('accuracy')))}"
+                 + ("" if one_metric else f'<br><span class="muted">{e(metric)}</span>') + "</td>",
+                 f'<td class="l">{e(m.get("split", "-"))}</td>',
+                 f"<td>{fmt_ms(lat.get('p50'))}</td>", f"<td>{fmt_ms(lat.get('p90'))}</td>"]
+        for ref in (teacher, prev):
+            self_ref = ref is None or ref is m
+            p_ref = (ref or {}).get("latency_ms") or {}
+            cells += [f"<td>{quality_delta(m, ref)}</td>",
+                      f"<td>{ratio_cell(lat.get('p50'), p_ref.get('p50'), self_ref, True)}</td>",
+                      f"<td>{ratio_cell(m.get('bytes'), (ref or {}).get('bytes'), self_ref)}</td>"]
+        cls = ' class="final"' if m.get("name") == final else ""
+        rows.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
+    m0 = models[0]
+    note = (f"Latency: ONNX Runtime, {e(m0.get('threads', '?'))} thread(s), graph optimization "
+            f"{e(m0.get('opt_level', '?'))}, {e(m0.get('runs', '?'))} runs. Ratios are model / "
+            "reference: below 1 is faster or smaller. Quality deltas in percentage points (pp) for "
+            "accuracy-like metrics. The final model's row is highlighted.")
+    return ("<h2>Models</h2>" + head + "".join(rows) + "</tbody></table>"
+            + f'<p class="note">{note}</p>' + _extra_quality(models))
+
+
+def _extra_quality(models: list[dict]) -> str:
+    metrics = sorted({k for m in models for k in (m.get("quality") or {})})
+    if len(metrics) <= 1:
+        return ""
+    head = '<tr><th class="l">model</th><th class="l">split</th>' + "".join(
+        f"<th>{e(k)}</th>" for k in metrics) + "</tr>"
+    rows = "".join(
+        f'<tr><td class="l">{e(m.get("name", "?"))}</td><td class="l">{e(m.get("split", "?"))}</td>'
+        + "".join(f"<td>{e(fmt_quality(k, (m.get('quality') or {}).get(k)))}</td>" for k in metrics)
+        + "</tr>" for m in models)
+    return f"<h3>All quality metrics</h3><table>{head}{rows}</table>"
+
+
+def simple_table(rows: list[dict], columns: list[tuple[str, str]], row_class: Any = None,
+                 table_id: str = "") -> str:
+    """A table of ``rows`` with ``(key, header)`` columns; values escaped, numbers shortened."""
+    tid = f' id="{e(table_id)}"' if table_id else ""
+    head = "".join(f"<th>{e(h)}</th>" for _, h in columns)
+    body = []
+    for i, r in enumerate(rows):
+        cls = row_class(i, r) if row_class else ""
+        cells = "".join(f"<td>{e(_cell(r.get(k), k))}</td>" for k, _ in columns)
+        body.append(f'<tr{f" class={chr(34)}{cls}{chr(34)}" if cls else ""}>{cells}</tr>')
+    return f"<table{tid}><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _cell(v: Any, key: str = "") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, list):
+        return ", ".join(str(x) for x in v) if v else "none"
+    if isinstance(v, float):
+        return fmt_quality(key, v) if is_percent(key) else fmt_num(v)
+    return str(v)
+
+
+def img_tag(png: Path | None, alt: str) -> str:
+    """The PNG inlined as a data: URI (empty string when there is no plot)."""
+    if png is None:
+        return ""
+    data = base64.b64encode(png.read_bytes()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{e(alt)}">'
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "stage"
+
+
+def _scalars(metrics: dict, limit: int = 6) -> str:
+    """A few scalar metrics of a stage, ``key value`` joined; lists, dicts and markdown skipped."""
+    parts = []
+    for k, v in metrics.items():
+        if k == "report_md" or isinstance(v, dict | list) or v is None:
+            continue
+        parts.append(f"{k} {_cell(v, k)}")
+        if len(parts) == limit:
+            break
+    return "; ".join(parts)
+
+
+def stages_section(report: dict) -> str:
+    """Each stage's status, time, a few metrics, and the error of a failed stage."""
+    stages = report.get("stages") or []
+    if not stages:
+        return "<h2>Stages</h2><p>No stage ran.</p>"
+    rows = []
+    for s in stages:
+        status = str(s.get("status", "?"))
+        seconds = _num(s.get("seconds"))
+        note = s.get("error") or _scalars(s.get("metrics") or {})
+        rows.append(f'<tr><td class="l">{e(s.get("dir", s.get("name", "?")))}</td>'
+                    f'<td class="l">{e(s.get("kind", ""))}</td>'
+                    f'<td class="l status-{e(status)}">{e(status)}</td>'
+                    f"<td>{'-' if seconds is None else f'{seconds:.1f}'}</td>"
+                    f'<td class="l">{e(note)}</td></tr>')
+    return ('<h2>Stages</h2><table id="stages"><tr><th class="l">stage</th><th class="l">kind</th>'
+            '<th class="l">status</th><th>seconds</th><th class="l">metrics / error</th></tr>'
+            + "".join(rows) + "</table>")
+
+
+def training_section(report: dict, plot_dir: Path) -> str:
+    """Loss and validation curves of every stage that trained (prune recovery included)."""
+    parts = []
+    for s in report.get("stages") or []:
+        name = str(s.get("dir") or s.get("name", "stage"))
+        png = plots.training_plot(s, plot_dir / f"training-{_slug(name)}.png")
+        if png is not None:
+            parts.append(f"<h3>{e(name)}</h3>" + img_tag(png, f"training curves of {name}"))
+    return "<h2>Training curves</h2>" + "".join(parts) if parts else ""
+
+
+PRUNE_COLUMNS = [("step", "step"), ("ratio", "ratio"), ("params", "params"), ("macs", "MACs"),
+                 ("p50_ms", "p50 ms"), ("speedup", "speedup"), ("acc_pruned", "val just pruned"),
+                 ("acc_bn", "val BN recalibrated"), ("acc_recovered", "val recovered")]
+TRIAL_COLUMNS = [("float_layers", "layers kept in float"), ("accuracy", "val accuracy"),
+                 ("top1_agreement", "top-1 agreement"), ("cosine", "cosine"), ("p50_ms", "p50 ms"),
+                 ("fp32_p50_ms", "fp32 p50 ms"), ("speedup", "speedup")]
+
+
+def prune_section(report: dict, plot_dir: Path) -> str:
+    """Each prune stage's trajectory: a table and a plot."""
+    parts = []
+    for s in report.get("stages") or []:
+        traj = (s.get("metrics") or {}).get("trajectory")
+        if not isinstance(traj, list) or not traj:
+            continue
+        name = str(s.get("dir") or s.get("name", "prune"))
+        rows = [{**r, "params": human(r.get("params")), "macs": human(r.get("macs"))}
+                for r in traj if isinstance(r, dict)]
+        png = plots.prune_plot(traj, plot_dir / f"prune-{_slug(name)}.png")
+        parts.append(f"<h3>{e(name)}</h3>" + simple_table(rows, PRUNE_COLUMNS, table_id="prune")
+                     + img_tag(png, f"prune trajectory of {name}"))
+    return "<h2>Prune trajectory</h2>" + "".join(parts) if parts else ""
+
+
+def _kept_matcher(kept: Any):
+    def row_class(i: int, r: dict) -> str:
+        if isinstance(kept, bool) or kept is None:
+            return ""
+        if isinstance(kept, int):
+            return "kept" if i == kept else ""
+        if isinstance(kept, list):
+            return "kept" if list(r.get("float_layers") or []) == kept else ""
+        if isinstance(kept, dict):
+            return "kept" if r.get("float_layers") == kept.get("float_layers") else ""
+        return ""
+    return row_class
+
+
+def quantize_section(report: dict) -> str:
+    """Each quantize stage's trials (which layers stayed float) and which one was kept, and why."""
+    parts = []
+    for s in report.get("stages") or []:
+        m = s.get("metrics") or {}
+        if not isinstance(m.get("trials"), list) or not m["trials"]:
+            continue
+        name = str(s.get("dir") or s.get("name", "quantize"))
+        trials = [t for t in m["trials"] if isinstance(t, dict)]
+        kept = m.get("kept")
+        note = (f"kept: {_cell(kept)}" if kept is not None else "") + (
+            f" - {m['reason']}" if m.get("reason") else "")
+        parts.append(f"<h3>{e(name)}</h3>"
+                     + simple_table(trials, TRIAL_COLUMNS, _kept_matcher(kept), "trials")
+                     + (f'<p class="note">{e(note.strip(" -"))}</p>' if note else ""))
+    return "<h2>Quantization trials</h2>" + "".join(parts) if parts else ""
+
+
+def readiness_section(report: dict) -> str:
+    """Which share of the graph mobile execution providers (NNAPI, CoreML) would take."""
+    rows = []
+    for s in report.get("stages") or []:
+        ready = (s.get("metrics") or {}).get("readiness")
+        if not isinstance(ready, dict):
+            continue
+        for target, r in ready.items():
+            if isinstance(r, dict):
+                rows.append({"target": target, **r})
+    if not rows:
+        return ""
+    cols = [("target", "execution provider"), ("supported_fraction", "supported fraction"),
+            ("partitions", "partitions"), ("unsupported_ops", "unsupported ops")]
+    rows = [{**r, "supported_fraction": fmt_quality("accuracy", r.get("supported_fraction"))}
+            for r in rows]
+    return "<h2>Mobile readiness</h2>" + simple_table(rows, cols, table_id="readiness")
+
+
+def machine_section(report: dict) -> str:
+    """The machine fingerprint and the library versions the numbers were measured with."""
+    mach, vers = report.get("machine") or {}, report.get("versions") or {}
+    rows = []
+    for k in ("cpu", "cores", "os"):
+        if k in mach:
+            rows.append((k, mach[k]))
+    if mach.get("flags"):
+        rows.append(("ISA flags", " ".join(str(f) for f in mach["flags"])))
+    rows += [(k, v) for k, v in mach.items() if k not in ("cpu", "cores", "os", "flags")]
+    rows += [(k, v) for k, v in vers.items()]
+    if report.get("config_sha256"):
+        rows.append(("config sha256", report["config_sha256"]))
+    if not rows:
+        return ""
+    body = "".join(f"<tr><td>{e(k)}</td><td>{e(v)}</td></tr>" for k, v in rows)
+    return f'<h2>Machine and versions</h2><table class="kv">{body}</table>'
+
+
+def header_section(report: dict) -> str:
+    """Pipeline name, status, final model, device; the error of a failed run in a box."""
+    status = str(report.get("status", "done"))
+    errors = [f"{s.get('dir', s.get('name', '?'))}: {s['error']}"
+              for s in report.get("stages") or [] if s.get("error")]
+    box = "".join(f'<div class="error">{e(x)}</div>' for x in errors)
+    if status == "failed" and not errors:
+        box = '<div class="error">The run failed before any stage reported an error.</div>'
+    return (f"<h1>compress run: {e(report.get('pipeline', '?'))}</h1>"
+            f'<p>Status: <span class="status-{e(status)}">{e(status)}</span> &middot; '
+            f"final model: <b>{e(report.get('final') or '-')}</b> &middot; "
+            f"device: {e(report.get('device', '?'))}</p>" + box
+            + (f'<p class="note">Models shown come from the {e(report["models_from"])}.</p>'
+               if report.get("models_from") else ""))
+
+
+def render_html(report: dict, run_dir: Path) -> str:
+    """The page as a string; plots are written under ``run_dir/plots`` on the way."""
+    plot_dir = Path(run_dir) / "plots"
+    models = report.get("models") or []
+    pareto = plots.pareto_plot(models, plot_dir / "pareto.png")
+    latency = plots.latency_plot(models, Path(run_dir), plot_dir / "latency.png")
+    body = [header_section(report), models_section(report)]
+    if pareto is not None:
+        body.append('<h2>Quality vs latency</h2><div id="pareto">'
+                    + img_tag(pareto, "quality vs latency, Pareto front") + "</div>")
+    if latency is not None:
+        body.append("<h2>Latency distribution</h2>" + img_tag(latency, "latency per model"))
+    body += [stages_section(report), training_section(report, plot_dir),
+             prune_section(report, plot_dir), quantize_section(report),
+             readiness_section(report), machine_section(report)]
+    title = f"compress run: {report.get('pipeline', '?')}"
+    return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{e(title)}</title><style>{CSS}</style></head><body>"
+            + "\n".join(b for b in body if b) + "</body></html>\n")
+
+
+def write_html(report: dict, run_dir: Path) -> Path:
+    """Write ``RUN_DIR/report.html`` (self-contained) and the plots as ``RUN_DIR/plots/*.png``."""
+    from compress.runtime.files import write_text
+
+    run_dir = Path(run_dir)
+    return write_text(run_dir / "report.html", render_html(report, run_dir))
