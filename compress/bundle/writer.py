@@ -1,0 +1,358 @@
+"""Write a deploy bundle: the model as ONNX and ORT format, its preprocessing, eval samples with
+expected outputs, mobile readiness, and a manifest of sha256 hashes a consumer can verify.
+
+The bundle is built in a temporary sibling folder and renamed into place, so a crash never
+leaves a half bundle, and an existing bundle is replaced only once the new one is complete.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from compress.errors import InputError, StageError
+from compress.runtime.files import sha256_file, umask, write_json
+
+MANIFEST_VERSION = 1
+RUNNER = Path(__file__).resolve().parents[2] / "deploy" / "runner.py"
+ORT_CONVERTER = "onnxruntime.tools.convert_onnx_models_to_ort"
+OPS_CONFIG = "required_operators_and_types.config"
+
+
+@dataclass
+class BundleSpec:
+    """What the bundle says about the model; every value comes from the run, none is re-typed.
+
+    Attributes:
+        task: the model's task (``classification``, ``embedding``).
+        preprocess: how raw input becomes the model input (layout, image_size, color, mean, std,
+            scale, ...), copied verbatim into ``preprocess.json``.
+        eval_inputs: sample inputs, one array per model input name, batch first.
+        expected: expected outputs per output name (computed on ``model.onnx`` when empty).
+        labels: true labels of the eval samples (classification), or None.
+        class_names: names of the classes, index = class id, or None.
+        quality: e.g. ``{"metric": "accuracy", "value": 0.99, "split": "test"}``.
+        latency: latency measured in the run, e.g. ``{"p50": 0.1, "threads": 1}``.
+        config_sha256: the pipeline config's hash.
+        platform: ORT-format target, ``arm`` (phones) or ``amd64``.
+        io: ``{"inputs": [{"name", "shape", "dtype"}], "outputs": [...]}``; read from the model
+            when None, checked against it when given.
+        fix_shapes: fix a dynamic batch to 1 in the mobile variant.
+        ort_style: ``runtime`` keeps portable ops in the .ort (runtime optimizations are
+            replayed only where the CPU EP runs); ``fixed`` bakes ``ort_level`` in.
+        ort_level: ORT graph optimization level of the conversion.
+        extra_files: more files to ship (e.g. ``{"tokenizer.json": path}``).
+    """
+
+    task: str
+    preprocess: dict[str, Any]
+    eval_inputs: dict[str, np.ndarray]
+    expected: dict[str, np.ndarray] = field(default_factory=dict)
+    labels: np.ndarray | None = None
+    class_names: list[str] | None = None
+    quality: dict[str, Any] = field(default_factory=dict)
+    latency: dict[str, Any] = field(default_factory=dict)
+    config_sha256: str = ""
+    platform: Literal["arm", "amd64"] = "arm"
+    io: dict[str, list[dict[str, Any]]] | None = None
+    fix_shapes: bool = True
+    ort_style: Literal["runtime", "fixed"] = "runtime"
+    ort_level: Literal["basic", "extended", "all"] = "all"
+    extra_files: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass
+class BundleResult:
+    """Where the bundle went and what it holds (``manifest`` is the JSON written)."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def readiness(self) -> dict[str, Any]:
+        return self.manifest["mobile"]["readiness"]
+
+    def sizes(self) -> dict[str, int]:
+        return {name: f["bytes"] for name, f in self.manifest["files"].items()}
+
+
+def convert_to_ort(onnx_path: Path, out_dir: Path, platform: str = "arm",
+                   style: str = "runtime", level: str = "all") -> tuple[Path, Path]:
+    """Convert with ONNX Runtime's own tool; returns ``(out_dir/model.ort, ops config)``.
+
+    Runs ``python -m onnxruntime.tools.convert_onnx_models_to_ort`` in a child process (the
+    tool reads its optimization level from the environment and prints progress).
+    """
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".ort-") as tmp:
+        src = Path(tmp) / "src" / "model.onnx"
+        src.parent.mkdir()
+        shutil.copyfile(onnx_path, src)
+        env = {**os.environ, "ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL": level}
+        cmd = [sys.executable, "-m", ORT_CONVERTER, "--optimization_style", style.capitalize(),
+               "--target_platform", platform, "--enable_type_reduction",
+               "--output_dir", str(Path(tmp) / "out"), str(src)]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()
+            raise StageError(f"ORT-format conversion of {onnx_path} failed: "
+                             f"{tail[-1] if tail else 'exit ' + str(proc.returncode)}", "package")
+        out = Path(tmp) / "out"
+        orts, configs = sorted(out.glob("*.ort")), sorted(out.glob("*.config"))
+        if len(orts) != 1 or len(configs) != 1:
+            raise StageError(f"ORT-format conversion wrote {[p.name for p in out.iterdir()]}, "
+                             "expected one .ort and one .config", "package")
+        ort_path, cfg_path = out_dir / "model.ort", out_dir / OPS_CONFIG
+        os.replace(orts[0], ort_path)
+        # the tool names the temp files it read; name the shipped one instead
+        lines = [ln for ln in configs[0].read_text().splitlines() if not ln.startswith("# - ")]
+        head = [ln for ln in lines if ln.startswith("#")]
+        body = [ln for ln in lines if not ln.startswith("#")]
+        cfg_path.write_text("\n".join([*head, "# - model.ort", *body]) + "\n")
+    return ort_path, cfg_path
+
+
+def ort_graph_ops(ort_path: Path) -> list[str]:
+    """``domain:op_type`` of every node in an ORT-format model's main graph (sorted, unique);
+    the saved runtime optimizations are not nodes and do not count."""
+    import onnxruntime.tools.ort_format_model  # noqa: F401  (puts ort_flatbuffers_py on the path)
+    import ort_flatbuffers_py.fbs as fbs
+
+    buf = bytearray(Path(ort_path).read_bytes())
+    graph = fbs.InferenceSession.InferenceSession.GetRootAsInferenceSession(buf, 0).Model().Graph()
+    ops = set()
+    for i in range(graph.NodesLength()):
+        node = graph.Nodes(i)
+        ops.add(f"{(node.Domain() or b'').decode() or 'ai.onnx'}:{node.OpType().decode()}")
+    return sorted(ops)
+
+
+def model_io(model_path: Path) -> dict[str, list[dict[str, Any]]]:
+    """Inputs and outputs of an ONNX model: name, shape (a str for a dynamic dim), dtype."""
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    inits = {i.name for i in model.graph.initializer}
+
+    def describe(v) -> dict[str, Any]:
+        t = v.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+                for d in t.shape.dim]
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)).name
+        return {"name": v.name, "shape": dims, "dtype": dtype}
+
+    return {"inputs": [describe(v) for v in model.graph.input if v.name not in inits],
+            "outputs": [describe(v) for v in model.graph.output]}
+
+
+def _check_io(spec: BundleSpec, io: dict) -> None:
+    names = [i["name"] for i in io["inputs"]]
+    if spec.io is not None:
+        given = [i["name"] for i in spec.io.get("inputs", [])]
+        if given != names:
+            raise InputError(f"bundle io.inputs {given} differ from the model's inputs {names}")
+    missing = [n for n in names if n not in spec.eval_inputs]
+    if missing or not spec.eval_inputs:
+        raise InputError(f"bundle eval_inputs: need one array per model input {names} "
+                         f"(missing: {', '.join(missing) or 'all'})")
+    sizes = {k: len(v) for k, v in spec.eval_inputs.items()}
+    if len(set(sizes.values())) != 1:
+        raise InputError(f"bundle eval_inputs: arrays differ in sample count {sizes}")
+
+
+def run_model(model_path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Outputs by name, one sample at a time when the model's batch is fixed (and batched
+    otherwise); works for .onnx and .ort files."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
+    first = sess.get_inputs()[0].shape
+    step = first[0] if first and isinstance(first[0], int) and first[0] > 0 else None
+    n = len(next(iter(feeds.values())))
+    names = [o.name for o in sess.get_outputs()]
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in names}
+    for s in range(0, n, step or n):
+        outs = sess.run(None, {k: v[s:s + (step or n)] for k, v in feeds.items()})
+        for k, o in zip(names, outs, strict=True):
+            parts[k].append(o)
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def _library_versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+
+    return {"python": sys.version.split()[0], "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__, "numpy": np.__version__}
+
+
+def _write_eval(tmp: Path, spec: BundleSpec, model: Path) -> dict[str, np.ndarray]:
+    inputs = {k: np.ascontiguousarray(v) for k, v in spec.eval_inputs.items()}
+    got = run_model(model, inputs)
+    expected = spec.expected or got
+    for name, want in expected.items():
+        if name not in got:
+            raise InputError(f"bundle expected: no model output named {name!r} "
+                             f"(outputs: {', '.join(got)})")
+        if want.shape != got[name].shape or not np.allclose(got[name], want, rtol=1e-4, atol=1e-4):
+            raise StageError(f"model.onnx does not reproduce the expected output {name!r} "
+                             "on the eval samples (max abs diff "
+                             f"{np.max(np.abs(got[name] - want)) if want.shape == got[name].shape else 'shape'})",
+                             "package")
+    arrays = {**inputs, **{f"expected__{k}": np.asarray(v) for k, v in expected.items()}}
+    if spec.labels is not None:
+        arrays["labels"] = np.asarray(spec.labels)
+    np.savez_compressed(tmp / "eval.npz", **arrays)
+    return got
+
+
+def _runtime_section(spec: BundleSpec) -> dict[str, Any]:
+    return {"model": "model.onnx", "providers": ["CPUExecutionProvider"],
+            "threads": int(spec.latency.get("threads", 1)),
+            "opt_level": str(spec.latency.get("opt_level", "all"))}
+
+
+def _build(model_path: Path, tmp: Path, spec: BundleSpec) -> dict[str, Any]:
+    from compress import __version__
+    from compress.bench.reference import REFERENCE_VERSION, reference_model_bytes
+    from compress.bundle.mobile import make_mobile_variant, readiness
+
+    shutil.copyfile(model_path, tmp / "model.onnx")
+    io = model_io(tmp / "model.onnx")
+    _check_io(spec, io)
+    _write_eval(tmp, spec, tmp / "model.onnx")
+    first = {k: np.ascontiguousarray(v[:1]) for k, v in spec.eval_inputs.items()}
+    mobile = tmp / "model.mobile.onnx"
+    fixes = make_mobile_variant(tmp / "model.onnx", mobile, first, spec.fix_shapes)
+    if sha256_file(mobile) == sha256_file(tmp / "model.onnx"):
+        mobile.unlink()
+        mobile = tmp / "model.onnx"
+    ort_path, _ = convert_to_ort(mobile, tmp, spec.platform, spec.ort_style, spec.ort_level)
+    ready = readiness(mobile)
+    before = readiness(tmp / "model.onnx") if fixes else ready
+    preprocess = {**spec.preprocess, "inputs": io["inputs"], "outputs": io["outputs"]}
+    if spec.class_names is not None:
+        preprocess["labels"] = list(spec.class_names)
+    write_json(tmp / "preprocess.json", preprocess)
+    (tmp / "bench").mkdir()
+    (tmp / "bench" / "reference.onnx").write_bytes(reference_model_bytes())
+    if RUNNER.is_file():  # the torch-free runner travels with the bundle
+        shutil.copyfile(RUNNER, tmp / "runner.py")
+    for name, src in spec.extra_files.items():
+        shutil.copyfile(src, tmp / name)
+    (tmp / "README.md").write_text(_readme(spec, io, fixes, ready), encoding="utf-8")
+    files = {p.relative_to(tmp).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+             for p in sorted(tmp.rglob("*")) if p.is_file()}
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "producer": f"compress {__version__}",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "task": spec.task,
+        "files": files,
+        "io": io,
+        "model": {"onnx": "model.onnx", "mobile_onnx": mobile.name, "ort": "model.ort",
+                  "ops_config": OPS_CONFIG, "ort_platform": spec.platform,
+                  "ort_optimization_style": spec.ort_style, "ort_optimization_level": spec.ort_level,
+                  "ort_graph_ops": ort_graph_ops(ort_path)},
+        "runtime": _runtime_section(spec),
+        "eval": {"file": "eval.npz", "samples": len(next(iter(spec.eval_inputs.values()))),
+                 "labels": spec.labels is not None},
+        "mobile": {"fixes": fixes, "readiness": ready,
+                   "before_fixes": {ep: {k: r[k] for k in ("supported_nodes", "nodes", "partitions")}
+                                    for ep, r in before.items() if isinstance(r, dict)}},
+        "bench": {"reference": "bench/reference.onnx", "reference_version": REFERENCE_VERSION},
+        "quality": spec.quality,
+        "latency": spec.latency,
+        "config_sha256": spec.config_sha256,
+        "libraries": _library_versions(),
+    }
+
+
+def write_bundle(model_path: Path, out_dir: Path, spec: BundleSpec) -> BundleResult:
+    """Write the bundle for ``model_path`` to ``out_dir`` (atomically; see the module doc)."""
+    model_path, out_dir = Path(model_path), Path(out_dir)
+    if not model_path.is_file():
+        raise InputError(f"{model_path}: no such model file (expected an .onnx model)")
+    if _uses_external_data(model_path):
+        raise InputError(f"{model_path}: keeps its weights in external data files; a bundle "
+                         "ships one self-contained model (export with external_data=False)")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        manifest = _build(model_path, tmp, spec)
+        write_json(tmp / "manifest.json", manifest)
+        _swap_in(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return BundleResult(out_dir, manifest)
+
+
+def _uses_external_data(model_path: Path) -> bool:
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load(str(model_path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError) as e:
+        raise InputError(f"{model_path}: not an ONNX model ({str(e).splitlines()[0]})") from e
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+
+
+def _swap_in(tmp: Path, out_dir: Path) -> None:
+    """Rename ``tmp`` onto ``out_dir``; an old bundle is moved aside first, removed after."""
+    os.chmod(tmp, 0o777 & ~umask())
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        os.replace(out_dir, old)
+    try:
+        os.replace(tmp, out_dir)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out_dir)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _readme(spec: BundleSpec, io: dict, fixes: list[str], ready: dict) -> str:
+    ins = "\n".join(f"- input `{i['name']}`: {i['dtype']} {i['shape']}" for i in io["inputs"])
+    outs = "\n".join(f"- output `{o['name']}`: {o['dtype']} {o['shape']}" for o in io["outputs"])
+    eps = "\n".join(f"- {ep}: {r['supported_nodes']}/{r['nodes']} nodes in {r['partitions']} "
+                    f"partition(s); unsupported: {', '.join(r['unsupported_ops']) or 'none'}"
+                    for ep, r in ready.items() if isinstance(r, dict))
+    q = spec.quality
+    return f"""# Deploy bundle ({spec.task})
+
+Files (sha256 and size of each in `manifest.json`):
+- `model.onnx`: the final model; `model.ort`: ORT format for ONNX Runtime Mobile
+  ({spec.platform}, optimization style {spec.ort_style}), built from `{'model.mobile.onnx' if fixes else 'model.onnx'}`
+- `{OPS_CONFIG}`: operators and types for a reduced ONNX Runtime build
+- `preprocess.json`: input names, shapes, dtypes and the exact preprocessing
+- `eval.npz`: sample inputs and expected outputs (`expected__<output>`)
+
+{ins}
+{outs}
+
+Quality in the run: {q.get('metric', '?')} {q.get('value', '?')} on split {q.get('split', '?')}.
+
+Mobile readiness (ORT usability checker; one partition covering all nodes is the goal):
+{eps}
+Fixes applied to the mobile variant: {'; '.join(fixes) or 'none'}.
+
+Verify and evaluate without torch:
+
+    python -m venv .venv && .venv/bin/pip install onnxruntime numpy pillow
+    .venv/bin/python runner.py BUNDLE_DIR --eval
+"""
