@@ -1,13 +1,15 @@
-"""What flows between stages: a model artifact (torch module or ONNX file) and a stage result."""
+"""What flows between stages: a model artifact (torch module or ONNX file), a stage result, and
+the typed measurement of a model that gates and the report read."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
 from compress.runtime.files import atomic_write, sha256_file, write_json
 
@@ -50,7 +52,7 @@ def save_torch(art: ModelArtifact, folder: Path) -> ModelArtifact:
     return art
 
 
-def load_torch(folder: Path, in_channels: int, num_classes: int) -> ModelArtifact:
+def load_torch(folder: Path, in_channels: int | None, num_classes: int | None) -> ModelArtifact:
     """Rebuild a saved torch artifact from its spec and load its weights (no pickle involved)."""
     from compress.models.build import build_model, load_checkpoint_
 
@@ -68,10 +70,58 @@ def count_params(module: nn.Module) -> int:
 
 
 @dataclass
+class ModelMeasurement:
+    """One model measured in ONNX Runtime on the file that ships: the report.json model entry.
+
+    ``accuracy`` is the task's headline quality (top-1 accuracy, or mean cosine to the teacher for
+    embeddings); ``quality`` holds every metric of the task; ``split`` names the data split they
+    were measured on (``test``, never the one that chose epochs or thresholds).
+    """
+
+    name: str
+    stage: str
+    path: str  # relative to the run directory
+    sha256: str
+    bytes: int
+    params: int | None
+    macs: int | None
+    precision: str
+    accuracy: float
+    split: str
+    quality: dict[str, float]
+    task: str
+    metric: str
+    higher_is_better: bool
+    latency_ms: dict[str, float]
+    threads: int
+    opt_level: str
+    runs: int
+    samples: str | None = None  # raw per-run latencies (ms), a .npy relative to the run directory
+    throughput_per_s: float | None = None
+    session_create_ms: float | None = None
+    speedup_vs_teacher: float | None = None
+
+    @property
+    def p50(self) -> float:
+        return self.latency_ms["p50"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelMeasurement:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
 class StageResult:
-    """A stage's output: the model passed on, the named models to benchmark, and its metrics."""
+    """A stage's output: the model passed on, the named models to benchmark, its metrics (data
+    for the report: numbers and tables as rows, never rendered text), the measurements of a
+    benchmark, and the extra files it wrote (hashed into stage.json, checked on resume)."""
 
     model: ModelArtifact
     metrics: dict[str, Any] = field(default_factory=dict)
     publish: list[ModelArtifact] = field(default_factory=list)
-    files: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # relative to the stage folder
+    measurements: list[ModelMeasurement] = field(default_factory=list)

@@ -37,22 +37,28 @@ def cli() -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a config key.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--no-resume", is_flag=True, help="Re-run every stage even if a finished record matches.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars.")
+@click.option("--progress/--no-progress", default=True, show_default=True,
+              help="Progress bars (plain lines when stderr is not a terminal).")
+@click.option("-q", "--quiet", is_flag=True, help="Print only errors and the final summary.")
+@click.option("--log-json", type=click.Path(path_type=Path), metavar="FILE",
+              help="Append structured events (stage start/end, epochs, final models) as JSON lines.")
 def pipeline(config: Path, out: Path | None, overrides: tuple[str, ...], device: str,
-             no_resume: bool, progress: bool) -> None:
+             no_resume: bool, progress: bool, quiet: bool, log_json: Path | None) -> None:
     """Run the pipeline described by CONFIG (a YAML file)."""
     from compress.config import check_files, load_config
     from compress.pipeline import Engine
     from compress.report.render import models_table
+    from compress.runtime.console import Console, use
 
+    console = use(Console(quiet=quiet, json_path=log_json))
     cfg, raw = load_config(config, overrides)
     check_files(cfg, config, overrides)
     run_dir = out or Path("runs") / cfg.name
-    log = lambda msg: click.echo(msg, err=True)  # noqa: E731
-    report = Engine(cfg, raw, run_dir, device, resume=not no_resume, progress=progress, log=log).run()
+    report = Engine(cfg, raw, run_dir, device, resume=not no_resume, progress=progress and not quiet,
+                    log=console.info).run()
     if report["models"]:
-        click.echo(models_table(report["models"]))
-    click.echo(f"report: {run_dir / 'report.json'}  final: {report['final']}")
+        console.summary(models_table(report["models"]))
+    console.summary(f"report: {run_dir / 'report.html'}  final: {report['final']}")
 
 
 @cli.command()
@@ -76,10 +82,14 @@ def schema() -> None:
 
 
 def _register_subsystems() -> None:
-    """Commands that live beside their subsystems (bench, inspect)."""
-    from compress.bench.cli import register
+    """Commands that live beside their subsystems (bench, inspect, compare, deploy)."""
+    from compress.bench.cli import register as register_bench
+    from compress.bundle.cli import register as register_deploy
+    from compress.report.cli import register as register_report
 
-    register(cli)
+    register_bench(cli)
+    register_report(cli)
+    register_deploy(cli)
 
 
 _register_subsystems()

@@ -7,12 +7,15 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from compress.data.sources import DataConfig
+from compress.data.config import DataConfig
 from compress.errors import ConfigError
-from compress.runtime.train import TrainConfig
-from compress.stages import KINDS, stage_class
+from compress.runtime.train_config import TrainConfig
+from compress.stages import KINDS
+from compress.stages import configs as sc
+from compress.stages.configs import TargetConfig
+from compress.tasks import task_names
 from compress.yamlmap import Loc, format_path, line_of, load_yaml
 
 
@@ -79,12 +82,21 @@ class Gates(BaseModel):
         return self
 
 
-def _stage_entry_model() -> type[BaseModel]:
-    fields = {kind: (stage_class(kind).Config | None, None) for kind in KINDS}
-    return create_model("StageEntry", __config__=ConfigDict(extra="forbid"), **fields)
+class StageEntry(BaseModel):
+    """One item of ``stages:``: a mapping with one key, the stage kind."""
 
+    model_config = ConfigDict(extra="forbid")
 
-StageEntry = _stage_entry_model()
+    distill: sc.DistillConfig | None = None
+    prune: sc.PruneConfig | None = None
+    export: sc.ExportConfig | None = None
+    quantize: sc.QuantizeConfig | None = None
+    benchmark: sc.BenchmarkConfig | None = None
+    package: sc.PackageConfig | None = None
+
+    def kind(self) -> tuple[str, sc.StageConfig]:
+        name = next(k for k in KINDS if getattr(self, k) is not None)
+        return name, getattr(self, name)
 
 
 class PipelineConfig(BaseModel):
@@ -94,11 +106,22 @@ class PipelineConfig(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Run name (runs/<name>).")
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    task: str = Field("classification", description="What the model does: classification.")
+    target: TargetConfig = Field(
+        default_factory=TargetConfig, description="How latency is measured, for every stage."
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TeacherConfig
     student: ModelConfig | None = None
-    stages: list[StageEntry] = Field(min_length=1)  # type: ignore[valid-type]
+    stages: list[StageEntry] = Field(min_length=1)
     gates: Gates | None = None
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, v: str) -> str:
+        if v not in task_names():
+            raise ValueError(f"unknown task {v!r}; expected one of: {', '.join(task_names())}")
+        return v
 
     @model_validator(mode="after")
     def _student_for_distill(self):
@@ -107,43 +130,37 @@ class PipelineConfig(BaseModel):
             raise ValueError("a distill stage needs a top-level 'student' (arch or python)")
         if self.gates is not None and "benchmark" not in kinds:
             raise ValueError("'gates' need a benchmark stage: gates judge the benchmarked final model")
-        _check_stage_order(self.stage_list())
+        _check_stage_order(self.stage_list(), "torch")
+        if "quantize" in kinds and self.target.opt_level in ("disable", "basic"):
+            raise ValueError(
+                f"target.opt_level: {self.target.opt_level!r} leaves int8 QDQ models unfused and "
+                "slower than fp32; use 'extended' or 'all'"
+            )
         return self
 
-    def stage_list(self) -> list[tuple[str, BaseModel]]:
-        out = []
-        for entry in self.stages:
-            kind = next(k for k in KINDS if getattr(entry, k) is not None)
-            out.append((kind, getattr(entry, kind)))
-        return out
+    def stage_list(self) -> list[tuple[str, sc.StageConfig]]:
+        return [entry.kind() for entry in self.stages]
 
 
 def _a(fmt: str) -> str:
     return f"an {fmt}" if fmt == "onnx" else f"a {fmt}"
 
 
-def _check_stage_order(stages: list[tuple[str, BaseModel]]) -> None:
-    """Follow the model's format (torch -> onnx) through the stages, so a wrong order fails here."""
-    fmt, quantized = "torch", False
+def _check_stage_order(stages: list[tuple[str, sc.StageConfig]], fmt: str) -> None:
+    """Follow the model's format through the stages, as each stage declares it, so a wrong order
+    fails here and not mid-run."""
     for i, (kind, cfg) in enumerate(stages):
-        mode = getattr(cfg, "mode", None)
-        needs = {"distill": "torch", "prune": "torch", "export": "torch",
-                 "quantize": "torch" if mode == "qat" else "onnx"}.get(kind)
-        if needs and fmt != needs:
+        takes = cfg.takes()
+        if fmt not in takes:
+            mode = getattr(cfg, "mode", None)
             what = f"quantize mode {mode}" if kind == "quantize" else kind
+            needs = takes[0]
             raise ValueError(
                 f"stages[{i}].{kind}: {what} needs {_a(needs)} model, but the stages before it give "
                 f"{_a(fmt)} model"
                 + ("; put it before export" if needs == "torch" else "; put an export stage before it")
             )
-        if kind in ("export", "quantize"):
-            fmt = "onnx"
-        quantized = quantized or kind == "quantize"
-        if kind == "benchmark" and quantized and cfg.opt_level in ("disable", "basic"):
-            raise ValueError(
-                f"stages[{i}].benchmark.opt_level: {cfg.opt_level!r} leaves int8 QDQ models unfused "
-                "and slower than fp32; use 'extended' or 'all'"
-            )
+        fmt = cfg.gives(fmt)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,9 @@ import yaml
 
 from compress.models.cnn import ResNet
 from compress.runtime.train import TrainConfig, fit_
+from compress.tasks.classification import ClassificationTask
+
+TASK = ClassificationTask()
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,13 +22,14 @@ TINY = {
     "seed": 0,
     "device": "cpu",
     "data": {"source": "digits", "image_size": 16, "batch_size": 64},
-    "teacher": {"arch": "resnet", "kwargs": {"width": 8, "depth": [1, 1]}, "train": {"epochs": 2, "lr": 0.01}},
+    "teacher": {"arch": "resnet", "kwargs": {"width": 8, "depth": [1, 1]}, "train": {"epochs": 3, "lr": 0.01}},
     "student": {"arch": "resnet", "kwargs": {"width": 4, "depth": [1, 1]}},
     "stages": [
         {"distill": {"epochs": 1, "lr": 0.01}},
         {"export": {"opset": 18}},
-        {"benchmark": {"runs": 20, "warmup": 2}},
+        {"benchmark": {}},
     ],
+    "target": {"runs": 20, "warmup": 2},
 }
 
 
@@ -48,7 +52,22 @@ def trained_resnet(data, cache) -> ResNet:
     if path.exists():
         model.load_state_dict(torch.load(path, weights_only=True))
     else:
-        fit_(model, data.train, data.val, TrainConfig(epochs=3, lr=0.01), 64, torch.device("cpu"),
+        fit_(model, TASK, data.train, data.val, TrainConfig(epochs=6, lr=0.01), 64, torch.device("cpu"),
              progress=False)
         torch.save(model.state_dict(), path)
     return model.eval()
+
+
+def stage_context(tmp_path: Path, data, name: str, where: str, teacher=None, runs: int = 30,
+                  opt_level: str = "all", task=TASK):
+    """A StageContext for calling a stage directly (no engine), CPU, 1 thread."""
+    from compress.stages.base import StageContext
+    from compress.stages.configs import TargetConfig
+
+    stage_dir = tmp_path / name
+    stage_dir.mkdir(exist_ok=True)
+    work = tmp_path / ".work" / name
+    work.mkdir(parents=True, exist_ok=True)
+    target = TargetConfig(threads=1, opt_level=opt_level, runs=runs, warmup=5)
+    return StageContext(tmp_path, stage_dir, work, name, where, task, data, teacher, None,
+                        torch.device("cpu"), 0, target, progress=False)

@@ -46,10 +46,10 @@ stages:
   - export:
       opset: 18
       dynamic_batch: false   # fixed shapes: what NNAPI and CoreML need
-  - benchmark:
-      threads: 1
-      opt_level: all
-      runs: 300
+  - benchmark: {}
+target:
+  opt_level: all
+  runs: 300
 """
 
 
@@ -67,7 +67,7 @@ def _edit(old: str, new: str) -> str:
 BAD = [
     ("unknown key", _edit("seed: 0", "seed: 0\ncolour: red"),
      "p.yaml:7 colour: unknown key; expected one of: data, device, gates, name, seed, stages, "
-     "student, teacher, version"),
+     "student, target, task, teacher, version"),
     ("wrong type", _edit("epochs: 15", "epochs: many"),
      "p.yaml:27 stages[0].distill.epochs: must be an integer (got 'many')"),
     ("out of range", _edit("alpha: 0.7", "alpha: 1.5"),
@@ -85,7 +85,7 @@ BAD = [
     ("scalar root", "hello\n", "p.yaml:1: the top level must be a mapping, got a string"),
     ("wrong version", _edit("version: 1", "version: 2"), "p.yaml:4 version: must be 1 (got 2)"),
     ("bad literal", _edit("opt_level: all", "opt_level: max"),
-     "p.yaml:36 stages[2].benchmark.opt_level: must be one of 'disable', 'basic', 'extended' or "
+     "p.yaml:36 target.opt_level: must be one of 'disable', 'basic', 'extended' or "
      "'all' (got 'max')"),
     ("no builder", _edit("student:\n  arch: resnet\n", "student:\n"),
      "p.yaml:21 student: needs exactly one of 'arch' or 'python'"),
@@ -129,7 +129,7 @@ SET_CASES = [
     ("version=2", "--set version: must be 1 (got 2)"),
     ("noequals", "--set noequals: expected KEY.PATH=VALUE"),
     ("nosuch.key=1", "--set nosuch.key: no such key nosuch; expected one of: data, device, gates, "
-     "name, seed, stages, student, teacher, version"),
+     "name, seed, stages, student, target, task, teacher, version"),
 ]
 
 
@@ -178,7 +178,7 @@ ORDER = [
     ("export before distill", _edit("  - distill:", "  - export: {}\n  - distill:"),
      "p.yaml:4 (top level): stages[1].distill: distill needs a torch model, but the stages before it give "
      "an onnx model; put it before export"),
-    ("gates without benchmark", _edit("  - benchmark:\n      threads: 1\n      opt_level: all\n      runs: 300\n",
+    ("gates without benchmark", _edit("  - benchmark: {}\n",
                                       "gates: {min_accuracy: 0.9}\n"),
      "p.yaml:4 (top level): 'gates' need a benchmark stage: gates judge the benchmarked final model"),
 ]
@@ -199,7 +199,7 @@ def test_quantize_before_export_and_basic_opt_level(tmp_path, monkeypatch):
     text = _edit("  - benchmark:", "  - quantize: {mode: static}\n  - benchmark:").replace("opt_level: all", "opt_level: basic")
     result = _validate(tmp_path, monkeypatch, text)
     assert result.stderr.strip() == (
-        "error: p.yaml:4 (top level): stages[3].benchmark.opt_level: 'basic' leaves int8 QDQ models "
+        "error: p.yaml:4 (top level): target.opt_level: 'basic' leaves int8 QDQ models "
         "unfused and slower than fp32; use 'extended' or 'all'")
 
 

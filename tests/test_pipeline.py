@@ -68,7 +68,7 @@ def test_resume_skips_every_finished_stage(tiny_run):
 
 def test_changed_stage_config_reruns_that_stage_and_later(tiny_run, tmp_path):
     cfg_path, out, _ = tiny_run
-    result = _run(cfg_path, out, "--set", "stages.2.benchmark.runs=15")
+    result = _run(cfg_path, out, "--set", "target.runs=15")
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert [s["status"] for s in report["stages"]] == ["skipped", "skipped", "skipped", "done"]

@@ -8,7 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from compress.runtime.train import KD, HintRegressor, kd_loss, random_shift, recalibrate_bn_
+from compress.runtime.train import KD, HintRegressor, random_shift, recalibrate_bn_
+from compress.tasks.classification import ClassificationTask, kd_loss
+
+TASK = ClassificationTask()
 
 
 def _hand_kd(s, t, y, temp, alpha):
@@ -58,9 +61,9 @@ def test_fit_sizes_hints_between_real_models():
 
     student, teacher = ResNet(width=4, depth=(1, 1)), ResNet(width=16, depth=(1, 1))
     hints = [("stages.0", "stages.0"), ("stages.1", "stages.1")]
-    data = [(torch.randn(1, 16, 16), 0) for _ in range(2)]
+    data = [({"input": torch.randn(1, 16, 16)}, torch.tensor(0)) for _ in range(2)]
     s_taps, t_taps = _Taps(student, [a for a, _ in hints]), _Taps(teacher, [b for _, b in hints])
-    regs = size_hint_regressors(student, teacher, hints, data, "cpu", s_taps, t_taps)
+    regs = size_hint_regressors(TASK, student, teacher, hints, data, "cpu", s_taps, t_taps)
     assert [(r.proj.in_channels, r.proj.out_channels) for r in regs] == [(4, 16), (8, 32)]
     assert KD().temperature == 4.0
 
@@ -80,10 +83,10 @@ def test_random_shift_moves_content_by_at_most_the_limit():
 def test_recalibrate_bn_restores_true_statistics():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4))
-    data = [(torch.randn(1, 8, 8) * 3 + 5, 0) for _ in range(256)]
-    recalibrate_bn_(model, data, batches=100, batch_size=64)
+    data = [({"input": torch.randn(1, 8, 8) * 3 + 5}, torch.tensor(0)) for _ in range(256)]
+    recalibrate_bn_(model, TASK, data, batches=100, batch_size=64)
     with torch.no_grad():
-        feats = model[0](torch.stack([x for x, _ in data]))
+        feats = model[0](torch.stack([x["input"] for x, _ in data]))
     bn = model[1]
     assert torch.allclose(bn.running_mean, feats.mean((0, 2, 3)), atol=1e-4)
     assert torch.allclose(bn.running_var, feats.var((0, 2, 3)), rtol=0.02)
@@ -91,8 +94,7 @@ def test_recalibrate_bn_restores_true_statistics():
 
 
 def test_teacher_logits_are_cached_exactly_when_inputs_repeat():
-    from torch.utils.data import TensorDataset
-
+    from compress.data.sources import NamedDataset
     from compress.runtime.train import TrainConfig, fit_
 
     calls = []
@@ -107,13 +109,13 @@ def test_teacher_logits_are_cached_exactly_when_inputs_repeat():
             return self.lin(x.flatten(1))
 
     torch.manual_seed(0)
-    data = TensorDataset(torch.randn(40, 1, 2, 2), torch.randint(0, 3, (40,)))
+    data = NamedDataset({"input": torch.randn(40, 1, 2, 2)}, torch.randint(0, 3, (40,)))
     teacher, cpu = Counting(), torch.device("cpu")
-    fit_(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), data, data, TrainConfig(epochs=3), 16, cpu,
+    fit_(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), TASK, data, data, TrainConfig(epochs=3), 16, cpu,
          teacher=teacher, kd=KD(), progress=False)
     assert sum(calls) == 40  # each sample went through the teacher once, not once per epoch
     calls.clear()
     # augmented inputs differ every epoch: no cache
-    fit_(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), data, data, TrainConfig(epochs=3), 16, cpu,
+    fit_(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), TASK, data, data, TrainConfig(epochs=3), 16, cpu,
          teacher=teacher, kd=KD(), augment_shift=1, progress=False)
     assert sum(calls) == 120

@@ -1,5 +1,4 @@
-"""Data sources: digits (built in), npz arrays, image folders, python factories."""
+"""Data sources: digits (built in), npz arrays, image folders, python factories.
 
-from compress.data.sources import DataBundle, DataConfig, TransferConfig, load_data, make_loader
-
-__all__ = ["DataBundle", "DataConfig", "TransferConfig", "load_data", "make_loader"]
+The config (``compress.data.config``) is torch-free; ``compress.data.sources`` loads the data.
+"""

@@ -1,91 +1,109 @@
-"""Load the pipeline's data into a ``DataBundle``: train, val and an optional unlabeled transfer set.
+"""Load the pipeline's data into a ``DataBundle``: train, val, test and an optional unlabeled
+transfer set.
 
-Unlabeled samples carry the label ``-1``; the training loop applies the hard-label loss only where
-a label exists, so a teacher can label a transfer set through its soft targets.
+Every dataset yields ``(inputs, target)`` with ``inputs`` a dict of named tensors, so the training
+loop, export and ONNX Runtime all see the same names. Unlabeled samples carry the label ``-1``; the
+classification loss applies the hard-label loss only where a label exists, so a teacher can label a
+transfer set through its soft targets.
+
+Splits: ``val`` chooses (epochs, layers, thresholds); ``test`` is held out and only measured.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset, TensorDataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
+from compress.data.config import DataConfig, TransferConfig, _Source
 from compress.errors import InputError
 from compress.runtime.imports import import_callable
 
 UNLABELED = -1
+INPUT = "input"
 
 
-class _Source(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class NamedDataset(Dataset):
+    """Rows of named input tensors with one target each: ``({name: x[i]}, y[i])``."""
 
-    source: Literal["digits", "npz", "image_folder", "python"] = Field(
-        description="digits: scikit-learn's handwritten digits (built in); npz: arrays in a .npz "
-        "file; image_folder: one subfolder per class; python: 'pkg.mod:function' returning a "
-        "Dataset or DataLoader."
-    )
-    path: Path | None = Field(None, description="The .npz file or the image folder.")
-    python: str | None = Field(None, description="'pkg.mod:function' for source: python.")
-    kwargs: dict = Field(default_factory=dict, description="Keyword arguments of the factory.")
-    x_key: str = Field("x", description="npz: the array of inputs (N, C, H, W) or (N, H, W).")
-    y_key: str = Field("y", description="npz: the array of integer labels.")
-    image_size: int = Field(32, gt=0, le=4096, description="Images are resized to this square size.")
-    channels: Literal[1, 3] = Field(1, description="image_folder: 1 for grayscale, 3 for RGB.")
+    def __init__(self, inputs: dict[str, torch.Tensor], targets: torch.Tensor):
+        self.inputs, self.targets = inputs, targets
 
-    @model_validator(mode="after")
-    def _needs(self):
-        if self.source in ("npz", "image_folder") and self.path is None:
-            raise ValueError(f"source {self.source} needs 'path'")
-        if self.source == "python" and not self.python:
-            raise ValueError("source python needs 'python: package.module:function'")
-        return self
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        return {k: v[i] for k, v in self.inputs.items()}, self.targets[i]
 
 
-class TransferConfig(_Source):
-    """An unlabeled set for distillation: the teacher labels it with its soft targets."""
+class _Named(Dataset):
+    """A user dataset whose items are ``(tensor, target)``, ``(dict, target)`` or a tensor."""
+
+    def __init__(self, base: Dataset, label: int | None = None):
+        self.base, self.label = base, label
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i):
+        item = self.base[i]
+        x, y = (item[0], item[1]) if isinstance(item, tuple | list) and len(item) > 1 else (item, UNLABELED)
+        if isinstance(x, tuple | list):
+            x = x[0]
+        inputs = dict(x) if isinstance(x, dict) else {INPUT: torch.as_tensor(x)}
+        target = self.label if self.label is not None else y
+        return inputs, torch.as_tensor(target) if not isinstance(target, torch.Tensor) else target
 
 
-class DataConfig(_Source):
-    source: Literal["digits", "npz", "image_folder", "python"] = Field(
-        "digits", description=_Source.model_fields["source"].description
-    )
-    val_fraction: float = Field(0.2, gt=0, lt=1, description="Stratified validation split.")
-    batch_size: int = Field(64, gt=0, le=65536, description="Training batch size.")
-    augment_shift: int = Field(
-        0, ge=0, le=16, description="Random translation in pixels during training (0: off)."
-    )
-    transfer: TransferConfig | None = Field(
-        None, description="Optional unlabeled transfer set for distillation."
-    )
+@dataclass
+class DataInfo:
+    """What the data says about the model: input shapes, classes, and the preprocessing."""
+
+    input_shape: tuple[int, ...] | None  # one sample of the single image input, when there is one
+    num_classes: int | None
+    preprocessing: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class DataBundle:
     train: Dataset
     val: Dataset
+    test: Dataset
     transfer: Dataset | None
-    input_shape: tuple[int, ...]
-    num_classes: int
+    info: DataInfo
     batch_size: int
     augment_shift: int = 0
 
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        return self.info.input_shape
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.info.num_classes
+
     def example(self, batch: int = 1) -> torch.Tensor:
-        return torch.stack([self.val[i][0] for i in range(batch)])
+        """The first ``batch`` test inputs of single-input data, stacked (export, tracing)."""
+        return torch.stack([self.test[i][0][INPUT] for i in range(batch)])
 
-    def val_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        xs, ys = zip(*(self.val[i] for i in range(len(self.val))), strict=True)
-        return torch.stack(xs).numpy(), np.asarray([int(y) for y in ys])
+    def arrays(self, split: str = "val") -> tuple[np.ndarray, np.ndarray]:
+        """A split of single-input data as ``(inputs, labels)`` arrays."""
+        ds = self.split(split)
+        xs, ys = zip(*(ds[i] for i in range(len(ds))), strict=True)
+        return torch.stack([x[INPUT] for x in xs]).numpy(), np.asarray([int(y) for y in ys])
 
-    def calibration(self, n: int, seed: int = 0) -> np.ndarray:
-        """``n`` training inputs (never validation ones) for quantization calibration."""
+    def split(self, name: str) -> Dataset:
+        return {"train": self.train, "val": self.val, "test": self.test}[name]
+
+    def calibration(self, n: int, seed: int = 0) -> Dataset:
+        """``n`` training samples (never validation or test ones) for quantization calibration."""
         g = np.random.default_rng(seed)
         idx = g.choice(len(self.train), size=min(n, len(self.train)), replace=False)
-        return torch.stack([self.train[int(i)][0] for i in idx]).numpy()
+        return Subset(self.train, [int(i) for i in idx])
 
 
 def make_loader(ds: Dataset, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
@@ -96,26 +114,45 @@ def make_loader(ds: Dataset, batch_size: int, shuffle: bool, seed: int = 0) -> D
 def load_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
     """Load and split the data named by ``cfg`` (YAML path ``data``)."""
     if cfg.source == "python":
-        train, val = _python_split(cfg, seed)
+        train, val, test = _python_split(cfg, seed)
+        prep: dict[str, Any] = {"source": "python", "python": cfg.python}
     else:
         x, y = _arrays(cfg, "data")
-        train, val = _stratified(x, y, cfg.val_fraction, seed)
-    transfer = None
-    if cfg.transfer is not None:
-        transfer = _unlabeled(cfg.transfer)
-    if len(train) == 0 or len(val) == 0:
-        raise InputError(f"data: needs samples in both splits (train {len(train)}, val {len(val)})")
-    x0, _ = train[0]
-    labels = [int(ds[i][1]) for ds in (train, val) for i in range(len(ds))]
-    num_classes = max(labels) + 1
-    if transfer is not None and tuple(transfer[0][0].shape) != tuple(x0.shape):
+        train, val, test = _stratified(x, y, cfg.val_fraction, cfg.test_fraction, seed)
+        prep = _image_preprocessing(cfg, x)
+    transfer = _unlabeled(cfg.transfer) if cfg.transfer is not None else None
+    if min(len(train), len(val), len(test)) == 0:
+        raise InputError(f"data: needs samples in every split (train {len(train)}, val {len(val)}, "
+                         f"test {len(test)})")
+    inputs0, _ = train[0]
+    single = len(inputs0) == 1 and next(iter(inputs0.values())).is_floating_point()
+    shape = tuple(next(iter(inputs0.values())).shape) if single else None
+    num_classes = _num_classes(train, val, test)
+    if transfer is not None and shape is not None and tuple(transfer[0][0][INPUT].shape) != shape:
         raise InputError(
-            f"data.transfer: inputs have shape {list(transfer[0][0].shape)}, "
-            f"the training data {list(x0.shape)}"
+            f"data.transfer: inputs have shape {list(transfer[0][0][INPUT].shape)}, "
+            f"the training data {list(shape)}"
         )
-    return DataBundle(
-        train, val, transfer, tuple(x0.shape), num_classes, cfg.batch_size, cfg.augment_shift
-    )
+    info = DataInfo(shape, num_classes, prep)
+    return DataBundle(train, val, test, transfer, info, cfg.batch_size, cfg.augment_shift)
+
+
+def _num_classes(*splits: Dataset) -> int | None:
+    labels = []
+    for ds in splits:
+        for i in range(len(ds)):
+            t = ds[i][1]
+            if not (isinstance(t, torch.Tensor) and t.ndim == 0 and not t.is_floating_point()):
+                return None  # targets are not class labels (e.g. vectors)
+            labels.append(int(t))
+    return max(labels) + 1 if labels else None
+
+
+def _image_preprocessing(cfg: DataConfig, x: torch.Tensor) -> dict[str, Any]:
+    """How raw images become model inputs, recorded where it is done (for deploy bundles)."""
+    return {"layout": "NCHW", "channels": int(x.shape[1]), "image_size": cfg.image_size,
+            "scale": "pixel / max_value, then (v - mean) / std", "mean": 0.5, "std": 0.5,
+            "max_value": 16.0 if cfg.source == "digits" else 255.0, "source": cfg.source}
 
 
 def _arrays(cfg: _Source, where: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,25 +226,35 @@ def _image_folder(cfg: _Source, where: str) -> tuple[torch.Tensor, torch.Tensor]
     return (x - 0.5) / 0.5, torch.tensor([i for _, i in files], dtype=torch.long)
 
 
-def _stratified(x, y, val_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+def _stratified(x, y, val_fraction: float, test_fraction: float, seed: int):
+    """Stratified train / val / test, fixed seed: test first, then val out of the rest."""
     from sklearn.model_selection import train_test_split
 
-    idx = np.arange(len(y))
+    idx, labels = np.arange(len(y)), y.numpy()
     try:
-        tr, va = train_test_split(idx, test_size=val_fraction, random_state=seed, stratify=y.numpy())
+        rest, te = train_test_split(idx, test_size=test_fraction, random_state=seed, stratify=labels)
+        val_of_rest = val_fraction / (1 - test_fraction)
+        tr, va = train_test_split(rest, test_size=val_of_rest, random_state=seed, stratify=labels[rest])
     except ValueError as e:
         raise InputError(f"data: cannot make a stratified split ({e})") from e
-    return TensorDataset(x[tr], y[tr]), TensorDataset(x[va], y[va])
+    return tuple(NamedDataset({INPUT: x[i]}, y[i]) for i in (tr, va, te))
 
 
-def _python_split(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset]:
+def _python_split(cfg: DataConfig, seed: int):
     out = import_callable(cfg.python, "data.python")(**cfg.kwargs)
     if isinstance(out, dict) and {"train", "val"} <= set(out):
-        return _as_dataset(out["train"]), _as_dataset(out["val"])
-    ds = _as_dataset(out)
-    n_val = max(1, int(len(ds) * cfg.val_fraction))
+        train, val = _Named(_as_dataset(out["train"])), _Named(_as_dataset(out["val"]))
+        if "test" in out:
+            return train, val, _Named(_as_dataset(out["test"]))
+        # no test split given: hold out part of train, so nothing reported is chosen on val
+        n_test = max(1, int(len(train) * cfg.test_fraction))
+        perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).tolist()
+        return Subset(train, perm[n_test:]), val, Subset(train, perm[:n_test])
+    ds = _Named(_as_dataset(out))
+    n_val, n_test = max(1, int(len(ds) * cfg.val_fraction)), max(1, int(len(ds) * cfg.test_fraction))
     perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed)).tolist()
-    return Subset(ds, perm[n_val:]), Subset(ds, perm[:n_val])
+    return (Subset(ds, perm[n_val + n_test:]), Subset(ds, perm[:n_val]),
+            Subset(ds, perm[n_val:n_val + n_test]))
 
 
 def _as_dataset(obj) -> Dataset:
@@ -216,12 +263,22 @@ def _as_dataset(obj) -> Dataset:
     if isinstance(obj, Dataset):
         return obj
     raise InputError(
-        f"data.python: expected a Dataset, a DataLoader or {{'train', 'val'}} of them, "
+        f"data.python: expected a Dataset, a DataLoader or {{'train', 'val'[, 'test']}} of them, "
         f"got {type(obj).__name__}"
     )
 
 
-class _Unlabeled(Dataset):
+def _unlabeled(cfg: TransferConfig) -> Dataset:
+    if cfg.source == "python":
+        factory = import_callable(cfg.python, "data.transfer.python")
+        return _Named(_as_dataset(factory(**cfg.kwargs)), label=UNLABELED)
+    x, _ = _npz(cfg, "data.transfer") if cfg.source == "npz" else _arrays(cfg, "data.transfer")
+    return NamedDataset({INPUT: x}, torch.full((len(x),), UNLABELED, dtype=torch.long))
+
+
+class _Inputs(Dataset):
+    """The inputs of a labeled set without its labels (KD from soft targets alone)."""
+
     def __init__(self, base: Dataset):
         self.base = base
 
@@ -229,22 +286,10 @@ class _Unlabeled(Dataset):
         return len(self.base)
 
     def __getitem__(self, i):
-        item = self.base[i]
-        x = item[0] if isinstance(item, tuple | list) else item
-        return x, UNLABELED
-
-
-def _unlabeled(cfg: TransferConfig) -> Dataset:
-    if cfg.source == "python":
-        return _Unlabeled(_as_dataset(import_callable(cfg.python, "data.transfer.python")(**cfg.kwargs)))
-    if cfg.source == "npz":
-        x, _ = _npz(cfg, "data.transfer")
-    else:
-        x, _ = _arrays(cfg, "data.transfer")
-    return TensorDataset(x, torch.full((len(x),), UNLABELED, dtype=torch.long))
+        return self.base[i][0], torch.tensor(UNLABELED)
 
 
 def with_transfer(train: Dataset, transfer: Dataset | None, use_labels: bool) -> Dataset:
     """The distillation training set: labeled train samples (or their inputs only) plus transfer."""
-    base = train if use_labels else _Unlabeled(train)
+    base = train if use_labels else _Inputs(train)
     return ConcatDataset([base, transfer]) if transfer is not None else base

@@ -13,7 +13,8 @@ from compress.models.cnn import FAMILIES
 from compress.runtime.imports import import_callable
 
 
-def build_model(spec: dict[str, Any], in_channels: int, num_classes: int, where: str) -> nn.Module:
+def build_model(spec: dict[str, Any], in_channels: int | None, num_classes: int | None,
+                where: str) -> nn.Module:
     """Build a fresh model from ``{"arch": family, "kwargs": {...}}`` or ``{"python": ref, ...}``.
 
     Built-in families get ``in_channels`` and ``num_classes`` from the data; user factories get
@@ -22,6 +23,9 @@ def build_model(spec: dict[str, Any], in_channels: int, num_classes: int, where:
     kwargs = dict(spec.get("kwargs") or {})
     if spec.get("arch"):
         family = FAMILIES[spec["arch"]]
+        if in_channels is None or num_classes is None:
+            raise InputError(f"{where}.arch: the built-in {spec['arch']!r} family is an image "
+                             "classifier; this data has no single image input with class labels")
         try:
             model = family(in_channels=in_channels, num_classes=num_classes, **kwargs)
         except TypeError as e:
@@ -105,11 +109,13 @@ def _first(keys: list[str], n: int = 3) -> str:
 def model_summary(model: nn.Module, example: torch.Tensor | tuple | dict) -> dict[str, int]:
     """Parameter and multiply-accumulate counts (torch-pruning's op counter).
 
-    ``example`` is one tensor, a tuple of positional inputs, or a dict of keyword inputs.
+    ``example`` is one tensor, a tuple of positional inputs, or a dict of named inputs.
     """
     import torch_pruning as tp
 
-    args = example if isinstance(example, tuple | dict) else (example,)
+    # named inputs go positionally, in their order, as the task and ONNX export pass them
+    args = tuple(example.values()) if isinstance(example, dict) else example
+    args = args if isinstance(args, tuple) else (args,)
     was_training = model.training
     model.eval()
     with torch.no_grad():

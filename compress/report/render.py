@@ -1,4 +1,5 @@
-"""Write a run's report.json (the contract in DESIGN.md) and a human-readable report.md."""
+"""Render a run's report.json (the contract in DESIGN.md) as report.md; stages return data, the
+tables here are drawn from it."""
 
 from __future__ import annotations
 
@@ -16,20 +17,76 @@ def _human(n: float | None, unit: str = "") -> str:
     return f"{n:g}{unit}"
 
 
+def _quality(m: dict) -> str:
+    value = m.get("accuracy")
+    if value is None:
+        return "-"
+    return f"{value * 100:.2f}%" if m.get("metric", "accuracy") == "accuracy" else f"{value:.4f}"
+
+
 def models_table(models: list[dict]) -> str:
+    metric = models[0].get("metric", "accuracy") if models else "accuracy"
+    split = models[0].get("split", "test") if models else "test"
     rows = [
-        "| model | stage | precision | params | MACs | size | accuracy (ORT) | p50 ms | p90 ms | speedup vs teacher |",
+        f"| model | stage | precision | params | MACs | size | {metric} (ORT, {split}) | p50 ms | p90 ms "
+        "| speedup vs teacher |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in models:
         lat = m.get("latency_ms", {})
+        speed = m.get("speedup_vs_teacher")
         rows.append(
             f"| {m['name']} | {m.get('stage', '')} | {m.get('precision', '')} | {_human(m.get('params'))} "
-            f"| {_human(m.get('macs'))} | {_human(m.get('bytes'), 'B')} | {m['accuracy'] * 100:.2f}% "
+            f"| {_human(m.get('macs'))} | {_human(m.get('bytes'), 'B')} | {_quality(m)} "
             f"| {lat.get('p50', float('nan')):.4f} | {lat.get('p90', float('nan')):.4f} "
-            f"| {m.get('speedup_vs_teacher', float('nan')):.2f}x |"
+            f"| {'-' if speed is None else f'{speed:.2f}x'} |"
         )
     return "\n".join(rows)
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v * 100:.2f}%"
+
+
+def trajectory_table(rows: list[dict]) -> str:
+    """A prune stage's trajectory (validation-split quality per step)."""
+    lines = [
+        "| step | ratio | params | MACs | ORT p50 ms | speedup | val pruned | val after BN | val recovered |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        p50 = "-" if r.get("p50_ms") is None else f"{r['p50_ms']:.4f}"
+        speed = "-" if r.get("speedup") is None else f"{r['speedup']:.2f}x"
+        lines.append(
+            f"| {r['step']} | {r['ratio']:.2f} | {r['params']:,} | {r['macs']:,} | {p50} | {speed} "
+            f"| {_pct(r.get('acc_pruned'))} | {_pct(r.get('acc_bn'))} | {_pct(r.get('acc_recovered'))} |"
+        )
+    return "\n".join(lines)
+
+
+def quantize_table(m: dict) -> str:
+    """A quantize stage's fp32-vs-int8 comparison and fallback trials (validation split)."""
+    fp32, int8 = m["fp32"], m["int8"]
+    lines = [
+        "| model | precision | size | ORT accuracy (val) | top-1 agreement | cosine | p50 ms | speedup |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| fp32 | fp32 | {fp32['bytes'] / 1e3:.1f} kB | {_pct(fp32.get('accuracy'))} | 100% | 1 "
+        f"| {fp32['p50_ms']:.4f} | 1.00x |",
+        f"| int8 | {int8['precision']} | {int8['bytes'] / 1e3:.1f} kB | {_pct(int8.get('accuracy'))} "
+        f"| {int8['top1_agreement'] * 100:.1f}% | {int8['cosine']:.4f} | {int8['p50_ms']:.4f} "
+        f"| {int8['speedup']:.2f}x |",
+        "",
+        f"Mode **{m['mode']}**, target **{m['target']}** ({m['target_evidence']}: {m['target_note']}); "
+        "fused ops in ORT: " + (", ".join(f"{k} {v}" for k, v in m["fused_ops"].items()) or "none")
+        + f" ({m['conv_count']} Conv in fp32). Float layers: "
+        + (", ".join(m["float_modules"] or m["float_layers"]) or "none")
+        + f". Kept: **{m['kept']}** ({m['reason']}).",
+    ]
+    if len(m["trials"]) > 1:  # the fallback's steps: what each float layer bought and cost
+        lines += ["", "| float nodes | ORT accuracy | p50 ms | fp32 p50 ms | speedup |", "|---|---|---|---|---|"]
+        lines += [f"| {', '.join(t['float_layers']) or 'none'} | {_pct(t['accuracy'])} | {t['p50_ms']:.4f} "
+                  f"| {t['fp32_p50_ms']:.4f} | {t['speedup']:.2f}x |" for t in m["trials"]]
+    return "\n".join(lines)
 
 
 def render_markdown(report: dict) -> str:
@@ -37,32 +94,48 @@ def render_markdown(report: dict) -> str:
     lines += [f"Status: **{report.get('status', 'done')}**. Device: {report['device']}. "
               f"Final model: **{report.get('final')}**.", ""]
     if report["models"]:
-        threads = report["models"][0].get("threads")
-        lines += [f"## Models (ONNX Runtime CPU, {threads} thread(s), batch as exported)", "",
+        m0 = report["models"][0]
+        lines += [f"## Models (ONNX Runtime CPU, {m0.get('threads')} thread(s), batch as exported; "
+                  f"quality on the {m0.get('split', 'test')} split)", "",
                   models_table(report["models"]), ""]
     lines += ["## Stages", "", "| stage | status | seconds | notes |", "|---|---|---|---|"]
     for s in report["stages"]:
         notes = s.get("error") or _stage_notes(s)
         lines.append(f"| {s.get('dir', s['name'])} | {s['status']} | {s['seconds']:.1f} | {notes} |")
     for s in report["stages"]:
-        extra = s.get("metrics", {}).get("report_md")
-        if extra:
-            lines += ["", f"## {s.get('dir', s['name'])}", "", extra]
+        table = _stage_table(s)
+        if table:
+            lines += ["", f"## {s.get('dir', s['name'])}", "", table]
     return "\n".join(lines) + "\n"
+
+
+def _stage_table(stage: dict) -> str | None:
+    m = stage.get("metrics", {})
+    if stage["kind"] == "prune" and m.get("trajectory"):
+        return trajectory_table(m["trajectory"])
+    if stage["kind"] == "quantize" and m.get("trials"):
+        return quantize_table(m)
+    return None
 
 
 def _stage_notes(stage: dict) -> str:
     m = stage.get("metrics", {})
     parts = []
-    if "val_accuracy" in m:
-        parts.append(f"val accuracy {m['val_accuracy'] * 100:.2f}% (torch)")
+    for key, value in m.items():
+        if key.startswith("val_") and isinstance(value, float) and not key.endswith("_before"):
+            parts.append(f"{key.replace('_', ' ')} {value:.4f} (torch, val)")
     if "max_abs_diff" in m:
-        parts.append(f"parity max abs diff {m['max_abs_diff']:.2e}, agreement {m['top1_agreement'] * 100:.1f}%")
-    for key in m.get("notes", []):
-        parts.append(str(key))
+        agree = m.get("top1_agreement")
+        parts.append(f"parity max abs diff {m['max_abs_diff']:.2e}"
+                     + (f", agreement {agree * 100:.1f}%" if agree is not None else ""))
+    parts += [str(n) for n in m.get("notes", [])]
     return "; ".join(parts)
 
 
 def write_reports(report: dict, run_dir: Path) -> None:
+    """report.json, report.md and the self-contained report.html with its plots."""
+    from compress.report.html import write_html
+
     write_json(run_dir / "report.json", report)
     write_text(run_dir / "report.md", render_markdown(report))
+    write_html(report, run_dir)

@@ -1,79 +1,34 @@
 """The one training loop: teacher training, distillation, pruning recovery and QAT all call ``fit_``.
 
-Reads top to bottom: device and precision are chosen once, the loss is Hinton KD (plus FitNets
-hints) when a teacher is given and cross-entropy otherwise, the best epoch by validation accuracy
-is kept.
+Reads top to bottom: device and precision are chosen once, the loss is the task's distillation
+loss (plus FitNets hints) when a teacher is given and its plain loss otherwise, the best epoch by
+the task's headline metric on the validation split is kept. Batches are dicts of named inputs.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import time
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from compress.data.sources import make_loader
+from compress.runtime.train_config import TrainConfig
+from compress.tasks.base import KDSettings, Task, run_torch
 
-
-class TrainConfig(BaseModel):
-    """Optimizer and schedule. Shared by teacher training, distill, prune recovery and QAT."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    epochs: int = Field(10, ge=0, le=10000, description="Passes over the training set.")
-    lr: float = Field(3e-3, gt=0, le=10, description="Peak learning rate.")
-    weight_decay: float = Field(1e-4, ge=0, le=1, description="AdamW/SGD weight decay.")
-    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="adamw, or sgd with Nesterov momentum 0.9.")
-    schedule: Literal["cosine", "onecycle", "constant"] = Field(
-        "onecycle", description="Learning-rate schedule over all steps."
-    )
-    grad_clip: float = Field(5.0, ge=0, description="Max gradient norm (0: off).")
-    batch_size: int | None = Field(None, gt=0, description="Overrides data.batch_size.")
-
-    @classmethod
-    def of(cls, cfg: BaseModel) -> TrainConfig:
-        """The training fields of a stage config that extends this one."""
-        return cls(**{k: getattr(cfg, k) for k in cls.model_fields})
+__all__ = ["KD", "FitResult", "TrainConfig", "fit_", "recalibrate_bn_", "evaluate_headline"]
 
 
 @dataclass
-class KD:
-    """Hinton soft targets: ``alpha`` weighs the soft loss against the hard-label loss."""
+class KD(KDSettings):
+    """Distillation settings: the task's soft-target knobs plus FitNets hint pairs."""
 
-    temperature: float = 4.0
-    alpha: float = 0.7
     hints: list[tuple[str, str]] = field(default_factory=list)  # (student module, teacher module)
     hint_weight: float = 1.0
-
-
-def kd_loss(
-    student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
-    labels: torch.Tensor,
-    temperature: float,
-    alpha: float,
-) -> torch.Tensor:
-    """Per-batch KD loss. Labeled samples: ``alpha * T^2 * KL + (1 - alpha) * CE``.
-
-    Unlabeled samples (label ``-1``) take the soft loss alone at full weight, so a transfer set
-    is labeled by the teacher.
-    """
-    t = temperature
-    log_p = F.log_softmax(student_logits / t, dim=1)
-    q = F.softmax(teacher_logits / t, dim=1)
-    soft = (q * (torch.log(q.clamp_min(1e-12)) - log_p)).sum(dim=1) * t * t
-    labeled = labels >= 0
-    hard = torch.zeros_like(soft)
-    if labeled.any():
-        hard[labeled] = F.cross_entropy(student_logits[labeled], labels[labeled], reduction="none")
-    w_soft = torch.where(labeled, torch.full_like(soft, alpha), torch.ones_like(soft))
-    return (w_soft * soft + (1 - alpha) * hard * labeled).mean()
 
 
 class HintRegressor(nn.Module):
@@ -132,20 +87,17 @@ def random_shift(x: torch.Tensor, max_px: int) -> torch.Tensor:
     return padded[batch, chans, rows, cols]
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, ds: Dataset, device: torch.device | str = "cpu", batch_size: int = 256) -> float:
-    """Top-1 accuracy of ``model`` on ``ds``."""
-    model.eval()
-    correct = total = 0
-    for x, y in DataLoader(ds, batch_size=batch_size):
-        pred = model(x.to(device)).argmax(1).cpu()
-        correct += int((pred == y).sum())
-        total += len(y)
-    return correct / max(total, 1)
+def evaluate_headline(task: Task, model: nn.Module, ds: Dataset, device: torch.device | str = "cpu",
+                      reference: torch.Tensor | None = None) -> float:
+    """The task's headline quality of ``model`` on ``ds`` (``reference``: teacher outputs on ``ds``)."""
+    out, target = run_torch(task, model, ds, device)
+    ref = reference.numpy() if reference is not None else None
+    return task.headline(task.quality(out.numpy(), target.numpy(), ref))
 
 
 @torch.no_grad()
-def recalibrate_bn_(model: nn.Module, ds: Dataset, device: torch.device | str = "cpu", batches: int = 20, batch_size: int = 128) -> nn.Module:
+def recalibrate_bn_(model: nn.Module, task: Task, ds: Dataset, device: torch.device | str = "cpu",
+                    batches: int = 20, batch_size: int = 128) -> nn.Module:
     """Re-estimate BatchNorm running statistics with no-grad forward passes (cumulative average)."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
@@ -155,10 +107,10 @@ def recalibrate_bn_(model: nn.Module, ds: Dataset, device: torch.device | str = 
         bn.reset_running_stats()
         bn.momentum = None
     model.train()
-    for i, (x, _) in enumerate(make_loader(ds, batch_size, shuffle=True)):
+    for i, (inputs, _) in enumerate(task.loader(ds, batch_size, shuffle=True)):
         if i >= batches:
             break
-        model(x.to(device))
+        task.forward(model, {k: v.to(device) for k, v in inputs.items()})
     for bn, m in zip(bns, saved, strict=True):
         bn.momentum = m
     model.eval()
@@ -167,14 +119,31 @@ def recalibrate_bn_(model: nn.Module, ds: Dataset, device: torch.device | str = 
 
 @dataclass
 class FitResult:
-    best_val_accuracy: float
+    best_val: float  # the task's headline metric on the validation split, at the best epoch
     best_epoch: int
     history: list[dict]
     samples_per_s: float
 
 
+@dataclass
+class _Teacher:
+    """The frozen teacher as the loop sees it: hint taps, and its outputs cached when they repeat."""
+
+    module: nn.Module
+    cache: _TeacherCache | None
+    taps: _Taps | None
+    val_out: torch.Tensor | None  # reference outputs on the validation split
+
+    def outputs(self, task: Task, inputs: dict, idx: torch.Tensor | None) -> torch.Tensor:
+        with torch.no_grad():
+            if self.cache is not None:
+                return self.cache.get(idx, lambda: task.forward(self.module, inputs))
+            return task.forward(self.module, inputs)
+
+
 def fit_(
     model: nn.Module,
+    task: Task,
     train: Dataset,
     val: Dataset,
     cfg: TrainConfig,
@@ -188,57 +157,49 @@ def fit_(
     progress: bool = True,
     extra_params: list[nn.Parameter] | None = None,
 ) -> FitResult:
-    """Train ``model`` in place and leave it holding the best epoch's weights (by val accuracy)."""
-    from tqdm.auto import tqdm
+    """Train ``model`` in place and leave it holding the best epoch's weights (by the task's
+    headline metric on ``val``)."""
+    from compress.runtime.console import current
+    from compress.runtime.console import progress as progress_bar
 
     torch.manual_seed(seed)
     model.to(device)
-    use_amp = device.type == "cuda"
-    # Without augmentation or hints, the frozen teacher's logits repeat every epoch: cache them.
-    cache = _TeacherCache(len(train)) if teacher is not None and augment_shift == 0 and not (kd and kd.hints) else None
-    if cache is not None:
-        train = _Indexed(train)
-    loader = make_loader(train, cfg.batch_size or batch_size, shuffle=True, seed=seed)
-    hint_regs, s_taps, t_taps = nn.ModuleList(), None, None
-    if teacher is not None:
-        teacher.to(device).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-        if kd and kd.hints:
-            s_taps = _Taps(model, [s for s, _ in kd.hints])
-            t_taps = _Taps(teacher, [t for _, t in kd.hints])
-            hint_regs = size_hint_regressors(model, teacher, kd.hints, train, device, s_taps, t_taps)
+    kd = kd or KD()
+    t, train = _prepare_teacher(task, teacher, kd, train, val, augment_shift, device)
+    loader = task.loader(train, cfg.batch_size or batch_size, shuffle=True, seed=seed)
+    s_taps = _Taps(model, [s for s, _ in kd.hints]) if t and kd.hints else None
+    hint_regs = (size_hint_regressors(task, model, t.module, kd.hints, train, device, s_taps, t.taps)
+                 if s_taps else nn.ModuleList())
     params = [p for p in model.parameters() if p.requires_grad] + list(hint_regs.parameters())
     params += extra_params or []
     steps = max(1, cfg.epochs * len(loader))
-    opt = _optimizer(cfg, params)
+    opt, sched = _optimizer(cfg, params), None
     sched = _schedule(cfg, opt, steps)
+    use_amp = device.type == "cuda"
 
-    best = (-1.0, -1, copy.deepcopy(model.state_dict()))
+    def step_loss(batch) -> torch.Tensor:
+        inputs = {k: v.to(device, non_blocking=True) for k, v in batch[0].items()}
+        target = batch[1].to(device, non_blocking=True)
+        inputs = task.augment(inputs, augment_shift)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            out = task.forward(model, inputs)
+            if t is None:
+                return task.loss(out, target)
+            loss = task.distill_loss(out, t.outputs(task, inputs, batch[2] if len(batch) > 2 else None),
+                                     target, kd)
+            for reg, (s, h) in zip(hint_regs, kd.hints, strict=True):
+                loss = loss + kd.hint_weight * F.mse_loss(reg(s_taps.out[s].float()), t.taps.out[h].float())
+            return loss
+
+    best = (None, -1, copy.deepcopy(model.state_dict()))
     history: list[dict] = []
     seen, seconds = 0, 0.0
-    bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
-    import time
-
+    bar = progress_bar(steps, desc, progress)
     for epoch in range(cfg.epochs):
         model.train()
         t0, loss_sum, n_batches = time.perf_counter(), 0.0, 0
         for batch in loader:
-            x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
-            x = random_shift(x, augment_shift)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = model(x)
-                if teacher is not None:
-                    with torch.no_grad():
-                        t_logits = cache.get(batch[2], teacher, x) if cache is not None else teacher(x)
-                    loss = kd_loss(logits.float(), t_logits.float(), y, kd.temperature, kd.alpha)
-                    if s_taps is not None:
-                        for reg, (s, t) in zip(hint_regs, kd.hints, strict=True):
-                            loss = loss + kd.hint_weight * F.mse_loss(
-                                reg(s_taps.out[s].float()), t_taps.out[t].float()
-                            )
-                else:
-                    loss = F.cross_entropy(logits.float(), y, ignore_index=-1)
+            loss = step_loss(batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
@@ -248,24 +209,41 @@ def fit_(
                 sched.step()
             loss_sum += float(loss.detach())
             n_batches += 1
-            seen += len(x)
+            seen += len(batch[1])
             bar.update(1)
         seconds += time.perf_counter() - t0
-        acc = evaluate(model, val, device)
-        history.append({"epoch": epoch + 1, "loss": loss_sum / max(n_batches, 1), "val_accuracy": acc})
-        bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / max(n_batches, 1):.4f}", val_acc=f"{acc:.4f}")
-        if acc > best[0]:
-            best = (acc, epoch + 1, copy.deepcopy(model.state_dict()))
+        score = evaluate_headline(task, model, val, device, t.val_out if t else None)
+        mean_loss = loss_sum / max(n_batches, 1)
+        history.append({"epoch": epoch + 1, "loss": mean_loss, f"val_{task.metric}": score})
+        bar.set_postfix(epoch=epoch + 1, loss=f"{mean_loss:.4f}", **{f"val_{task.metric}": f"{score:.4f}"})
+        current().event("epoch", loop=desc, **history[-1])
+        if best[0] is None or task.better(score, best[0]):
+            best = (score, epoch + 1, copy.deepcopy(model.state_dict()))
     bar.close()
-    for taps in (s_taps, t_taps):
+    for taps in (s_taps, t.taps if t else None):
         if taps is not None:
             taps.close()
     if cfg.epochs > 0:
         model.load_state_dict(best[2])
     else:
-        best = (evaluate(model, val, device), 0, None)
+        best = (evaluate_headline(task, model, val, device, t.val_out if t else None), 0, None)
     model.eval()
     return FitResult(best[0], best[1], history, seen / seconds if seconds > 0 else math.nan)
+
+
+def _prepare_teacher(task: Task, teacher: nn.Module | None, kd: KD, train: Dataset, val: Dataset,
+                     augment_shift: int, device: torch.device) -> tuple[_Teacher | None, Dataset]:
+    if teacher is None:
+        return None, train
+    teacher.to(device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    # Without augmentation or hints, the frozen teacher's outputs repeat every epoch: cache them.
+    cached = augment_shift == 0 and not kd.hints
+    taps = _Taps(teacher, [h for _, h in kd.hints]) if kd.hints else None
+    val_out = run_torch(task, teacher, val, device)[0] if task.needs_reference else None
+    t = _Teacher(teacher, _TeacherCache(len(train)) if cached else None, taps, val_out)
+    return t, (_Indexed(train) if cached else train)
 
 
 class _Indexed(Dataset):
@@ -278,8 +256,8 @@ class _Indexed(Dataset):
         return len(self.base)
 
     def __getitem__(self, i):
-        x, y = self.base[i][:2]
-        return x, y, i
+        inputs, target = self.base[i][:2]
+        return inputs, target, i
 
 
 class _TeacherCache:
@@ -288,25 +266,26 @@ class _TeacherCache:
     def __init__(self, n: int):
         self.n, self.store, self.have = n, None, torch.zeros(n, dtype=torch.bool)
 
-    def get(self, idx: torch.Tensor, teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def get(self, idx: torch.Tensor, compute) -> torch.Tensor:
         if self.store is not None and bool(self.have[idx].all()):
             return self.store[idx.to(self.store.device)]
-        out = teacher(x).float()
+        out = compute().float()
         if self.store is None:
-            self.store = torch.zeros(self.n, out.shape[1], device=out.device)
+            self.store = torch.zeros(self.n, *out.shape[1:], device=out.device)
         self.store[idx.to(out.device)] = out
         self.have[idx] = True
         return out
 
 
-def size_hint_regressors(model, teacher, hints, train, device, s_taps, t_taps) -> nn.ModuleList:
+def size_hint_regressors(task: Task, model, teacher, hints, train, device, s_taps, t_taps) -> nn.ModuleList:
     """One regressor per hint pair, sized from the shapes observed on one real batch."""
-    x = torch.stack([train[i][0] for i in range(min(2, len(train)))]).to(device)
+    inputs, _ = task.collate([train[i][:2] for i in range(min(2, len(train)))])
+    inputs = {k: v.to(device) for k, v in inputs.items()}
     was = model.training
     model.eval()
     with torch.no_grad():
-        model(x)
-        teacher(x)
+        task.forward(model, inputs)
+        task.forward(teacher, inputs)
     model.train(was)
     regs = [HintRegressor(s_taps.out[s].shape, t_taps.out[t].shape) for s, t in hints]
     return nn.ModuleList(regs).to(device)

@@ -1,65 +1,64 @@
-"""The stage contract: a config model, a stage class, and the context the engine hands in."""
+"""The stage contract: a stage class, and the context the engine hands in.
+
+Config models live in ``compress.stages.configs`` (torch-free); the registry in
+``compress.stages`` maps a kind to both.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
-from pydantic import BaseModel, ConfigDict
+from compress.artifacts import ModelArtifact, ModelMeasurement, StageResult
+from compress.stages.configs import StageConfig
 
-from compress.artifacts import ModelArtifact, StageResult
-from compress.data.sources import DataBundle
+if TYPE_CHECKING:
+    import torch
 
-
-class StageConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-@dataclass
-class BenchSettings:
-    """How the pipeline's target measures latency (from its benchmark stage, else defaults)."""
-
-    threads: int = 1
-    opt_level: str = "all"
-    runs: int = 200
-    warmup: int = 20
+    from compress.config import ModelConfig, TargetConfig
+    from compress.data.sources import DataBundle
+    from compress.tasks.base import Task
 
 
 @dataclass
 class StageContext:
+    """Everything a stage may read, as explicit fields (no whole-pipeline config)."""
+
     run_dir: Path
-    stage_dir: Path
+    stage_dir: Path  # temp folder, swapped into RUN_DIR/NN-kind/ when the stage succeeds
+    work_dir: Path  # persistent, named by the resume key: mid-stage checkpoints survive a crash
     stage_name: str
     where: str  # YAML path of this stage, e.g. "stages[1].prune", for messages
+    task: Task
     data: DataBundle
     teacher: ModelArtifact | None
+    student: ModelConfig | None
     device: torch.device
-    seed: int
-    bench: BenchSettings
+    seed: int  # this stage's own seed, derived from the run's seed and the stage's name
+    target: TargetConfig
     published: dict[str, ModelArtifact] = field(default_factory=dict)
+    measurements: list[ModelMeasurement] = field(default_factory=list)
+    config_sha256: str = ""
     progress: bool = True
-    pipeline: Any = None  # the validated PipelineConfig, for stages that need global settings
 
-    def example(self, batch: int = 1) -> torch.Tensor:
-        return self.data.example(batch)
+    def example(self, batch: int = 1) -> dict[str, torch.Tensor]:
+        """Named example inputs from the test split (export, tracing, op counting)."""
+        return self.task.example(self.data.test, batch)
 
 
 class Stage(ABC):
     kind: ClassVar[str]
-    Config: ClassVar[type[StageConfig]]
-    accepts: ClassVar[tuple[str, ...]] = ("torch",)  # input formats
-    uses_bench: ClassVar[bool] = False  # its output depends on the pipeline's benchmark settings
+    uses_target: ClassVar[bool] = False  # its output depends on how the target measures latency
 
     def __init__(self, cfg: StageConfig):
         self.cfg = cfg
 
-    def key_extra(self) -> dict:
+    def key_extra(self, ctx_target: TargetConfig) -> dict:
         """Facts beyond config and inputs that change this stage's output (part of its resume key)."""
         return {}
 
     @abstractmethod
-    def run(self, model: ModelArtifact, ctx: StageContext) -> StageResult:
+    def run(self, model: ModelArtifact | None, ctx: StageContext) -> StageResult:
         """Do the stage's work and write its files under ``ctx.stage_dir``."""

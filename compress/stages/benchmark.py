@@ -1,29 +1,25 @@
 """Benchmark every ONNX model of the run (the teacher's included) on ONNX Runtime, in one run.
 
-Latency is measured interleaved so drift hits all models alike; accuracy is measured in ORT on the
-validation set, on the very files that ship.
+MACs are counted on the ONNX graph that ships (``compress.runtime.macs``), not by a PyTorch op
+counter that misses subclassed and functional convolutions.
+
+Latency is measured interleaved so drift hits all models alike, with the pipeline's ``target:``
+settings; quality is measured by the task in ORT on the test split, on the very files that ship.
+Every raw latency sample is kept (``latency/NAME.npy``) for the report's distributions.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
-from pydantic import Field
+import numpy as np
 
-from compress.artifacts import ModelArtifact, StageResult
-from compress.bench.latency import measure_interleaved, ort_accuracy
+from compress.artifacts import ModelArtifact, ModelMeasurement, StageResult
 from compress.errors import StageError
-from compress.stages.base import Stage, StageConfig, StageContext
-
-
-class BenchmarkConfig(StageConfig):
-    threads: int = Field(1, ge=1, le=256, description="ORT intra-op threads (1 is the stable figure).")
-    opt_level: Literal["disable", "basic", "extended", "all"] = Field(
-        "all", description="ORT graph optimization level. QDQ int8 models need extended or all."
-    )
-    runs: int = Field(300, ge=10, le=1_000_000, description="Timed runs per model.")
-    warmup: int = Field(30, ge=0, le=100_000, description="Untimed runs per model first.")
+from compress.runtime.files import atomic_write
+from compress.stages.base import Stage, StageContext
+from compress.stages.configs import BenchmarkConfig
+from compress.tasks.base import Task
 
 
 def is_qdq(path: str | Path) -> bool:
@@ -35,66 +31,73 @@ def is_qdq(path: str | Path) -> bool:
     return any(n.op_type in QDQ_OPS for n in graph.node)
 
 
-def benchmark_models(
-    models: list[ModelArtifact], x, y, cfg: BenchmarkConfig, run_dir: Path
-) -> list[dict]:
-    """Latency (interleaved) and ORT accuracy for each ONNX model, as report.json entries."""
-    low = cfg.opt_level in ("disable", "basic")
-    for m in models:
-        if low and is_qdq(m.path):
-            raise StageError(
-                f"opt_level {cfg.opt_level!r} leaves QDQ model {m.name!r} unfused and slower than "
-                "fp32; use 'extended' or 'all'"
-            )
-    sample = x[:1]
-    feeds = []
-    for m in models:
-        from compress.bench.latency import make_session
+def ort_quality(task: Task, paths: list[Path], feeds: dict[str, np.ndarray], targets: np.ndarray,
+                opt_level: str, reference: int | None = None) -> list[dict[str, float]]:
+    """The task's quality of each model in ORT; ``reference`` indexes the model (the teacher) whose
+    outputs the others are measured against, for tasks that need one."""
+    from compress.runtime.ort import make_session, run_batched
 
-        inp = make_session(m.path, 1, "basic").get_inputs()[0]
-        batch = inp.shape[0] if isinstance(inp.shape[0], int) else 1
-        feeds.append({inp.name: x[:batch].astype("float32") if batch > 1 else sample.astype("float32")})
-    results = measure_interleaved(
-        [m.path for m in models], feeds, cfg.threads, cfg.opt_level, cfg.runs, cfg.warmup
-    )
-    entries = []
-    for m, r in zip(models, results, strict=True):
-        entries.append({
-            "name": m.name,
-            "stage": m.meta.get("stage", ""),
-            "path": str(Path(m.path).resolve().relative_to(run_dir.resolve())),
-            "sha256": m.sha256,
-            "bytes": r.bytes,
-            "params": m.meta.get("params"),
-            "macs": m.meta.get("macs"),
-            "precision": m.precision,
-            "accuracy": ort_accuracy(m.path, x, y, cfg.opt_level),
-            "latency_ms": {k: round(getattr(r.stats, k), 5) for k in ("p50", "p90", "p99", "mean", "std")},
-            "throughput_per_s": round(r.stats.throughput, 1),
-            "session_create_ms": round(r.session_ms, 2),
-            "threads": cfg.threads,
-            "opt_level": cfg.opt_level,
-            "runs": r.stats.n,
-        })
-    base = next((e for e in entries if e["name"] == "teacher"), None)
-    for e in entries:
-        if base:
-            e["speedup_vs_teacher"] = round(base["latency_ms"]["p50"] / e["latency_ms"]["p50"], 3)
-    return entries
+    outs = [run_batched(make_session(p, 1, opt_level), feeds)[0] for p in paths]
+    ref = outs[reference] if reference is not None else None
+    return [task.quality(o, targets, ref) for o in outs]
+
+
+def benchmark_models(models: list[ModelArtifact], task: Task, feeds: dict[str, np.ndarray],
+                     targets: np.ndarray, target, out_dir: Path, run_dir: Path) -> list[ModelMeasurement]:
+    """Latency (interleaved) and ORT quality on test data for each ONNX model."""
+    from compress.bench.latency import measure_interleaved
+    from compress.runtime.macs import onnx_macs
+    from compress.runtime.ort import make_session, timing_feed
+
+    if target.opt_level in ("disable", "basic"):
+        for m in models:
+            if is_qdq(m.path):
+                raise StageError(f"target.opt_level {target.opt_level!r} leaves QDQ model {m.name!r} "
+                                 "unfused and slower than fp32; use 'extended' or 'all'")
+    timing = [timing_feed(make_session(m.path, 1, "basic"), feeds) for m in models]
+    results = measure_interleaved([m.path for m in models], timing, target.threads, target.opt_level,
+                                  target.runs, target.warmup)
+    ref = next((i for i, m in enumerate(models) if m.name == "teacher"), None)
+    # every model is also measured against the teacher (agreement), where the teacher is here
+    qualities = ort_quality(task, [m.path for m in models], feeds, targets, target.opt_level, ref)
+    out = []
+    for m, r, q in zip(models, results, qualities, strict=True):
+        samples = out_dir / "latency" / f"{m.name}.npy"
+        atomic_write(samples, lambda p, r=r: _save_npy(p, np.asarray(r.samples_ms)))
+        out.append(ModelMeasurement(
+            name=m.name, stage=m.meta.get("stage", ""),
+            path=str(Path(m.path).resolve().relative_to(run_dir.resolve())), sha256=m.sha256,
+            bytes=r.bytes, params=m.meta.get("params"), macs=onnx_macs(m.path).total,
+            precision=m.precision, accuracy=task.headline(q), split="test", quality=q,
+            task=task.name, metric=task.metric, higher_is_better=task.higher_is_better,
+            latency_ms={k: round(getattr(r.stats, k), 5) for k in ("p50", "p90", "p99", "mean", "std")},
+            threads=target.threads, opt_level=target.opt_level, runs=r.stats.n,
+            samples=str(samples.relative_to(out_dir)), throughput_per_s=round(r.stats.throughput, 1),
+            session_create_ms=round(r.session_ms, 2)))
+    base = out[ref] if ref is not None else None
+    for m in out:
+        m.speedup_vs_teacher = round(base.p50 / m.p50, 3) if base else None
+    return out
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a path would get ".npy" appended to the temp name
+        np.save(f, array, allow_pickle=False)
 
 
 class BenchmarkStage(Stage):
     kind = "benchmark"
-    Config = BenchmarkConfig
-    accepts = ("torch", "onnx")
+    uses_target = True
 
     def run(self, model: ModelArtifact, ctx: StageContext) -> StageResult:
+        cfg: BenchmarkConfig = self.cfg
         models = [m for m in ctx.published.values() if m.format == "onnx"]
         if not models:
             raise StageError("no ONNX model to benchmark: put an export stage before benchmark")
-        x, y = ctx.data.val_arrays()
-        entries = benchmark_models(models, x, y, self.cfg, ctx.run_dir)
-        return StageResult(model, {"models": entries})
-
-
-STAGE = BenchmarkStage
+        feeds, targets = ctx.task.arrays(ctx.data.test, cfg.max_samples)
+        found = benchmark_models(models, ctx.task, feeds, targets, ctx.target, ctx.stage_dir, ctx.run_dir)
+        for m in found:  # relative to the run dir, where the stage folder lands on success
+            m.samples = str(Path(ctx.stage_name) / m.samples)
+        files = [str(Path("latency") / f"{m.name}.npy") for m in found]
+        return StageResult(model, {"models": [m.name for m in found], "split": "test"},
+                           files=files, measurements=found)

@@ -1,57 +1,49 @@
-"""Export to ONNX: one file, fixed or dynamic batch, checker full_check, parity with PyTorch."""
+"""Export to ONNX: one file, fixed or dynamic batch, checker full_check, parity with PyTorch on
+test inputs, judged by the task (max abs difference and top-1 agreement for classifiers)."""
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
 
-from pydantic import Field
+from torch import nn
 
 from compress.artifacts import ModelArtifact, StageResult
 from compress.errors import StageError
-from compress.runtime.onnx_export import export_onnx, onnx_parity
-from compress.stages.base import Stage, StageConfig, StageContext
+from compress.runtime.onnx_export import export_onnx, onnx_outputs
+from compress.stages.base import Stage, StageContext
+from compress.stages.configs import ExportConfig
+from compress.tasks.base import Parity, Task
 
 
-class ExportConfig(StageConfig):
-    opset: int = Field(18, ge=13, le=23, description="ONNX opset.")
-    dynamic_batch: bool = Field(
-        False, description="A dynamic batch axis; mobile runtimes want fixed shapes (false)."
-    )
-    batch_size: int = Field(1, gt=0, le=4096, description="The fixed batch size when not dynamic.")
-    exporter: Literal["dynamo", "torchscript"] = Field(
-        "dynamo", description="torch.onnx exporter: dynamo (default) or the legacy TorchScript one."
-    )
-    atol: float = Field(1e-3, gt=0, description="Parity: max abs difference of outputs vs PyTorch.")
-    min_agreement: float = Field(0.99, ge=0, le=1, description="Parity: top-1 agreement, at least.")
-    parity_samples: int = Field(256, gt=0, description="Validation inputs used for the parity check.")
+def check_parity(task: Task, model: nn.Module, path: Path, test, cfg: ExportConfig) -> Parity:
+    """PyTorch vs ONNX Runtime on the first ``cfg.parity_samples`` test samples."""
+    from torch.utils.data import Subset
+
+    feeds, _ = task.arrays(Subset(test, range(min(cfg.parity_samples, len(test)))))
+    ref, got = onnx_outputs(model, path, feeds)
+    return task.parity(ref, got, {"atol": cfg.atol, "min_agreement": cfg.min_agreement})
 
 
-def export_checked(model, example, path, cfg: ExportConfig, inputs) -> dict:
-    """Export, then check parity on real inputs; raises ``StageError`` when it does not hold."""
-    export_onnx(model, example, path, cfg.opset, cfg.dynamic_batch, cfg.exporter)
-    parity = onnx_parity(model, path, inputs[: cfg.parity_samples])
-    if parity.max_abs_diff > cfg.atol or parity.top1_agreement < cfg.min_agreement:
-        raise StageError(
-            f"ONNX parity failed on {parity.samples} validation inputs: max abs diff "
-            f"{parity.max_abs_diff:.3g} (atol {cfg.atol:g}), top-1 agreement "
-            f"{parity.top1_agreement:.4f} (min {cfg.min_agreement:g})"
-        )
-    return {"max_abs_diff": parity.max_abs_diff, "top1_agreement": parity.top1_agreement,
-            "parity_samples": parity.samples}
+def export_checked(model: nn.Module, task: Task, example: dict, path: Path, cfg: ExportConfig,
+                   test) -> dict:
+    """Export, then check parity on test inputs; raises ``StageError`` when it does not hold."""
+    export_onnx(model, example, path, cfg.opset, cfg.dynamic_batch, cfg.exporter,
+                output_names=task.output_names)
+    parity = check_parity(task, model, path, test, cfg)
+    if not parity.ok:
+        raise StageError(f"ONNX parity failed on {parity.samples} test inputs: {parity.message}")
+    return {**parity.values, "parity_samples": parity.samples, "parity_split": "test"}
 
 
 class ExportStage(Stage):
     kind = "export"
-    Config = ExportConfig
 
     def run(self, model: ModelArtifact, ctx: StageContext) -> StageResult:
         cfg: ExportConfig = self.cfg
-        x, _ = ctx.data.val_arrays()
         path = ctx.stage_dir / "model.onnx"
-        metrics = export_checked(model.module, ctx.example(cfg.batch_size), path, cfg, x)
-        art = ModelArtifact.from_onnx(model.name, path, model.precision, **{**model.meta, "stage": ctx.stage_name})
+        metrics = export_checked(model.module, ctx.task, ctx.example(cfg.batch_size), path, cfg,
+                                 ctx.data.test)
+        meta = {**model.meta, "stage": ctx.stage_name}
+        art = ModelArtifact.from_onnx(model.name, path, model.precision, **meta)
         metrics["bytes"] = path.stat().st_size
         return StageResult(art, metrics, publish=[art])
-
-
-STAGE = ExportStage

@@ -14,63 +14,22 @@ import math
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-import torch.nn.functional as F
-from pydantic import Field, model_validator
 from torch import nn
 
 from compress.artifacts import ModelArtifact, StageResult, save_torch
-from compress.data.sources import DataBundle, make_loader
+from compress.data.sources import DataBundle
 from compress.errors import ConfigError, GateError, StageError
 from compress.models.build import model_summary
 from compress.models.widths import attention_heads, record_widths, sync_attention_heads_
-from compress.runtime.train import KD, TrainConfig, evaluate, fit_, recalibrate_bn_
-from compress.stages.base import BenchSettings, Stage, StageConfig, StageContext
+from compress.runtime.train import KD, TrainConfig, evaluate_headline, fit_, recalibrate_bn_
+from compress.stages.base import Stage, StageContext
+from compress.stages.configs import PruneConfig, TargetConfig
+from compress.tasks.base import Task, run_torch
 
-Importance = Literal["l1", "l2", "group_l2", "bn_scale", "taylor", "lamp", "random"]
 Example = torch.Tensor | tuple | dict
-
-
-class PruneConfig(StageConfig, TrainConfig):
-    """Set exactly one target: ``ratio``, ``macs`` or ``latency_ms``."""
-
-    ratio: float | None = Field(None, gt=0, lt=1, description="Target: fraction of channels removed (0.5 halves each layer).")
-    macs: float | None = Field(None, gt=0, description="Target: MACs budget, a fraction of the input's MACs (<= 1) or a count (> 1).")
-    latency_ms: float | None = Field(None, gt=0, description="Target: ORT p50 budget in ms, timed with the benchmark stage's threads and opt_level.")
-    importance: Importance = Field("group_l2", description="Channel importance criterion.")
-    scope: Literal["layer", "global"] = Field("layer", description="Rank channels within each layer, or across the model.")
-    ignore: list[str] = Field(default_factory=list, description="Module-name globs left unpruned.")
-    keep_head: bool = Field(True, description="Keep the layers that produce the outputs (the classifier head).")
-    round_to: int = Field(8, ge=1, le=1024, description="Keep channel counts a multiple of this.")
-    max_ratio: float = Field(0.8, gt=0, lt=1, description="Most of any layer's channels ever removed.")
-    head_ratio: float | None = Field(None, ge=0, lt=1, description="Fraction of attention heads removed (HF attention); default: the channel ratio.")
-    steps: int = Field(1, ge=1, le=100, description="Steps to reach `ratio`, each followed by recovery.")
-    step_ratio: float = Field(0.1, gt=0, lt=1, description="macs/latency_ms targets: channel ratio added per step until the budget holds.")
-    recovery: Literal["kd", "labels"] = Field("kd", description="kd: distill from the teacher (labels when there is none); labels: fine-tune.")
-    epochs: int = Field(2, ge=0, le=10000, description="Recovery epochs after each step (0: BN re-estimate only).")
-    temperature: float = Field(4.0, gt=0, le=100, description="KD softmax temperature.")
-    alpha: float = Field(0.7, ge=0, le=1, description="KD weight of the soft loss vs the label loss.")
-    bn_batches: int = Field(20, ge=0, le=10000, description="Batches for the BatchNorm re-estimate (0: off).")
-    taylor_batches: int = Field(4, ge=1, le=1000, description="Batches of gradients for `taylor`.")
-    measure_latency: bool = Field(True, description="Time every step on ORT (always on for latency_ms).")
-    exporter: Literal["torchscript", "dynamo"] = Field("torchscript", description="ONNX exporter for the per-step timing (torchscript: same ops, seconds faster).")
-
-    @model_validator(mode="after")
-    def _one_target(self) -> PruneConfig:
-        given = [k for k in ("ratio", "macs", "latency_ms") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(
-                f"set exactly one target of ratio, macs, latency_ms (got {', '.join(given) or 'none'})"
-            )
-        if self.ratio is not None and self.ratio > self.max_ratio:
-            raise ValueError(f"ratio {self.ratio} is above max_ratio {self.max_ratio}")
-        return self
-
-    @property
-    def target(self) -> str:
-        return next(k for k in ("ratio", "macs", "latency_ms") if getattr(self, k) is not None)
 
 
 @dataclass
@@ -86,19 +45,28 @@ class StepRecord:
     acc_pruned: float | None = None
     acc_bn: float | None = None
     acc_recovered: float | None = None
+    history: list[dict] = field(default_factory=list)  # the recovery training's epochs
 
 
 @dataclass
 class Recovery:
     """What the schedule needs beyond the model: data for BN/recovery/taylor, a KD teacher, timing."""
 
+    task: Task | None = None
     data: DataBundle | None = None
     teacher: nn.Module | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    bench: BenchSettings = field(default_factory=BenchSettings)
+    target: TargetConfig = field(default_factory=TargetConfig)
     workdir: Path | None = None
     seed: int = 0
     progress: bool = False
+
+    def headline(self, model: nn.Module) -> float:
+        """The task's headline quality of ``model`` on the validation split (it picks nothing here)."""
+        ref = None
+        if self.task.needs_reference and self.teacher is not None:
+            ref = run_torch(self.task, self.teacher, self.data.val)[0]
+        return evaluate_headline(self.task, model, self.data.val, reference=ref)
 
 
 @dataclass
@@ -142,13 +110,13 @@ def prune_schedule_(
     if cfg.importance == "taylor" and rec.data is None:
         raise ConfigError(f"{where}.importance: 'taylor' needs training data for its gradients")
     timed = cfg.target == "latency_ms" or cfg.measure_latency
-    if timed and not isinstance(example, torch.Tensor):
+    if timed and not isinstance(example, torch.Tensor | dict):
         if cfg.target == "latency_ms":
-            raise ConfigError(f"{where}.latency_ms: latency targets need a model with one tensor input")
+            raise ConfigError(f"{where}.latency_ms: latency targets need named tensor inputs")
         timed = False
     model.cpu().eval()
     with tempfile.TemporaryDirectory() as tmp:
-        clock = _Clock(example, Path(rec.workdir or tmp), rec.bench, cfg.exporter) if timed else None
+        clock = _Clock(example, Path(rec.workdir or tmp), rec.target, cfg.exporter) if timed else None
         return _run_steps(model, example, cfg, rec, where, clock)
 
 
@@ -159,7 +127,7 @@ def _run_steps(model, example, cfg: PruneConfig, rec: Recovery, where: str, cloc
     if clock:
         row0.p50_ms, row0.speedup = clock.time(model, 0), 1.0
     if rec.data is not None:
-        row0.acc_recovered = evaluate(model, rec.data.val)
+        row0.acc_recovered = rec.headline(model)
     trajectory = [row0]
     budget = _budget(cfg, base_macs)
     if budget is not None and _met(cfg, row0, budget):
@@ -170,7 +138,7 @@ def _run_steps(model, example, cfg: PruneConfig, rec: Recovery, where: str, cloc
     pruner = _make_pruner(model, example, cfg, final, n_steps, where)
     for k in range(1, n_steps + 1):
         if cfg.importance == "taylor":
-            _accumulate_grads(model, rec.data, cfg.taylor_batches)
+            _accumulate_grads(model, rec, cfg.taylor_batches)
         for group in pruner.step(interactive=True):
             idxs = _capped(group, pruner, cfg)
             if idxs is None:
@@ -279,29 +247,31 @@ def _recover(model: nn.Module, cfg: PruneConfig, rec: Recovery, row: StepRecord,
     data = rec.data
     if data is None:
         return
-    row.acc_pruned = evaluate(model, data.val)
+    row.acc_pruned = rec.headline(model)
     if cfg.bn_batches:
-        recalibrate_bn_(model, data.train, batches=cfg.bn_batches, batch_size=data.batch_size)
-    row.acc_bn = evaluate(model, data.val)
+        recalibrate_bn_(model, rec.task, data.train, batches=cfg.bn_batches, batch_size=data.batch_size)
+    row.acc_bn = rec.headline(model)
     if cfg.epochs == 0:
         row.acc_recovered = row.acc_bn
         return
     teacher = rec.teacher if cfg.recovery == "kd" else None
     train_cfg = TrainConfig.of(cfg)
-    result = fit_(model, data.train, data.val, train_cfg, data.batch_size, rec.device, teacher=teacher,
+    result = fit_(model, rec.task, data.train, data.val, train_cfg, data.batch_size, rec.device, teacher=teacher,
                   kd=KD(cfg.temperature, cfg.alpha), augment_shift=data.augment_shift,
                   seed=rec.seed + k, desc=f"prune step {k}", progress=rec.progress)
     model.cpu().eval()
-    row.acc_recovered = result.best_val_accuracy
+    row.acc_recovered = result.best_val
+    row.history = result.history
 
 
-def _accumulate_grads(model: nn.Module, data: DataBundle, batches: int) -> None:
+def _accumulate_grads(model: nn.Module, rec: Recovery, batches: int) -> None:
     model.zero_grad(set_to_none=True)
     model.eval()  # BN in eval: gradients of the deployed function, not of batch statistics
-    for i, (x, y) in enumerate(make_loader(data.train, data.batch_size, shuffle=True)):
+    task, data = rec.task, rec.data
+    for i, (inputs, target) in enumerate(task.loader(data.train, data.batch_size, shuffle=True)):
         if i >= batches:
             break
-        F.cross_entropy(model(x), y, ignore_index=-1).backward()
+        task.loss(task.forward(model, inputs), target).backward()
 
 
 def _budget(cfg: PruneConfig, base_macs: int) -> float | None:
@@ -332,8 +302,8 @@ class _Clock:
     """Exports each step to ONNX and times it interleaved with the unpruned model, so the
     speedup of every step comes from one measurement."""
 
-    def __init__(self, example: torch.Tensor, workdir: Path, bench: BenchSettings, exporter: str):
-        self.example, self.workdir, self.bench, self.exporter = example, workdir, bench, exporter
+    def __init__(self, example: Example, workdir: Path, target: TargetConfig, exporter: str):
+        self.example, self.workdir, self.target, self.exporter = example, workdir, target, exporter
         self.base: Path | None = None  # the unpruned model's ONNX, timed beside every step
         self.speedup = 1.0
 
@@ -341,10 +311,11 @@ class _Clock:
         from compress.bench.latency import measure_interleaved
         from compress.runtime.onnx_export import INPUT_NAME, export_onnx
 
-        path = export_onnx(model, self.example, self.workdir / f"step{step}.onnx", exporter=self.exporter)
+        named = self.example if isinstance(self.example, dict) else {INPUT_NAME: self.example}
+        path = export_onnx(model, named, self.workdir / f"step{step}.onnx", exporter=self.exporter)
         paths = [path] if self.base is None else [self.base, path]
-        b = self.bench
-        feeds = [{INPUT_NAME: self.example.numpy()}] * len(paths)
+        b = self.target
+        feeds = [{k: v.numpy() for k, v in named.items()}] * len(paths)
         res = measure_interleaved(paths, feeds, b.threads, b.opt_level, b.runs, b.warmup)
         if self.base is None:
             self.base = path
@@ -385,29 +356,9 @@ def _output_shapes(model: nn.Module, example: Example) -> list[tuple[int, ...]]:
         return [tuple(t.shape) for t in _tensors(_call(model.eval(), example))]
 
 
-def trajectory_table(rows: list[StepRecord]) -> str:
-    """The trajectory as a markdown table (rendered into report.md)."""
-    def pct(v: float | None) -> str:
-        return "-" if v is None else f"{v * 100:.2f}%"
-
-    lines = [
-        "| step | ratio | params | MACs | ORT p50 ms | speedup | acc pruned | acc after BN | acc recovered |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        p50 = "-" if r.p50_ms is None else f"{r.p50_ms:.4f}"
-        speed = "-" if r.speedup is None else f"{r.speedup:.2f}x"
-        lines.append(
-            f"| {r.step} | {r.ratio:.2f} | {r.params:,} | {r.macs:,} | {p50} | {speed} "
-            f"| {pct(r.acc_pruned)} | {pct(r.acc_bn)} | {pct(r.acc_recovered)} |"
-        )
-    return "\n".join(lines)
-
-
 class PruneStage(Stage):
     kind = "prune"
-    Config = PruneConfig
-    uses_bench = True  # latency targets and per-step timing use the benchmark settings
+    uses_target = True  # latency targets and per-step timing measure as the target says
 
     def run(self, model: ModelArtifact, ctx: StageContext) -> StageResult:
         cfg: PruneConfig = self.cfg
@@ -415,8 +366,10 @@ class PruneStage(Stage):
             raise StageError(f"{model.name!r} has no spec to rebuild it from; cannot save pruned widths")
         net = copy.deepcopy(model.module).cpu().eval()  # the input artifact stays unpruned
         teacher = ctx.teacher.module if ctx.teacher is not None and cfg.recovery == "kd" else None
-        rec = Recovery(ctx.data, teacher, ctx.device, ctx.bench, None, ctx.seed, ctx.progress)
-        outcome = prune_schedule_(net, ctx.example(), cfg, rec, ctx.where)
+        rec = Recovery(ctx.task, ctx.data, teacher, ctx.device, ctx.target, None, ctx.seed, ctx.progress)
+        named = ctx.example()
+        example = next(iter(named.values())) if len(named) == 1 else tuple(named.values())
+        outcome = prune_schedule_(net, example, cfg, rec, ctx.where)
         first, last = outcome.trajectory[0], outcome.trajectory[-1]
         spec = {**model.spec, "widths": record_widths(net)}
         meta = {"params": last.params, "macs": last.macs, "stage": ctx.stage_name}
@@ -427,11 +380,13 @@ class PruneStage(Stage):
             "params_before": first.params, "params": last.params,
             "macs_before": first.macs, "macs": last.macs,
             "p50_ms_before": first.p50_ms, "p50_ms": last.p50_ms, "speedup": last.speedup,
-            "val_accuracy_before": first.acc_recovered, "val_accuracy": last.acc_recovered,
-            "threads": ctx.bench.threads, "opt_level": ctx.bench.opt_level,
-            "trajectory": [asdict(r) for r in outcome.trajectory],
-            "report_md": trajectory_table(outcome.trajectory),
-            "notes": [_summary(first, last, ctx.bench.threads)],
+            f"val_{ctx.task.metric}_before": first.acc_recovered,
+            f"val_{ctx.task.metric}": last.acc_recovered, "metric": ctx.task.metric,
+            "threads": ctx.target.threads, "opt_level": ctx.target.opt_level,
+            "trajectory": [{k: v for k, v in asdict(r).items() if k != "history"}
+                           for r in outcome.trajectory],
+            "histories": [r.history for r in outcome.trajectory[1:]],
+            "notes": [_summary(first, last, ctx.target.threads)],
         }
         return StageResult(art, metrics)
 
@@ -445,5 +400,3 @@ def _summary(first: StepRecord, last: StepRecord, threads: int) -> str:
                  f"{threads} thread(s))")
     return text
 
-
-STAGE = PruneStage

@@ -11,7 +11,8 @@ from compress.artifacts import ModelArtifact, load_torch, save_torch
 from compress.errors import InputError
 from compress.models.build import build_model
 from compress.models.widths import apply_widths_, record_widths
-from compress.stages.prune import PruneConfig, prune_channels
+from compress.stages.configs import PruneConfig
+from compress.stages.prune import prune_channels
 
 QUICK = {"measure_latency": False}
 

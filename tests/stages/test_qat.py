@@ -11,8 +11,8 @@ from compress.artifacts import ModelArtifact
 from compress.data.sources import DataConfig, load_data
 from compress.models.cnn import ResNet
 from compress.runtime.qat_quantizer import ANNOTATION, make_ort_quantizer, prepare_qat
-from compress.stages.base import BenchSettings, StageContext
-from compress.stages.quantize import QuantizeConfig, QuantizeStage
+from compress.stages.configs import QuantizeConfig
+from compress.stages.quantize import QuantizeStage
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_converted_qat_graph_fuses_every_conv_in_ort(tmp_path, data):
 
     torch.manual_seed(0)
     model = ResNet(1, 10, width=4, depth=(1, 1)).eval()
-    x = torch.stack([data.train[i][0] for i in range(64)])
+    x = torch.stack([data.train[i][0]["input"] for i in range(64)])
     prepared = prepare_qat(model, x[:4])
     fq = [m for m in prepared.modules() if type(m).__name__ == "FusedMovingAvgObsFakeQuantize"]
     assert len(fq) == 6 + 1 + 10  # 6 conv + 1 linear weights; input, 3 relu, 2 add, 3 bn, fc input
@@ -82,11 +82,10 @@ def test_converted_qat_graph_fuses_every_conv_in_ort(tmp_path, data):
 def test_qat_stage_exports_a_fully_fused_int8_model(tmp_path, data, trained):
     small = load_data(DataConfig(), seed=0)
     small.train = Subset(data.train, range(384))  # one short epoch keeps the test fast
-    stage_dir = tmp_path / "02-quantize"
-    stage_dir.mkdir()
+    from _util import stage_context
+
     teacher = ModelArtifact("teacher", "torch", module=trained)
-    ctx = StageContext(tmp_path, stage_dir, "02-quantize", "stages[1].quantize", small, teacher,
-                       torch.device("cpu"), 0, BenchSettings(1, "all", 20, 5), progress=False)
+    ctx = stage_context(tmp_path, small, "02-quantize", "stages[1].quantize", teacher, runs=20)
     cfg = QuantizeConfig(mode="qat", min_speedup=0.01, qat={"epochs": 1, "lr": 1e-4, "fold_bn": False})
     r = QuantizeStage(cfg).run(ModelArtifact("student", "torch", module=trained, spec={}), ctx)
     m = r.metrics

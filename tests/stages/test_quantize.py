@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from _util import trained_resnet
+from _util import stage_context, trained_resnet
 from pydantic import ValidationError
 
 from compress.artifacts import ModelArtifact
@@ -22,8 +22,8 @@ from compress.runtime.ort_quant import (
     quantize_dynamic_onnx,
     run_outputs,
 )
-from compress.stages.base import BenchSettings, StageContext
-from compress.stages.quantize import QuantizeConfig, QuantizeStage
+from compress.stages.configs import QuantizeConfig
+from compress.stages.quantize import QuantizeStage
 
 OUTLIER_WEIGHT = "stages.1.0.conv2.weight"
 
@@ -58,11 +58,8 @@ def outlier(data, fp32, tmp_path_factory):
     return ModelArtifact.from_onnx("student", path)
 
 
-def context(tmp_path, data, runs: int = 30, opt_level: str = "all", teacher=None) -> StageContext:
-    stage_dir = tmp_path / "03-quantize"
-    stage_dir.mkdir(exist_ok=True)
-    return StageContext(tmp_path, stage_dir, "03-quantize", "stages[2].quantize", data, teacher,
-                        torch.device("cpu"), 0, BenchSettings(1, opt_level, runs, 5), progress=False)
+def context(tmp_path, data, runs: int = 30, opt_level: str = "all", teacher=None):
+    return stage_context(tmp_path, data, "03-quantize", "stages[2].quantize", teacher, runs, opt_level)
 
 
 def node_of_weight(path, weight: str) -> str:
@@ -84,7 +81,9 @@ def test_static_int8_keeps_accuracy_and_fuses_every_conv(tmp_path, data, fp32):
     (pub,) = r.publish
     assert (pub.name, pub.precision, pub.meta["stage"]) == ("student-int8", "int8", "03-quantize")
     assert r.model is pub and m["kept"] == "int8"
-    assert "| int8 | int8 |" in m["report_md"]
+    from compress.report.render import quantize_table
+
+    assert "| int8 | int8 |" in quantize_table(m) and m["split"] == "val"
 
 
 def test_not_faster_keeps_fp32_and_says_so(tmp_path, data, fp32):
@@ -114,7 +113,9 @@ def test_fallback_keeps_the_outlier_layer_in_float(tmp_path, data, outlier):
     assert m["int8"]["precision"] == "mixed" and r.publish[0].precision == "mixed"
     assert m["fused_ops"]["QLinearConv"] == 7  # the two float convs run as Conv
     assert len(m["trials"]) == 2 and m["trials"][1]["fp32_p50_ms"] > 0
-    assert "| float nodes | ORT accuracy | p50 ms | fp32 p50 ms | speedup |" in m["report_md"]
+    from compress.report.render import quantize_table
+
+    assert "| float nodes | ORT accuracy | p50 ms | fp32 p50 ms | speedup |" in quantize_table(m)
 
 
 def test_fallback_not_met_fails_with_the_best_result(tmp_path, data, outlier):
@@ -164,7 +165,7 @@ def test_mode_and_input_format_must_match(tmp_path, data, fp32):
 
 
 def test_low_benchmark_opt_level_is_refused(tmp_path, data, fp32):
-    with pytest.raises(ConfigError, match="benchmark opt_level 'basic' leaves QDQ int8 models unfused"):
+    with pytest.raises(ConfigError, match="target.opt_level 'basic' leaves QDQ int8 models unfused"):
         QuantizeStage(QuantizeConfig()).run(fp32[1], context(tmp_path, data, opt_level="basic"))
 
 

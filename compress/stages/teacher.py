@@ -1,0 +1,63 @@
+"""Step 00: load or train the teacher, then export its ONNX (through the registry's export stage)
+so every later model is measured against it in the same run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ConfigDict
+
+from compress.artifacts import ModelArtifact, StageResult, save_torch
+from compress.config import TeacherConfig
+from compress.models.build import build_model, load_checkpoint_, model_summary
+from compress.runtime.train import fit_
+from compress.stages import stage_class
+from compress.stages.base import Stage, StageContext
+from compress.stages.configs import ExportConfig, StageConfig
+
+
+class TeacherStageConfig(StageConfig):
+    """The teacher section plus the export settings its ONNX shares with the student's."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    teacher: TeacherConfig
+    export: ExportConfig
+
+    def takes(self) -> tuple:
+        return ()
+
+
+def export_key(export: ExportConfig) -> dict:
+    """Only what shapes the teacher's ONNX file, not the parity limits."""
+    return export.model_dump(include={"opset", "dynamic_batch", "batch_size", "exporter"})
+
+
+class TeacherStage(Stage):
+    kind = "teacher"
+
+    def run(self, model: ModelArtifact | None, ctx: StageContext) -> StageResult:
+        tcfg: TeacherConfig = self.cfg.teacher
+        data, spec = ctx.data, tcfg.spec()
+        net = build_model(spec, _in_channels(data), data.num_classes, "teacher")
+        metrics: dict[str, Any] = {}
+        if tcfg.checkpoint:
+            load_checkpoint_(net, tcfg.checkpoint, "teacher.checkpoint")
+        else:
+            fit = fit_(net, ctx.task, data.train, data.val, tcfg.train, data.batch_size, ctx.device,
+                       augment_shift=data.augment_shift, seed=ctx.seed, desc="teacher",
+                       progress=ctx.progress)
+            metrics.update({f"val_{ctx.task.metric}": fit.best_val, "best_epoch": fit.best_epoch,
+                            "history": fit.history})
+        net.cpu().eval()
+        meta = {**model_summary(net, ctx.example()), "stage": "teacher"}
+        art = save_torch(ModelArtifact("teacher", "torch", net, spec, meta=meta), ctx.stage_dir)
+        exported = stage_class("export")(self.cfg.export).run(art, ctx)
+        onnx_art = exported.model
+        onnx_art.meta = meta
+        metrics.update(exported.metrics, params=meta["params"], macs=meta["macs"])
+        return StageResult(art, metrics, publish=[onnx_art])
+
+
+def _in_channels(data) -> int | None:
+    return data.input_shape[0] if data.input_shape else None

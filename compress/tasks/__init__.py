@@ -1,0 +1,21 @@
+"""The closed registry of tasks: a config names one by kind."""
+
+from __future__ import annotations
+
+import importlib
+
+from compress.tasks.base import Task
+
+TASKS: dict[str, str] = {
+    "classification": "compress.tasks.classification:ClassificationTask",
+}
+
+
+def task_names() -> list[str]:
+    return list(TASKS)
+
+
+def make_task(name: str, **kwargs) -> Task:
+    """An instance of the task registered as ``name``."""
+    module, _, cls = TASKS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)(**kwargs)

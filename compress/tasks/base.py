@@ -1,0 +1,147 @@
+"""The task seam: what differs between kinds of model (classification, embedding, ...).
+
+A task owns the example inputs (a dict of named tensors), the losses for plain training and for
+distillation, the quality metrics with the headline one and its direction, the parity check
+between PyTorch and ONNX Runtime, and the ONNX input and output names. Stages ask the task; they
+never assume argmax. Dataset items are ``(inputs: dict[str, Tensor], target)`` everywhere.
+
+Torch and numpy are imported inside the methods, so this module stays importable by the
+torch-free config.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
+    from torch.utils.data import Dataset
+
+
+@dataclass
+class KDSettings:
+    """Distillation knobs a task's ``distill_loss`` may use (not every task uses all)."""
+
+    temperature: float = 4.0
+    alpha: float = 0.7
+
+
+@dataclass
+class Parity:
+    """PyTorch vs ONNX Runtime on the same inputs."""
+
+    samples: int
+    values: dict[str, float]
+    ok: bool
+    message: str = ""
+
+
+class Task(ABC):
+    """One kind of model. Subclasses set the names and implement the losses and metrics."""
+
+    name: ClassVar[str]
+    metric: ClassVar[str]  # headline quality key, reported as ``accuracy`` in report.json
+    higher_is_better: ClassVar[bool] = True
+    needs_reference: ClassVar[bool] = False  # quality is measured against the teacher's outputs
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+
+    # -- data ---------------------------------------------------------------------------------
+
+    def collate(self, items: list) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Stack dataset items into one batch: ``(inputs, targets)``."""
+        from torch.utils.data import default_collate
+
+        return default_collate(items)
+
+    def loader(self, ds: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0):
+        import torch
+        from torch.utils.data import DataLoader
+
+        g = torch.Generator().manual_seed(seed)
+        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=g,
+                          collate_fn=self.collate)
+
+    def example(self, ds: Dataset, batch: int = 1) -> dict[str, torch.Tensor]:
+        """The first ``batch`` items of ``ds`` as named inputs (for export and tracing)."""
+        inputs, _ = self.collate([ds[i] for i in range(min(batch, len(ds)))])
+        return inputs
+
+    def arrays(self, ds: Dataset, limit: int | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """All of ``ds`` (or its first ``limit`` items) as ONNX Runtime feeds and targets."""
+        import numpy as np
+
+        n = len(ds) if limit is None else min(limit, len(ds))
+        inputs, targets = self.collate([ds[i] for i in range(n)])
+        return {k: v.numpy() for k, v in inputs.items()}, np.asarray(targets.numpy())
+
+    def augment(self, inputs: dict[str, torch.Tensor], shift: int) -> dict[str, torch.Tensor]:
+        """Random training-time augmentation of a batch (none by default)."""
+        return inputs
+
+    # -- model calls --------------------------------------------------------------------------
+
+    def forward(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The model's output tensor for a batch of named inputs, passed positionally in their order
+        (as ONNX export passes them)."""
+        out = model(*inputs.values())
+        return out[0] if isinstance(out, tuple | list) else out
+
+    @abstractmethod
+    def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Training loss without a teacher."""
+
+    @abstractmethod
+    def distill_loss(self, out: torch.Tensor, teacher_out: torch.Tensor, target: torch.Tensor,
+                     kd: KDSettings) -> torch.Tensor:
+        """Training loss against the teacher's outputs."""
+
+    # -- quality ------------------------------------------------------------------------------
+
+    @abstractmethod
+    def quality(self, out: np.ndarray, target: np.ndarray,
+                reference: np.ndarray | None = None) -> dict[str, float]:
+        """Every metric of the task, ``self.metric`` among them."""
+
+    @abstractmethod
+    def parity(self, ref: np.ndarray, got: np.ndarray, limits: dict[str, float]) -> Parity:
+        """Compare PyTorch outputs ``ref`` with ONNX Runtime outputs ``got``."""
+
+    def headline(self, quality: dict[str, float]) -> float:
+        return quality[self.metric]
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether headline value ``a`` beats ``b``."""
+        return a > b if self.higher_is_better else a < b
+
+    def describe(self) -> dict[str, Any]:
+        return {"task": self.name, "metric": self.metric, "higher_is_better": self.higher_is_better,
+                "inputs": list(self.input_names), "outputs": list(self.output_names)}
+
+
+def run_torch(task: Task, model: nn.Module, ds: Dataset, device: Any = "cpu",
+              batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Outputs and targets of ``model`` over ``ds`` (eval mode, no grad), on the CPU."""
+    import torch
+
+    model.eval()
+    outs, targets = [], []
+    with torch.no_grad():
+        for inputs, target in task.loader(ds, batch_size):
+            inputs = {k: v.to(device) for k, v in inputs.items()}
+            outs.append(task.forward(model, inputs).float().cpu())
+            targets.append(target)
+    return torch.cat(outs), torch.cat(targets)
+
+
+def evaluate(task: Task, model: nn.Module, ds: Dataset, device: Any = "cpu",
+             reference: nn.Module | None = None) -> dict[str, float]:
+    """The task's quality metrics of ``model`` on ``ds`` in PyTorch (``reference``: the teacher,
+    for tasks measured against it)."""
+    out, target = run_torch(task, model, ds, device)
+    ref = run_torch(task, reference, ds, device)[0].numpy() if reference is not None else None
+    return task.quality(out.numpy(), target.numpy(), ref)

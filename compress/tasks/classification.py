@@ -1,0 +1,87 @@
+"""Classification: logits out, top-1 accuracy, Hinton soft targets with a temperature."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from compress.tasks.base import KDSettings, Parity, Task
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+UNLABELED = -1
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+            temperature: float, alpha: float) -> torch.Tensor:
+    """Per-batch KD loss. Labeled samples: ``alpha * T^2 * KL + (1 - alpha) * CE``.
+
+    Unlabeled samples (label ``-1``) take the soft loss alone at full weight, so a transfer set
+    is labeled by the teacher.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    t = temperature
+    log_p = F.log_softmax(student_logits / t, dim=1)
+    q = F.softmax(teacher_logits / t, dim=1)
+    soft = (q * (torch.log(q.clamp_min(1e-12)) - log_p)).sum(dim=1) * t * t
+    labeled = labels >= 0
+    hard = torch.zeros_like(soft)
+    if labeled.any():
+        hard[labeled] = F.cross_entropy(student_logits[labeled], labels[labeled], reduction="none")
+    w_soft = torch.where(labeled, torch.full_like(soft, alpha), torch.ones_like(soft))
+    return (w_soft * soft + (1 - alpha) * hard * labeled).mean()
+
+
+class ClassificationTask(Task):
+    """One image (or any tensor) in, class logits out."""
+
+    name = "classification"
+    metric = "accuracy"
+    higher_is_better = True
+
+    def __init__(self, input_names: tuple[str, ...] = ("input",),
+                 output_names: tuple[str, ...] = ("logits",)):
+        self.input_names, self.output_names = tuple(input_names), tuple(output_names)
+
+    def augment(self, inputs: dict[str, torch.Tensor], shift: int) -> dict[str, torch.Tensor]:
+        """Random translation by up to ``shift`` pixels of every image input."""
+        if shift <= 0:
+            return inputs
+        from compress.runtime.train import random_shift
+
+        return {k: random_shift(v, shift) if v.ndim == 4 and v.is_floating_point() else v
+                for k, v in inputs.items()}
+
+    def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        return F.cross_entropy(out.float(), target, ignore_index=UNLABELED)
+
+    def distill_loss(self, out: torch.Tensor, teacher_out: torch.Tensor, target: torch.Tensor,
+                     kd: KDSettings) -> torch.Tensor:
+        return kd_loss(out.float(), teacher_out.float(), target, kd.temperature, kd.alpha)
+
+    def quality(self, out: np.ndarray, target: np.ndarray,
+                reference: np.ndarray | None = None) -> dict[str, float]:
+        import numpy as np
+
+        pred = np.asarray(out).argmax(-1)
+        labeled = np.asarray(target) >= 0
+        q = {"accuracy": float((pred[labeled] == target[labeled]).mean()) if labeled.any() else 0.0}
+        if reference is not None:
+            q["top1_agreement"] = float((pred == np.asarray(reference).argmax(-1)).mean())
+        return q
+
+    def parity(self, ref: np.ndarray, got: np.ndarray, limits: dict[str, float]) -> Parity:
+        import numpy as np
+
+        diff = float(np.abs(ref - got).max()) if ref.size else 0.0
+        agree = float((ref.argmax(-1) == got.argmax(-1)).mean()) if ref.size else 1.0
+        atol, min_agree = limits.get("atol", 1e-3), limits.get("min_agreement", 0.99)
+        ok = diff <= atol and agree >= min_agree
+        msg = (f"max abs diff {diff:.3g} (atol {atol:g}), top-1 agreement {agree:.4f} "
+               f"(min {min_agree:g})")
+        return Parity(len(ref), {"max_abs_diff": diff, "top1_agreement": agree}, ok, msg)
