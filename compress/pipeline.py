@@ -9,7 +9,6 @@ uninterrupted one gives.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import yaml
 
 from compress.artifacts import ModelArtifact, ModelMeasurement, StageResult, load_torch
 from compress.config import PipelineConfig
+from compress.data.config import data_fingerprint
 from compress.errors import CompressError, GateError, InputError, StageError
 from compress.gates import check_gates
 from compress.report.assemble import StepRecord, assemble
@@ -26,7 +26,7 @@ from compress.report.render import write_reports
 from compress.runtime.console import current
 from compress.runtime.device import resolve_device, seed_everything, stage_seed
 from compress.runtime.env import versions
-from compress.runtime.files import sha256_file, sha256_json, write_json, write_text
+from compress.runtime.files import read_json, sha256_file, sha256_json, write_json, write_text
 from compress.runtime.lock import RunLock
 from compress.stages import stage_class
 from compress.stages.base import Stage, StageContext
@@ -106,14 +106,14 @@ class Engine:
     # -- one step --------------------------------------------------------------------------
 
     def _key(self, step: Step) -> str:
-        data_key = {"data": self.cfg.data.model_dump(mode="json"), "files": _data_files(self.cfg)}
+        data_key = {"data": self.cfg.data.model_dump(mode="json"), "files": data_fingerprint(self.cfg.data)}
         return sha256_json({"seed": self.cfg.seed, "data": data_key, "device": self.device.type,
                             "task": self.cfg.task, "kind": step.kind, **step.key_parts})
 
     def _step(self, step: Step, model: ModelArtifact | None, teacher: ModelArtifact | None,
               published: dict[str, ModelArtifact]) -> ModelArtifact:
         key, final_dir = self._key(step), self.run_dir / step.name
-        record = _read_json(final_dir / "stage.json")
+        record = read_json(final_dir / "stage.json")
         if self.resume and record and record.get("status") == "done" and record.get("key") == key:
             loaded = self._load_outputs(record, final_dir, model)
             if loaded is not None:
@@ -238,23 +238,5 @@ def _art_record(art: ModelArtifact, folder: Path) -> dict:
             "sha256": art.sha256, "precision": art.precision, "meta": art.meta}
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _file_sha(path: Path | None) -> str | None:
     return sha256_file(path) if path and Path(path).is_file() else None
-
-
-def _data_files(cfg: PipelineConfig) -> dict:
-    out = {}
-    for where, p in (("data", cfg.data.path), ("transfer", cfg.data.transfer and cfg.data.transfer.path)):
-        if p and Path(p).is_file():
-            out[where] = sha256_file(p)
-        elif p and Path(p).is_dir():
-            out[where] = sorted((str(f.relative_to(p)), f.stat().st_size, int(f.stat().st_mtime))
-                                for f in Path(p).rglob("*") if f.is_file())
-    return out

@@ -64,3 +64,17 @@ class DataConfig(_Source):
                 f"(got {self.val_fraction:g} + {self.test_fraction:g})"
             )
         return self
+
+
+def data_fingerprint(cfg: DataConfig) -> dict:
+    """What the data files are (hashes, or a folder's listing) for resume keys."""
+    from compress.runtime.files import sha256_file
+
+    out: dict = {}
+    for where, p in (("data", cfg.path), ("transfer", cfg.transfer and cfg.transfer.path)):
+        if p and Path(p).is_file():
+            out[where] = sha256_file(p)
+        elif p and Path(p).is_dir():
+            out[where] = sorted((str(f.relative_to(p)), f.stat().st_size, int(f.stat().st_mtime))
+                                for f in Path(p).rglob("*") if f.is_file())
+    return out

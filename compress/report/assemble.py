@@ -3,13 +3,13 @@ measurements, and write it with its renderings."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from compress.artifacts import ModelMeasurement
 from compress.runtime.env import machine, versions
+from compress.runtime.files import read_json
 
 
 @dataclass
@@ -53,8 +53,6 @@ def assemble(pipeline: str, config_sha256: str, device: str, records: list[StepR
 
 
 def _previous(run_dir: Path) -> dict | None:
-    try:
-        report = json.loads((run_dir / "report.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return report if report.get("status") == "done" and report.get("models") else None
+    report = read_json(run_dir / "report.json")
+    ok = isinstance(report, dict) and report.get("status") == "done" and report.get("models")
+    return report if ok else None

@@ -5,16 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from compress.report.html import human
 from compress.runtime.files import write_json, write_text
-
-
-def _human(n: float | None, unit: str = "") -> str:
-    if n is None:
-        return "-"
-    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{suffix}{unit}"
-    return f"{n:g}{unit}"
 
 
 def _quality(m: dict) -> str:
@@ -36,8 +28,8 @@ def models_table(models: list[dict]) -> str:
         lat = m.get("latency_ms", {})
         speed = m.get("speedup_vs_teacher")
         rows.append(
-            f"| {m['name']} | {m.get('stage', '')} | {m.get('precision', '')} | {_human(m.get('params'))} "
-            f"| {_human(m.get('macs'))} | {_human(m.get('bytes'), 'B')} | {_quality(m)} "
+            f"| {m['name']} | {m.get('stage', '')} | {m.get('precision', '')} | {human(m.get('params'))} "
+            f"| {human(m.get('macs'))} | {human(m.get('bytes'), 'B')} | {_quality(m)} "
             f"| {lat.get('p50', float('nan')):.4f} | {lat.get('p90', float('nan')):.4f} "
             f"| {'-' if speed is None else f'{speed:.2f}x'} |"
         )

@@ -70,3 +70,11 @@ def sha256_json(obj: Any) -> str:
     return hashlib.sha256(
         json.dumps(obj, sort_keys=True, default=_json_default).encode()
     ).hexdigest()
+
+
+def read_json(path: str | Path) -> Any:
+    """The parsed JSON file, or None when it is missing or not JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None

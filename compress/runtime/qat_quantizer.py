@@ -54,19 +54,14 @@ def _bias_qparams(observers: list) -> tuple[torch.Tensor, torch.Tensor]:
     return scale, torch.zeros_like(scale, dtype=torch.int32)
 
 
-def make_ort_quantizer(scheme: QATScheme = QATScheme()):
-    """A PT2E ``Quantizer`` whose annotations become fused QLinearConv / QLinearAdd / QGemm in ORT."""
+def _specs(scheme: QATScheme):
+    """Activation (per-tensor, uint8 or int8) and weight (per-channel symmetric) fake-quant specs."""
     from torchao.quantization.pt2e import (
         FusedMovingAvgObsFakeQuantize,
         MovingAverageMinMaxObserver,
         MovingAveragePerChannelMinMaxObserver,
     )
-    from torchao.quantization.pt2e.quantizer import (
-        DerivedQuantizationSpec,
-        QuantizationAnnotation,
-        QuantizationSpec,
-        Quantizer,
-    )
+    from torchao.quantization.pt2e.quantizer import QuantizationSpec
 
     signed = scheme.activation_dtype == "int8"
     act = QuantizationSpec(
@@ -87,49 +82,68 @@ def make_ort_quantizer(scheme: QATScheme = QATScheme()):
         torch.per_channel_symmetric,
         ch_axis=0,
     )
+    return act, weight
+
+
+def _mark(node: torch.fx.Node, inputs=None, output=None) -> None:
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+
+    ann = node.meta.get(ANNOTATION) or QuantizationAnnotation(_annotated=True)
+    ann.input_qspec_map.update(inputs or {})
+    if output is not None:
+        ann.output_qspec = output
+    node.meta[ANNOTATION] = ann
+
+
+def _chain_end(node: torch.fx.Node, ops: dict) -> torch.fx.Node:
+    """The last node of conv -> (bn -> getitem) -> (relu): where ORT puts the Q."""
+    end, user = node, _only_user(node)
+    if user is not None and user.target in ops["bn"]:
+        end = user
+        nxt = _only_user(end)
+        if nxt is not None and nxt.target is operator.getitem:
+            end = nxt
+        user = _only_user(end)
+    if user is not None and user.target in ops["relu"]:
+        end = user
+    return end
+
+
+def _annotate(gm: torch.fx.GraphModule, ops: dict, act, weight) -> None:
+    """Conv/linear inputs, weights and int32 bias; conv chain outputs; both inputs and the output
+    of residual adds (the edges stock quantizers leave in float)."""
+    from torchao.quantization.pt2e.quantizer import DerivedQuantizationSpec
+
+    for n in gm.graph.nodes:
+        if n.op != "call_function":
+            continue
+        if n.target in ops["conv"] or n.target in ops["linear"]:
+            x, w = n.args[0], n.args[1]
+            inputs = {x: act, w: weight}
+            if len(n.args) > 2 and isinstance(n.args[2], torch.fx.Node):
+                inputs[n.args[2]] = DerivedQuantizationSpec(
+                    [(x, n), (w, n)], _bias_qparams, torch.int32, -(2**31), 2**31 - 1,
+                    torch.per_channel_symmetric, ch_axis=0,
+                )
+            _mark(n, inputs)
+            if n.target in ops["conv"]:
+                _mark(_chain_end(n, ops), output=act)
+        elif n.target in ops["add"] and all(isinstance(a, torch.fx.Node) for a in n.args[:2]):
+            _mark(n, {n.args[0]: act, n.args[1]: act})
+            user = _only_user(n)
+            _mark(user if user is not None and user.target in ops["relu"] else n, output=act)
+
+
+def make_ort_quantizer(scheme: QATScheme = QATScheme()):
+    """A PT2E ``Quantizer`` whose annotations become fused QLinearConv / QLinearAdd / QGemm in ORT."""
+    from torchao.quantization.pt2e.quantizer import Quantizer
+
+    act, weight = _specs(scheme)
     ops = _aten_sets()
-
-    def mark(node: torch.fx.Node, inputs=None, output=None) -> None:
-        ann = node.meta.get(ANNOTATION) or QuantizationAnnotation(_annotated=True)
-        ann.input_qspec_map.update(inputs or {})
-        if output is not None:
-            ann.output_qspec = output
-        node.meta[ANNOTATION] = ann
-
-    def chain_end(node: torch.fx.Node) -> torch.fx.Node:
-        """The last node of conv -> (bn -> getitem) -> (relu): where ORT puts the Q."""
-        end, user = node, _only_user(node)
-        if user is not None and user.target in ops["bn"]:
-            end = user
-            nxt = _only_user(end)
-            if nxt is not None and nxt.target is operator.getitem:
-                end = nxt
-            user = _only_user(end)
-        if user is not None and user.target in ops["relu"]:
-            end = user
-        return end
 
     class OrtQuantizer(Quantizer):
         def annotate(self, gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
-            for n in gm.graph.nodes:
-                if n.op != "call_function":
-                    continue
-                if n.target in ops["conv"] or n.target in ops["linear"]:
-                    x, w = n.args[0], n.args[1]
-                    inputs = {x: act, w: weight}
-                    if len(n.args) > 2 and isinstance(n.args[2], torch.fx.Node):
-                        inputs[n.args[2]] = DerivedQuantizationSpec(
-                            [(x, n), (w, n)], _bias_qparams, torch.int32, -(2**31), 2**31 - 1,
-                            torch.per_channel_symmetric, ch_axis=0,
-                        )
-                    mark(n, inputs)
-                    if n.target in ops["conv"]:
-                        end = chain_end(n)
-                        mark(end, output=act)
-                elif n.target in ops["add"] and all(isinstance(a, torch.fx.Node) for a in n.args[:2]):
-                    mark(n, {n.args[0]: act, n.args[1]: act})
-                    user = _only_user(n)
-                    mark(user if user is not None and user.target in ops["relu"] else n, output=act)
+            _annotate(gm, ops, act, weight)
             return gm
 
         def validate(self, gm: torch.fx.GraphModule) -> None:

@@ -137,8 +137,8 @@ class _Teacher:
     def outputs(self, task: Task, inputs: dict, idx: torch.Tensor | None) -> torch.Tensor:
         with torch.no_grad():
             if self.cache is not None:
-                return self.cache.get(idx, lambda: task.forward(self.module, inputs))
-            return task.forward(self.module, inputs)
+                return self.cache.get(idx, lambda: task.train_forward(self.module, inputs))
+            return task.train_forward(self.module, inputs)
 
 
 def fit_(
@@ -167,68 +167,103 @@ def fit_(
     kd = kd or KD()
     t, train = _prepare_teacher(task, teacher, kd, train, val, augment_shift, device)
     loader = task.loader(train, cfg.batch_size or batch_size, shuffle=True, seed=seed)
-    s_taps = _Taps(model, [s for s, _ in kd.hints]) if t and kd.hints else None
-    hint_regs = (size_hint_regressors(task, model, t.module, kd.hints, train, device, s_taps, t.taps)
-                 if s_taps else nn.ModuleList())
-    params = [p for p in model.parameters() if p.requires_grad] + list(hint_regs.parameters())
-    params += extra_params or []
-    steps = max(1, cfg.epochs * len(loader))
-    opt, sched = _optimizer(cfg, params), None
-    sched = _schedule(cfg, opt, steps)
-    use_amp = device.type == "cuda"
-
-    def step_loss(batch) -> torch.Tensor:
-        inputs = {k: v.to(device, non_blocking=True) for k, v in batch[0].items()}
-        target = batch[1].to(device, non_blocking=True)
-        inputs = task.augment(inputs, augment_shift)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            out = task.forward(model, inputs)
-            if t is None:
-                return task.loss(out, target)
-            loss = task.distill_loss(out, t.outputs(task, inputs, batch[2] if len(batch) > 2 else None),
-                                     target, kd)
-            for reg, (s, h) in zip(hint_regs, kd.hints, strict=True):
-                loss = loss + kd.hint_weight * F.mse_loss(reg(s_taps.out[s].float()), t.taps.out[h].float())
-            return loss
-
+    loop = _Loop.build(task, model, t, kd, train, cfg, device, augment_shift, extra_params)
+    ref = t.val_out if t else None
     best = (None, -1, copy.deepcopy(model.state_dict()))
     history: list[dict] = []
     seen, seconds = 0, 0.0
-    bar = progress_bar(steps, desc, progress)
+    bar = progress_bar(max(1, cfg.epochs * len(loader)), desc, progress)
+    loop.schedule(max(1, cfg.epochs * len(loader)))
     for epoch in range(cfg.epochs):
-        model.train()
-        t0, loss_sum, n_batches = time.perf_counter(), 0.0, 0
-        for batch in loader:
-            loss = step_loss(batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            if sched is not None:
-                sched.step()
-            loss_sum += float(loss.detach())
-            n_batches += 1
-            seen += len(batch[1])
-            bar.update(1)
-        seconds += time.perf_counter() - t0
-        score = evaluate_headline(task, model, val, device, t.val_out if t else None)
-        mean_loss = loss_sum / max(n_batches, 1)
+        t0 = time.perf_counter()
+        mean_loss, n = loop.epoch(loader, bar)
+        seen, seconds = seen + n, seconds + time.perf_counter() - t0
+        score = evaluate_headline(task, model, val, device, ref)
         history.append({"epoch": epoch + 1, "loss": mean_loss, f"val_{task.metric}": score})
         bar.set_postfix(epoch=epoch + 1, loss=f"{mean_loss:.4f}", **{f"val_{task.metric}": f"{score:.4f}"})
         current().event("epoch", loop=desc, **history[-1])
         if best[0] is None or task.better(score, best[0]):
             best = (score, epoch + 1, copy.deepcopy(model.state_dict()))
     bar.close()
-    for taps in (s_taps, t.taps if t else None):
-        if taps is not None:
-            taps.close()
+    loop.close()
     if cfg.epochs > 0:
         model.load_state_dict(best[2])
     else:
-        best = (evaluate_headline(task, model, val, device, t.val_out if t else None), 0, None)
+        best = (evaluate_headline(task, model, val, device, ref), 0, None)
     model.eval()
     return FitResult(best[0], best[1], history, seen / seconds if seconds > 0 else math.nan)
+
+
+@dataclass
+class _Loop:
+    """One optimisation step and one epoch: the loss (plain, or the task's distillation loss plus
+    hints), AMP on CUDA, gradient clipping, the optimizer and its schedule."""
+
+    task: Task
+    model: nn.Module
+    teacher: _Teacher | None
+    kd: KD
+    hint_regs: nn.ModuleList
+    s_taps: _Taps | None
+    params: list
+    cfg: TrainConfig
+    device: torch.device
+    augment_shift: int
+    opt: torch.optim.Optimizer | None = None
+    sched: object = None
+
+    @classmethod
+    def build(cls, task, model, t, kd, train, cfg, device, augment_shift, extra_params) -> _Loop:
+        s_taps = _Taps(model, [s for s, _ in kd.hints]) if t and kd.hints else None
+        regs = (size_hint_regressors(task, model, t.module, kd.hints, train, device, s_taps, t.taps)
+                if s_taps else nn.ModuleList())
+        params = [p for p in model.parameters() if p.requires_grad] + list(regs.parameters())
+        params += extra_params or []
+        return cls(task, model, t, kd, regs, s_taps, params, cfg, device, augment_shift)
+
+    def schedule(self, steps: int) -> None:
+        self.opt = _optimizer(self.cfg, self.params)
+        self.sched = _schedule(self.cfg, self.opt, steps)
+
+    def loss(self, batch) -> torch.Tensor:
+        task, t, kd, device = self.task, self.teacher, self.kd, self.device
+        inputs = {k: v.to(device, non_blocking=True) for k, v in batch[0].items()}
+        target = batch[1].to(device, non_blocking=True)
+        inputs = task.augment(inputs, self.augment_shift)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out = task.train_forward(self.model, inputs)
+            if t is None:
+                return task.loss(out, target)
+            t_out = t.outputs(task, inputs, batch[2] if len(batch) > 2 else None)
+            loss = task.distill_loss(out, t_out, target, kd)
+            for reg, (s, h) in zip(self.hint_regs, kd.hints, strict=True):
+                loss = loss + kd.hint_weight * F.mse_loss(reg(self.s_taps.out[s].float()),
+                                                          t.taps.out[h].float())
+            return loss
+
+    def epoch(self, loader, bar) -> tuple[float, int]:
+        """One pass over ``loader``; returns the mean loss and the samples seen."""
+        self.model.train()
+        loss_sum, n_batches, seen = 0.0, 0, 0
+        for batch in loader:
+            loss = self.loss(batch)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+            self.opt.step()
+            if self.sched is not None:
+                self.sched.step()
+            loss_sum += float(loss.detach())
+            n_batches += 1
+            seen += len(batch[1])
+            bar.update(1)
+        return loss_sum / max(n_batches, 1), seen
+
+    def close(self) -> None:
+        for taps in (self.s_taps, self.teacher.taps if self.teacher else None):
+            if taps is not None:
+                taps.close()
 
 
 def _prepare_teacher(task: Task, teacher: nn.Module | None, kd: KD, train: Dataset, val: Dataset,
@@ -239,7 +274,7 @@ def _prepare_teacher(task: Task, teacher: nn.Module | None, kd: KD, train: Datas
     for p in teacher.parameters():
         p.requires_grad_(False)
     # Without augmentation or hints, the frozen teacher's outputs repeat every epoch: cache them.
-    cached = augment_shift == 0 and not kd.hints
+    cached = augment_shift == 0 and not kd.hints and task.cacheable
     taps = _Taps(teacher, [h for _, h in kd.hints]) if kd.hints else None
     val_out = run_torch(task, teacher, val, device)[0] if task.needs_reference else None
     t = _Teacher(teacher, _TeacherCache(len(train)) if cached else None, taps, val_out)

@@ -91,6 +91,13 @@ class Task(ABC):
         out = model(*inputs.values())
         return out[0] if isinstance(out, tuple | list) else out
 
+    def train_forward(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> Any:
+        """What training losses see: the output tensor by default; a task whose distillation also
+        matches inner states (hidden states, attention) returns more here."""
+        return self.forward(model, inputs)
+
+    cacheable: ClassVar[bool] = True  # train_forward of a frozen teacher may be cached per sample
+
     @abstractmethod
     def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Training loss without a teacher."""
