@@ -1,6 +1,8 @@
-"""Samples/s of the distill stage vs a minimal hand-written PyTorch KD loop, same model and data.
+"""Samples/s of the distill stage vs a minimal hand-written PyTorch KD loop, same model and data;
+plus the stage with the teacher live, with the on-disk teacher cache (warm), and in 2 processes.
 
-    .venv/bin/python benchmarks/distill_throughput.py [--epochs 3] [--repeats 3] [--augment-shift 0]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/distill_throughput.py [--epochs 3] [--repeats 3]
+        [--augment-shift 0] [--nproc 2]
 
 Both train the built-in student (ResNet width 8) against the built-in teacher (ResNet width 32,
 depth 2-2-2) on digits, batch 64, Hinton KD at T=4, alpha=0.7. The runs alternate (stage, hand,
@@ -13,16 +15,26 @@ Without augmentation the stage caches the frozen teacher's logits after the firs
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from compress.data.sources import DataConfig, load_data, make_loader
 from compress.models.cnn import ResNet
+from compress.runtime.checkpoint import training_scope
 from compress.runtime.train import random_shift
 from compress.stages.distill import DistillConfig, distill
+from compress.tasks.classification import ClassificationTask
+
+TASK = ClassificationTask()
 
 
 def hand_loop(student, teacher, train, epochs: int, batch: int, shift: int) -> None:
@@ -30,8 +42,8 @@ def hand_loop(student, teacher, train, epochs: int, batch: int, shift: int) -> N
     teacher.eval()
     for _ in range(epochs):
         student.train()
-        for x, y in make_loader(train, batch, shuffle=True):
-            x = random_shift(x, shift)
+        for inputs, y in make_loader(train, batch, shuffle=True):
+            x = random_shift(inputs["input"], shift)
             with torch.no_grad():
                 t = teacher(x)
             s = student(x)
@@ -42,35 +54,84 @@ def hand_loop(student, teacher, train, epochs: int, batch: int, shift: int) -> N
             opt.step()
 
 
+def stage_rate(data, teacher, cfg, r: int, scope: dict | None = None) -> float:
+    torch.manual_seed(r)
+    s = ResNet(1, 10, width=8, depth=(1, 1, 1))
+    t0 = time.perf_counter()
+    with training_scope(**(scope or {})):
+        distill(s, teacher, TASK, data, cfg, torch.device("cpu"), seed=r, progress=False)
+    return len(data.train) * cfg.epochs / (time.perf_counter() - t0)
+
+
+def worker(args) -> None:
+    """One rank of the 2-process row (started by torchrun)."""
+    from compress.runtime import distributed as dist
+
+    dist.init_from_env(torch.device("cpu"))
+    data = load_data(DataConfig(augment_shift=args.augment_shift), seed=0)
+    torch.manual_seed(0)
+    teacher = ResNet(1, 10, width=32, depth=(2, 2, 2)).eval()
+    cfg = DistillConfig(epochs=args.epochs, lr=1e-2, temperature=4.0, alpha=0.7, grad_clip=0.0,
+                        teacher_cache="off")
+    rate = stage_rate(data, teacher, cfg, 0)
+    if dist.world().main:
+        Path(args.out).write_text(json.dumps(rate))
+
+
+def ddp_rate(args, nproc: int) -> float:
+    out = Path(tempfile.mkdtemp()) / "rate.json"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           __file__, "--worker", "--out", str(out), "--epochs", str(args.epochs),
+           "--augment-shift", str(args.augment_shift)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    subprocess.run(cmd, check=True, env=env, capture_output=True)
+    return json.loads(out.read_text())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--augment-shift", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--nproc", type=int, default=2)
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        return worker(args)
     data = load_data(DataConfig(augment_shift=args.augment_shift), seed=0)
+    torch.manual_seed(0)
     teacher = ResNet(1, 10, width=32, depth=(2, 2, 2)).eval()
-    cfg = DistillConfig(epochs=args.epochs, lr=1e-2, temperature=4.0, alpha=0.7, grad_clip=0.0)
+    kw = dict(epochs=args.epochs, lr=1e-2, temperature=4.0, alpha=0.7, grad_clip=0.0)
+    live, cached = DistillConfig(**kw, teacher_cache="off"), DistillConfig(**kw, teacher_cache="force")
+    scope = {"cache_dir": Path(tempfile.mkdtemp()), "teacher": teacher, "teacher_sha256": "bench",
+             "data_key": "digits"}
+    stage_rate(data, teacher, cached, 0, scope)  # fills the disk cache once (not timed)
     n = len(data.train) * args.epochs
-    stage_rates, hand_rates = [], []
+    rates: dict[str, list[float]] = {"live": [], "disk": [], "hand": []}
     for r in range(args.repeats):
-        torch.manual_seed(r)
-        s = ResNet(1, 10, width=8, depth=(1, 1, 1))
-        t0 = time.perf_counter()
-        distill(s, teacher, data, cfg, torch.device("cpu"), seed=r, progress=False)
-        stage_rates.append(n / (time.perf_counter() - t0))
+        rates["live"].append(stage_rate(data, teacher, live, r))
+        rates["disk"].append(stage_rate(data, teacher, cached, r, scope))
         torch.manual_seed(r)
         s = ResNet(1, 10, width=8, depth=(1, 1, 1))
         t0 = time.perf_counter()
         hand_loop(s, teacher, data.train, args.epochs, data.batch_size, args.augment_shift)
-        hand_rates.append(n / (time.perf_counter() - t0))
-        print(f"repeat {r}: stage {stage_rates[-1]:.1f} samples/s, hand loop {hand_rates[-1]:.1f} samples/s")
-    ratio = statistics.median(a / b for a, b in zip(stage_rates, hand_rates, strict=False))
-    print("| torch threads | augment shift | stage samples/s (median) | hand loop samples/s (median) "
-          "| ratio (median of pairs) |")
-    print("|---|---|---|---|---|")
-    print(f"| {torch.get_num_threads()} | {args.augment_shift} | {statistics.median(stage_rates):.1f} | "
-          f"{statistics.median(hand_rates):.1f} | {ratio:.3f}x |")
+        rates["hand"].append(n / (time.perf_counter() - t0))
+        print(f"repeat {r}: " + ", ".join(f"{k} {v[-1]:.1f}" for k, v in rates.items()) + " samples/s")
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    ratio = statistics.median(a / b for a, b in zip(rates["live"], rates["hand"], strict=True))
+    ddp = ddp_rate(args, args.nproc) if args.nproc > 1 else None
+    print(f"torch threads {torch.get_num_threads()}, augment shift {args.augment_shift}, "
+          f"{args.epochs} epochs, medians of {args.repeats}")
+    print("| loop | samples/s | vs hand loop | vs stage, teacher live |")
+    print("|---|---|---|---|")
+    print(f"| hand-written KD loop | {med['hand']:.1f} | 1.00x | |")
+    print(f"| stage, teacher live | {med['live']:.1f} | {ratio:.3f}x (median of pairs) | 1.00x |")
+    print(f"| stage, teacher cache on disk (warm) | {med['disk']:.1f} | {med['disk'] / med['hand']:.2f}x "
+          f"| {med['disk'] / med['live']:.2f}x |")
+    if ddp is not None:
+        print(f"| stage, teacher live, {args.nproc} processes (gloo) | {ddp:.1f} | "
+              f"{ddp / med['hand']:.2f}x | {ddp / med['live']:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -42,20 +42,62 @@ def cli() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors and the final summary.")
 @click.option("--log-json", type=click.Path(path_type=Path), metavar="FILE",
               help="Append structured events (stage start/end, epochs, final models) as JSON lines.")
+@click.option("--nproc", type=click.IntRange(1, 1024), default=1, show_default=True,
+              help="Train with N processes on this machine (DDP through torchrun's launcher; "
+                   "one GPU each on CUDA).")
 def pipeline(config: Path, out: Path | None, overrides: tuple[str, ...], device: str,
-             no_resume: bool, progress: bool, quiet: bool, log_json: Path | None) -> None:
-    """Run the pipeline described by CONFIG (a YAML file)."""
+             no_resume: bool, progress: bool, quiet: bool, log_json: Path | None, nproc: int) -> None:
+    """Run the pipeline described by CONFIG (a YAML file). Under torchrun, every rank runs it."""
+    import os
+
     from compress.config import check_files, load_config
-    from compress.pipeline import Engine
-    from compress.report.render import models_table
     from compress.runtime.console import Console, use
 
-    console = use(Console(quiet=quiet, json_path=log_json))
+    rank = int(os.environ.get("RANK", "0"))
+    console = use(Console(quiet=quiet or rank != 0, json_path=log_json if rank == 0 else None))
     cfg, raw = load_config(config, overrides)
     check_files(cfg, config, overrides)
+    if nproc > 1:
+        _launch(nproc, config, out, overrides, device, no_resume, progress, quiet, log_json)
+        return
     run_dir = out or Path("runs") / cfg.name
-    report = Engine(cfg, raw, run_dir, device, resume=not no_resume, progress=progress and not quiet,
-                    log=console.info).run()
+    _run_pipeline(cfg, raw, run_dir, device, not no_resume, progress and not quiet, console)
+
+
+def _launch(nproc: int, config: Path, out: Path | None, overrides: tuple[str, ...], device: str,
+            no_resume: bool, progress: bool, quiet: bool, log_json: Path | None) -> None:
+    """Start ``nproc`` workers of this same command through torch's elastic launcher."""
+    import os
+
+    from compress.errors import InputError
+    from compress.runtime.distributed import launch
+
+    if "WORLD_SIZE" in os.environ:
+        raise InputError("--nproc: this process was started by torchrun already; pass --nproc to "
+                         "one of them only")
+    argv = ["pipeline", str(config), "--device", device, "--progress" if progress else "--no-progress"]
+    argv += ["--out", str(out)] if out else []
+    argv += [a for o in overrides for a in ("--set", o)]
+    argv += (["--no-resume"] if no_resume else []) + (["--quiet"] if quiet else [])
+    argv += ["--log-json", str(log_json)] if log_json else []
+    code = launch(nproc, argv)
+    if code:
+        raise SystemExit(code)
+
+
+def _run_pipeline(cfg, raw: dict, run_dir: Path, device: str, resume: bool, progress: bool,
+                  console) -> None:
+    from compress.pipeline import Engine
+    from compress.report.render import models_table
+    from compress.runtime.distributed import shutdown
+
+    try:
+        report = Engine(cfg, raw, run_dir, device, resume=resume, progress=progress,
+                        log=console.info).run()
+    finally:
+        shutdown()
+    if not report["models"] and report.get("stages") == []:  # a rank other than 0
+        return
     if report["models"]:
         console.summary(models_table(report["models"]))
     console.summary(f"report: {run_dir / 'report.html'}  final: {report['final']}")

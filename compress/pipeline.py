@@ -5,11 +5,18 @@ so a failed run never loses or half-overwrites what an earlier run produced. Eac
 a persistent work folder named by its resume key (``.work/KEY``) for mid-stage checkpoints, and
 its own seed derived from the run's seed and its name, so a resumed run gives what an
 uninterrupted one gives.
+
+Under torch.distributed every rank runs this loop: rank 0 takes the run lock, runs every stage and
+writes every file; the other ranks run only the stages that train (their DDP peers), in private
+scratch folders, and then load what rank 0 wrote. A training scope around each stage tells the
+training loop where to checkpoint and how to key the teacher-output cache.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +30,8 @@ from compress.errors import CompressError, GateError, InputError, StageError
 from compress.gates import check_gates
 from compress.report.assemble import StepRecord, assemble
 from compress.report.render import write_reports
+from compress.runtime import distributed as dist
+from compress.runtime.checkpoint import training_scope
 from compress.runtime.console import current
 from compress.runtime.device import resolve_device, seed_everything, stage_seed
 from compress.runtime.env import versions
@@ -48,19 +57,21 @@ class Engine:
     def __init__(self, cfg: PipelineConfig, raw: dict, run_dir: Path, device: str = "auto",
                  resume: bool = True, progress: bool = True, log=print):
         self.cfg, self.raw, self.run_dir = cfg, raw, run_dir
-        self.device = resolve_device(device if device != "auto" else cfg.device)
+        self.device = dist.init_from_env(resolve_device(device if device != "auto" else cfg.device))
+        self.world = dist.world()
         self.resume, self.progress, self.log = resume, progress, log
         self.records: list[StepRecord] = []
         self.measurements: list[ModelMeasurement] = []
         self.config_sha = sha256_json(cfg.model_dump(mode="json"))
 
     def run(self) -> dict:
-        with RunLock(self.run_dir):
+        main = self.world.main
+        with RunLock(self.run_dir) if main else contextlib.nullcontext():
             self._gates_checked = False
             try:
                 return self._run()
             except CompressError:
-                if not self._gates_checked:  # gate failures have written their own report
+                if main and not self._gates_checked:  # gate failures have written their own report
                     self._report(None, failed=True)
                 raise
 
@@ -68,6 +79,8 @@ class Engine:
         cfg = self.cfg
         self.task = make_task(cfg.task)
         self.data = _load_data(cfg)
+        self.data_key = sha256_json({"seed": cfg.seed, "data": cfg.data.model_dump(mode="json"),
+                                     "files": data_fingerprint(cfg.data)})
         published: dict[str, ModelArtifact] = {}
         teacher = model = self._step(self._teacher_step(), None, None, published)
         for i, (kind, scfg) in enumerate(cfg.stage_list(), start=1):
@@ -83,6 +96,8 @@ class Engine:
                 raise StageError(f"needs a {' or '.join(scfg.takes())} model, but the previous stage "
                                  f"produced {model.format}; reorder the stages", step.name)
             model = self._step(step, model, teacher, published)
+        if not self.world.main:
+            return {"models": [], "final": model.name, "stages": []}
         report = self._report(model.name)
         current().event("final_models", final=report["final"], models=report["models"])
         write_text(self.run_dir / "config.resolved.yaml", yaml.safe_dump(self.raw, sort_keys=False))
@@ -106,39 +121,34 @@ class Engine:
     # -- one step --------------------------------------------------------------------------
 
     def _key(self, step: Step) -> str:
-        data_key = {"data": self.cfg.data.model_dump(mode="json"), "files": data_fingerprint(self.cfg.data)}
+        data_key = {"data": self.cfg.data.model_dump(mode="json"), "files": self._fingerprint()}
         return sha256_json({"seed": self.cfg.seed, "data": data_key, "device": self.device.type,
                             "task": self.cfg.task, "kind": step.kind, **step.key_parts})
+
+    def _fingerprint(self) -> dict:
+        if not hasattr(self, "_files"):
+            self._files = data_fingerprint(self.cfg.data)
+        return self._files
 
     def _step(self, step: Step, model: ModelArtifact | None, teacher: ModelArtifact | None,
               published: dict[str, ModelArtifact]) -> ModelArtifact:
         key, final_dir = self._key(step), self.run_dir / step.name
-        record = read_json(final_dir / "stage.json")
-        if self.resume and record and record.get("status") == "done" and record.get("key") == key:
-            loaded = self._load_outputs(record, final_dir, model)
-            if loaded is not None:
-                out, pubs = loaded
-                published.update({p.name: p for p in pubs})
-                self._measured([ModelMeasurement.from_dict(m) for m in record.get("measurements", [])])
-                self.records.append(StepRecord(step.name, step.kind, "skipped", 0.0, record.get("metrics", {})))
-                self.log(f"[{step.name}] skipped (finished earlier, same config and inputs)")
-                current().event("stage_end", stage=step.name, kind=step.kind, status="skipped")
-                return out
+        out = self._resumed(step, key, final_dir, model, published) if self.world.main else None
+        if dist.broadcast(out is not None):  # every rank follows rank 0's decision
+            return out if self.world.main else self._follow(step, final_dir, model, published)
+        if not self.world.main:
+            return self._peer(step, key, model, teacher, published, final_dir)
         tmp_dir = self.run_dir / f".{step.name}.tmp"
         shutil.rmtree(tmp_dir, ignore_errors=True)
         tmp_dir.mkdir(parents=True)
-        seed = stage_seed(self.cfg.seed, step.name)
-        seed_everything(seed)  # each stage's randomness is its own, whatever ran before it
-        ctx = StageContext(self.run_dir, tmp_dir, self.run_dir / ".work" / key[:16], step.name,
-                           step.where, self.task, self.data, teacher, self.cfg.student, self.device,
-                           seed, self.cfg.target, dict(published), list(self.measurements),
-                           self.config_sha, self.progress)
+        ctx = self._context(step, key, tmp_dir, teacher, published)
         ctx.work_dir.mkdir(parents=True, exist_ok=True)
         self.log(f"[{step.name}] running")
         current().event("stage_start", stage=step.name, kind=step.kind)
         t0 = time.perf_counter()
         try:
-            result = step.stage.run(model, ctx)
+            with self._scope(ctx, key):
+                result = step.stage.run(model, ctx)
         except Exception as e:
             shutil.rmtree(tmp_dir, ignore_errors=True)
             error = str(e) if isinstance(e, CompressError) else f"{type(e).__name__}: {e}"
@@ -151,12 +161,70 @@ class Engine:
             raise StageError(error, step.name) from e
         seconds = time.perf_counter() - t0
         self._swap(step, result, tmp_dir, final_dir, key, seconds, model)
+        shutil.rmtree(ctx.work_dir, ignore_errors=True)  # checkpoints are for crash recovery only
+        dist.barrier()  # the peers may now load what this step wrote
         published.update({p.name: p for p in result.publish})
         self._measured(result.measurements)
         self.records.append(StepRecord(step.name, step.kind, "done", seconds, result.metrics))
         self.log(f"[{step.name}] done in {seconds:.1f}s")
         current().event("stage_end", stage=step.name, kind=step.kind, status="done", seconds=seconds)
         return result.model
+
+    def _resumed(self, step: Step, key: str, final_dir: Path, model: ModelArtifact | None,
+                 published: dict[str, ModelArtifact]) -> ModelArtifact | None:
+        """The step's outputs when a finished record matches its key (resume), else None."""
+        record = read_json(final_dir / "stage.json")
+        if not (self.resume and record and record.get("status") == "done" and record.get("key") == key):
+            return None
+        loaded = self._load_outputs(record, final_dir, model)
+        if loaded is None:
+            return None
+        out, pubs = loaded
+        published.update({p.name: p for p in pubs})
+        self._measured([ModelMeasurement.from_dict(m) for m in record.get("measurements", [])])
+        self.records.append(StepRecord(step.name, step.kind, "skipped", 0.0, record.get("metrics", {})))
+        self.log(f"[{step.name}] skipped (finished earlier, same config and inputs)")
+        current().event("stage_end", stage=step.name, kind=step.kind, status="skipped")
+        return out
+
+    def _context(self, step: Step, key: str, stage_dir: Path, teacher: ModelArtifact | None,
+                 published: dict[str, ModelArtifact]) -> StageContext:
+        seed = stage_seed(self.cfg.seed, step.name)
+        seed_everything(seed)  # each stage's randomness is its own, whatever ran before it
+        return StageContext(self.run_dir, stage_dir, self.run_dir / ".work" / key[:16], step.name,
+                            step.where, self.task, self.data, teacher, self.cfg.student, self.device,
+                            seed, self.cfg.target, dict(published), list(self.measurements),
+                            self.config_sha, self.progress and self.world.main)
+
+    def _scope(self, ctx: StageContext, key: str):
+        t = ctx.teacher
+        return training_scope(work_dir=ctx.work_dir, key=key, cache_dir=self.run_dir / ".cache" / "teacher",
+                              teacher=t.module if t else None, teacher_sha256=t.sha256 if t else None,
+                              data_key=self.data_key)
+
+    def _peer(self, step: Step, key: str, model: ModelArtifact | None, teacher: ModelArtifact | None,
+              published: dict[str, ModelArtifact], final_dir: Path) -> ModelArtifact:
+        """A rank other than 0: train beside rank 0 (in a private scratch folder) when the stage
+        trains, then load what rank 0 wrote."""
+        if trains(step.stage):
+            scratch = Path(tempfile.mkdtemp(prefix=f"compress-rank{self.world.rank}-"))
+            try:
+                ctx = self._context(step, key, scratch, teacher, published)
+                with self._scope(ctx, key):
+                    step.stage.run(model, ctx)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+        dist.barrier()
+        return self._follow(step, final_dir, model, published)
+
+    def _follow(self, step: Step, final_dir: Path, model: ModelArtifact | None,
+                published: dict[str, ModelArtifact]) -> ModelArtifact:
+        loaded = self._load_outputs(read_json(final_dir / "stage.json") or {}, final_dir, model)
+        if loaded is None:
+            raise StageError(f"rank {self.world.rank}: cannot load what rank 0 wrote to {final_dir}",
+                             step.name)
+        published.update({p.name: p for p in loaded[1]})
+        return loaded[0]
 
     def _swap(self, step: Step, result: StageResult, tmp_dir: Path, final_dir: Path, key: str,
               seconds: float, model: ModelArtifact | None) -> None:
@@ -210,6 +278,17 @@ class Engine:
                           self.measurements, final, failed, self.run_dir)
         write_reports(report, self.run_dir)
         return report
+
+
+def trains(stage: Stage) -> bool:
+    """Whether a stage runs a training loop with this config (its DDP peers must run it too)."""
+    own = getattr(stage, "trains", None)
+    if isinstance(own, bool):
+        return own
+    cfg = stage.cfg
+    return {"teacher": lambda: cfg.teacher.checkpoint is None, "distill": lambda: True,
+            "prune": lambda: cfg.epochs > 0, "quantize": lambda: cfg.mode == "qat"}.get(
+        stage.kind, lambda: False)()
 
 
 def _load_data(cfg: PipelineConfig):

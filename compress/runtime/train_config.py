@@ -1,4 +1,5 @@
-"""Optimizer and schedule settings shared by every training loop (torch-free, for the config)."""
+"""Optimizer, schedule, speed and recovery settings shared by every training loop (torch-free,
+for the config)."""
 
 from __future__ import annotations
 
@@ -20,9 +21,30 @@ class TrainConfig(BaseModel):
         "onecycle", description="Learning-rate schedule over all steps."
     )
     grad_clip: float = Field(5.0, ge=0, description="Max gradient norm (0: off).")
-    batch_size: int | None = Field(None, gt=0, description="Overrides data.batch_size.")
+    batch_size: int | None = Field(
+        None, gt=0, description="Overrides data.batch_size. The GLOBAL batch: each of N processes takes 1/N."
+    )
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="Autocast precision: auto is bf16 on CUDA when supported (else fp16), fp32 on "
+        "CPU; fp16 scales the loss (torch.amp.GradScaler)."
+    )
+    channels_last: bool = Field(True, description="NHWC memory format for image models on CUDA.")
+    compile: bool = Field(False, description="torch.compile the model being trained (first steps are slow).")
+    workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes (memory is pinned on CUDA).")
+    checkpoint_every_steps: int | None = Field(
+        None, gt=0, description="Also write a mid-epoch checkpoint every N optimizer steps "
+        "(one is always written at each epoch's end)."
+    )
+    teacher_cache: Literal["auto", "off", "force"] = Field(
+        "auto", description="Teacher outputs computed once and kept on disk (RUN_DIR/.cache/teacher). auto: "
+        "unless random augmentation or hints make them differ per epoch; force: even with augmentation."
+    )
+    teacher_topk: int | None = Field(
+        None, gt=0, le=100000, description="Keep only the teacher's k largest logits per sample in the cache "
+        "(none: all of them)."
+    )
 
     @classmethod
     def of(cls, cfg: BaseModel) -> TrainConfig:
         """The training fields of a stage config that extends this one."""
-        return cls(**{k: getattr(cfg, k) for k in cls.model_fields})
+        return cls(**{k: getattr(cfg, k) for k in cls.model_fields if hasattr(cfg, k)})
