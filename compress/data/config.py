@@ -38,9 +38,15 @@ class TransferConfig(_Source):
 
 
 class DataConfig(_Source):
-    source: Literal["digits", "npz", "image_folder", "python"] = Field(
-        "digits", description=_Source.model_fields["source"].description
+    source: Literal["digits", "npz", "image_folder", "python", "text"] = Field(
+        "digits", description=_Source.model_fields["source"].description + " text: one sentence "
+        "a line in 'path', or without 'path' the built-in corpus (English sentences from Python's "
+        "own documentation and standard-library docstrings)."
     )
+    tokenizer: str | None = Field(
+        None, description="text: the tokenizer's directory (default: the hf teacher's)."
+    )
+    max_length: int = Field(128, ge=2, le=8192, description="text: tokens kept per sentence.")
     val_fraction: float = Field(
         0.2, gt=0, lt=1, description="Validation split (picks epochs, layers, thresholds)."
     )

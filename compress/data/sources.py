@@ -116,6 +116,8 @@ def load_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
     if cfg.source == "python":
         train, val, test = _python_split(cfg, seed)
         prep: dict[str, Any] = {"source": "python", "python": cfg.python}
+    elif cfg.source == "text":
+        train, val, test, prep = _text_split(cfg, seed)
     else:
         x, y = _arrays(cfg, "data")
         train, val, test = _stratified(x, y, cfg.val_fraction, cfg.test_fraction, seed)
@@ -126,6 +128,8 @@ def load_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
                          f"test {len(test)})")
     inputs0, _ = train[0]
     single = len(inputs0) == 1 and next(iter(inputs0.values())).is_floating_point()
+    if cfg.source == "text":
+        return DataBundle(train, val, test, None, DataInfo(None, None, prep), cfg.batch_size, 0)
     shape = tuple(next(iter(inputs0.values())).shape) if single else None
     num_classes = _num_classes(train, val, test)
     if transfer is not None and shape is not None and tuple(transfer[0][0][INPUT].shape) != shape:
@@ -135,6 +139,28 @@ def load_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
         )
     info = DataInfo(shape, num_classes, prep)
     return DataBundle(train, val, test, transfer, info, cfg.batch_size, cfg.augment_shift)
+
+
+def _text_split(cfg: DataConfig, seed: int):
+    """Sentences (a file, or the built-in corpus) split at random with the seed, tokenized with
+    the teacher's tokenizer and truncated to ``max_length`` tokens (padded per batch later)."""
+    from compress.data.text import TextDataset, pydoc_sentences, read_lines, split_sentences
+    from compress.models.hf import load_tokenizer, resolve_hf_dir
+
+    if cfg.path is not None:
+        sentences, corpus = read_lines(cfg.path), str(cfg.path)
+    else:
+        sentences, corpus = pydoc_sentences(docstrings=True), "built-in: pydoc topics + docstrings"
+    tok_dir = resolve_hf_dir(cfg.tokenizer, "data.tokenizer")
+    tokenizer = load_tokenizer(tok_dir)
+    parts = split_sentences(sentences, cfg.val_fraction, cfg.test_fraction, seed)
+    train, val, test = (TextDataset(p, tokenizer, cfg.max_length) for p in parts)
+    lengths = sorted(len(test[i][0]["input_ids"]) for i in range(len(test)))
+    prep = {"kind": "text", "corpus": corpus, "sentences": len(sentences),
+            "tokenizer_dir": str(tok_dir), "max_length": cfg.max_length,
+            "padding": "right, per batch; attention_mask 1 for tokens",
+            "median_tokens": lengths[len(lengths) // 2]}
+    return train, val, test, prep
 
 
 def _num_classes(*splits: Dataset) -> int | None:

@@ -21,7 +21,9 @@ def build_model(spec: dict[str, Any], in_channels: int | None, num_classes: int 
     only their ``kwargs``. If the spec holds pruned ``widths``, layers are resized to them.
     """
     kwargs = dict(spec.get("kwargs") or {})
-    if spec.get("arch"):
+    if spec.get("hf") or spec.get("layers") is not None:
+        model = _build_hf(spec, where)
+    elif spec.get("arch"):
         family = FAMILIES[spec["arch"]]
         if in_channels is None or num_classes is None:
             raise InputError(f"{where}.arch: the built-in {spec['arch']!r} family is an image "
@@ -48,6 +50,23 @@ def build_model(spec: dict[str, Any], in_channels: int | None, num_classes: int 
 
         apply_widths_(model, spec["widths"])
     return model
+
+
+def _build_hf(spec: dict[str, Any], where: str) -> nn.Module:
+    """An HF encoder as a sentence embedder, or a layer-drop copy of one (``layers``)."""
+    from compress.models.hf import (
+        SentenceEmbedder,
+        layer_drop_student,
+        load_hf_model,
+        resolve_hf_dir,
+    )
+
+    if spec.get("layers") is not None:
+        teacher = _build_hf({"hf": spec["teacher_hf"], "trust_remote_code": spec.get("trust_remote_code")},
+                            "teacher")
+        return layer_drop_student(teacher, list(spec["layers"]), f"{where}.layers")
+    path = resolve_hf_dir(spec["hf"], f"{where}.hf")
+    return SentenceEmbedder(load_hf_model(path, trust_remote_code=bool(spec.get("trust_remote_code"))))
 
 
 def read_state_dict(path: str | Path, where: str) -> dict[str, torch.Tensor]:

@@ -258,3 +258,28 @@ def modules_of(path: Path, nodes: list[str]) -> list[str]:
     weights = {i.name for i in graph.initializer}
     return [n.input[1].removesuffix(".weight") for n in graph.node
             if n.name in nodes and len(n.input) > 1 and n.input[1] in weights]
+
+
+OPTIMUM_PRESETS = {"x86-vnni": "avx512_vnni", "x86-avx2": "avx2", "arm64": "arm64"}
+
+
+def optimum_dynamic_int8(src: Path, dst: Path, isa: str) -> Path:
+    """What a user of Hugging Face Optimum would ship: ``ORTQuantizer`` with the dynamic,
+    per-channel preset for the CPU family (``avx512_vnni``, ``avx2`` or ``arm64``), measured in
+    the same run as our models."""
+    import shutil
+
+    from optimum.onnxruntime import ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    preset = getattr(AutoQuantizationConfig, OPTIMUM_PRESETS[isa])
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        shutil.copyfile(src, work / "model.onnx")
+        quantizer = ORTQuantizer.from_pretrained(str(work), file_name="model.onnx")
+        quantizer.quantize(save_dir=str(work / "out"),
+                           quantization_config=preset(is_static=False, per_channel=True))
+        from compress.runtime.files import atomic_write
+
+        atomic_write(dst, lambda p: shutil.copyfile(work / "out" / "model_quantized.onnx", p))
+    return dst

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from torch.utils.data import Dataset, Subset
 
 from compress.artifacts import ModelArtifact, ModelMeasurement, StageResult
 from compress.errors import StageError
@@ -31,49 +32,77 @@ def is_qdq(path: str | Path) -> bool:
     return any(n.op_type in QDQ_OPS for n in graph.node)
 
 
-def ort_quality(task: Task, paths: list[Path], feeds: dict[str, np.ndarray], targets: np.ndarray,
-                opt_level: str, reference: int | None = None) -> list[dict[str, float]]:
-    """The task's quality of each model in ORT; ``reference`` indexes the model (the teacher) whose
-    outputs the others are measured against, for tasks that need one."""
+def ort_quality(task: Task, paths: list[Path], ds: Dataset, limit: int | None, opt_level: str,
+                reference: int | None = None) -> list[dict[str, float]]:
+    """The task's quality of each model in ORT on ``ds``; ``reference`` indexes the model (the
+    teacher) the others are also measured against (agreement, or the embedding metrics)."""
     from compress.runtime.ort import make_session, run_batched
+    from compress.tasks.base import ort_arrays
 
-    outs = [run_batched(make_session(p, 1, opt_level), feeds)[0] for p in paths]
+    outs, targets = [], None
+    for p in paths:
+        sess = make_session(p, 1, opt_level)
+        feeds, targets = ort_arrays(task, ds, sess, limit)
+        outs.append(run_batched(sess, feeds)[0])
     ref = outs[reference] if reference is not None else None
     return [task.quality(o, targets, ref) for o in outs]
 
 
-def benchmark_models(models: list[ModelArtifact], task: Task, feeds: dict[str, np.ndarray],
-                     targets: np.ndarray, target, out_dir: Path, run_dir: Path) -> list[ModelMeasurement]:
-    """Latency (interleaved) and ORT quality on test data for each ONNX model."""
+def timing_lengths(task: Task, cfg: BenchmarkConfig, median: int | None) -> list[int | None]:
+    """The input lengths latency is measured at (one ``None`` for tasks without sequences)."""
+    if task.sequence_axis is None:
+        return [None]
+    lengths = [median if v == "median" else v for v in cfg.seq_lens]
+    return list(dict.fromkeys(v for v in lengths if v))
+
+
+def _time(models, task: Task, ds: Dataset, target, length: int | None):
     from compress.bench.latency import measure_interleaved
-    from compress.runtime.macs import onnx_macs
     from compress.runtime.ort import make_session, timing_feed
+    from compress.tasks.base import ort_arrays
+
+    feeds = []
+    for m in models:
+        sess = make_session(m.path, 1, "basic")
+        feeds.append(timing_feed(sess, ort_arrays(task, Subset(ds, [0]), sess, seq_len=length)[0]))
+    return measure_interleaved([m.path for m in models], feeds, target.threads, target.opt_level,
+                               target.runs, target.warmup)
+
+
+def _stats(r) -> dict[str, float]:
+    return {k: round(getattr(r.stats, k), 5) for k in ("p50", "p90", "p99", "mean", "std")}
+
+
+def benchmark_models(models: list[ModelArtifact], task: Task, ds: Dataset, cfg: BenchmarkConfig,
+                     target, out_dir: Path, run_dir: Path, median: int | None = None
+                     ) -> list[ModelMeasurement]:
+    """Latency (interleaved, at each input length) and ORT quality on ``ds`` for each model."""
+    from compress.runtime.macs import onnx_macs
 
     if target.opt_level in ("disable", "basic"):
         for m in models:
             if is_qdq(m.path):
                 raise StageError(f"target.opt_level {target.opt_level!r} leaves QDQ model {m.name!r} "
                                  "unfused and slower than fp32; use 'extended' or 'all'")
-    timing = [timing_feed(make_session(m.path, 1, "basic"), feeds) for m in models]
-    results = measure_interleaved([m.path for m in models], timing, target.threads, target.opt_level,
-                                  target.runs, target.warmup)
+    lengths = timing_lengths(task, cfg, median)
+    runs = {n: _time(models, task, ds, target, n) for n in lengths}
     ref = next((i for i, m in enumerate(models) if m.name == "teacher"), None)
-    # every model is also measured against the teacher (agreement), where the teacher is here
-    qualities = ort_quality(task, [m.path for m in models], feeds, targets, target.opt_level, ref)
+    qualities = ort_quality(task, [m.path for m in models], ds, cfg.max_samples, target.opt_level, ref)
     out = []
-    for m, r, q in zip(models, results, qualities, strict=True):
+    for i, (m, q) in enumerate(zip(models, qualities, strict=True)):
+        r = runs[lengths[0]][i]
         samples = out_dir / "latency" / f"{m.name}.npy"
         atomic_write(samples, lambda p, r=r: _save_npy(p, np.asarray(r.samples_ms)))
+        by_length = {f"seq{n}": _stats(runs[n][i]) for n in lengths} if lengths[0] else None
         out.append(ModelMeasurement(
             name=m.name, stage=m.meta.get("stage", ""),
             path=str(Path(m.path).resolve().relative_to(run_dir.resolve())), sha256=m.sha256,
             bytes=r.bytes, params=m.meta.get("params"), macs=onnx_macs(m.path).total,
             precision=m.precision, accuracy=task.headline(q), split="test", quality=q,
             task=task.name, metric=task.metric, higher_is_better=task.higher_is_better,
-            latency_ms={k: round(getattr(r.stats, k), 5) for k in ("p50", "p90", "p99", "mean", "std")},
-            threads=target.threads, opt_level=target.opt_level, runs=r.stats.n,
+            latency_ms=_stats(r), threads=target.threads, opt_level=target.opt_level, runs=r.stats.n,
             samples=str(samples.relative_to(out_dir)), throughput_per_s=round(r.stats.throughput, 1),
-            session_create_ms=round(r.session_ms, 2)))
+            session_create_ms=round(r.session_ms, 2), latency_by_length=by_length))
     base = out[ref] if ref is not None else None
     for m in out:
         m.speedup_vs_teacher = round(base.p50 / m.p50, 3) if base else None
@@ -94,8 +123,9 @@ class BenchmarkStage(Stage):
         models = [m for m in ctx.published.values() if m.format == "onnx"]
         if not models:
             raise StageError("no ONNX model to benchmark: put an export stage before benchmark")
-        feeds, targets = ctx.task.arrays(ctx.data.test, cfg.max_samples)
-        found = benchmark_models(models, ctx.task, feeds, targets, ctx.target, ctx.stage_dir, ctx.run_dir)
+        median = ctx.data.info.preprocessing.get("median_tokens")
+        found = benchmark_models(models, ctx.task, ctx.data.test, cfg, ctx.target, ctx.stage_dir,
+                                 ctx.run_dir, median)
         for m in found:  # relative to the run dir, where the stage folder lands on success
             m.samples = str(Path(ctx.stage_name) / m.samples)
         files = [str(Path("latency") / f"{m.name}.npy") for m in found]

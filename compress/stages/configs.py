@@ -68,6 +68,14 @@ class DistillConfig(StageConfig, TrainConfig):
         True, description="false: learn from the teacher's soft targets alone (labels unused)."
     )
     use_transfer: bool = Field(True, description="Add data.transfer (unlabeled) when configured.")
+    hidden_weight: float = Field(
+        0.0, ge=0, description="embedding task: weight of the hidden-state MSE between each kept "
+        "student layer and the teacher layer it was copied from (needs student.layers).",
+    )
+    attention_weight: float = Field(
+        0.0, ge=0, description="embedding task: weight of the attention-distribution KL "
+        "(TinyBERT-style) between the same layer pairs.",
+    )
 
 
 # -- prune --------------------------------------------------------------------------------------
@@ -123,6 +131,10 @@ class ExportConfig(StageConfig):
         False, description="A dynamic batch axis; mobile runtimes want fixed shapes (false)."
     )
     batch_size: int = Field(1, gt=0, le=4096, description="The fixed batch size when not dynamic.")
+    seq_len: int = Field(
+        128, gt=0, le=8192, description="Sequence models: the fixed length when dynamic_batch is "
+        "false (mobile); with dynamic_batch the batch and sequence axes are both dynamic.",
+    )
     exporter: Literal["dynamo", "torchscript"] = Field(
         "dynamo", description="torch.onnx exporter: dynamo (default) or the legacy TorchScript one."
     )
@@ -203,6 +215,12 @@ class BenchmarkConfig(StageConfig):
 
     max_samples: int | None = Field(
         None, gt=0, description="Test samples used for quality (default: the whole test split)."
+    )
+    seq_lens: list[int | Literal["median"]] = Field(
+        default_factory=lambda: [128, "median"],
+        description="Sequence models: the input lengths latency is measured at (the first is the "
+        "headline; 'median' is the test split's median token count). Fixed-shape models are "
+        "measured at their own length.",
     )
 
     def takes(self) -> tuple[Format, ...]:

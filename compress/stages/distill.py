@@ -33,14 +33,15 @@ class DistillStage(Stage):
         scfg = ctx.student
         if ctx.teacher is None or ctx.teacher.module is None:
             raise ConfigError(f"{ctx.where}: needs a teacher model in torch form")
-        spec = scfg.spec()
+        spec = _student_spec(scfg, ctx)
         info = ctx.data.info
         student = build_model(spec, info.input_shape[0] if info.input_shape else None,
                               info.num_classes, "student")
         if scfg.checkpoint:
             load_checkpoint_(student, scfg.checkpoint, "student.checkpoint")
         _check_hints(cfg, student, ctx.teacher.module, ctx.where)
-        result = distill(student, ctx.teacher.module, ctx.task, ctx.data, cfg, ctx.device, ctx.seed,
+        task = _training_task(ctx, cfg, scfg)
+        result = distill(student, ctx.teacher.module, task, ctx.data, cfg, ctx.device, ctx.seed,
                          ctx.progress)
         student.cpu().eval()
         summary = model_summary(student, ctx.example())
@@ -55,6 +56,31 @@ class DistillStage(Stage):
             "macs": summary["macs"],
         }
         return StageResult(art, metrics)
+
+
+def _student_spec(scfg, ctx: StageContext) -> dict:
+    if scfg.layers is None:
+        return scfg.spec()
+    # a layer-drop copy of the hf teacher: rebuilt from the teacher's directory and these layers
+    return {"layers": list(scfg.layers), "teacher_hf": ctx.teacher.spec["hf"],
+            "trust_remote_code": bool(ctx.teacher.spec.get("trust_remote_code"))}
+
+
+def _training_task(ctx: StageContext, cfg: DistillConfig, scfg) -> Task:
+    """The run's task, or its layer-wise variant when hidden-state or attention losses are on."""
+    if not (cfg.hidden_weight or cfg.attention_weight):
+        return ctx.task
+    if not hasattr(ctx.task, "layerwise"):
+        raise ConfigError(f"{ctx.where}.hidden_weight: layer-wise losses apply to the embedding "
+                          f"task (this run's task is {ctx.task.name})")
+    if scfg.layers is None:
+        raise ConfigError(f"{ctx.where}.hidden_weight: layer-wise losses need student.layers (which "
+                          "teacher layer each student layer was copied from)")
+    from compress.tasks.embedding import LayerwiseWeights
+
+    weights = LayerwiseWeights(ctx.task.cos_weight, ctx.task.mse_weight, cfg.hidden_weight,
+                               cfg.attention_weight)
+    return ctx.task.layerwise(scfg.layers, weights)
 
 
 def _check_hints(cfg: DistillConfig, student: nn.Module, teacher: nn.Module, where: str) -> None:

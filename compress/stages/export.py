@@ -19,16 +19,29 @@ def check_parity(task: Task, model: nn.Module, path: Path, test, cfg: ExportConf
     """PyTorch vs ONNX Runtime on the first ``cfg.parity_samples`` test samples."""
     from torch.utils.data import Subset
 
-    feeds, _ = task.arrays(Subset(test, range(min(cfg.parity_samples, len(test)))))
+    from compress.runtime.ort import make_session
+    from compress.tasks.base import ort_arrays
+
+    subset = Subset(test, range(min(cfg.parity_samples, len(test))))
+    feeds, _ = ort_arrays(task, subset, make_session(path, 1, "basic"))
     ref, got = onnx_outputs(model, path, feeds)
     return task.parity(ref, got, {"atol": cfg.atol, "min_agreement": cfg.min_agreement})
 
 
 def export_checked(model: nn.Module, task: Task, example: dict, path: Path, cfg: ExportConfig,
                    test) -> dict:
-    """Export, then check parity on test inputs; raises ``StageError`` when it does not hold."""
-    export_onnx(model, example, path, cfg.opset, cfg.dynamic_batch, cfg.exporter,
-                output_names=task.output_names)
+    """Export, then check parity on test inputs; raises ``StageError`` when it does not hold.
+
+    Sentence embedders export through ``export_embedder`` (pooling and normalisation inside the
+    graph; a dynamic batch and sequence axis, or fixed ``[batch_size, seq_len]`` for mobile)."""
+    if task.sequence_axis is not None:
+        from compress.runtime.hf_export import export_embedder
+
+        export_embedder(model, path, seq_len=None if cfg.dynamic_batch else cfg.seq_len,
+                        exporter=cfg.exporter, opset=cfg.opset)
+    else:
+        export_onnx(model, example, path, cfg.opset, cfg.dynamic_batch, cfg.exporter,
+                    output_names=task.output_names)
     parity = check_parity(task, model, path, test, cfg)
     if not parity.ok:
         raise StageError(f"ONNX parity failed on {parity.samples} test inputs: {parity.message}")

@@ -5,9 +5,8 @@ the mobile readiness (NNAPI, CoreML) of every ONNX model of the run, with the co
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from compress.artifacts import ModelArtifact, StageResult
 from compress.bundle import BundleSpec, PackageConfig, package, readiness
@@ -18,7 +17,11 @@ BUNDLE = "bundle"
 
 def bundle_spec(model: ModelArtifact, ctx: StageContext, cfg: PackageConfig) -> BundleSpec:
     """Everything the bundle says, taken from the run: data, task, measurements, config hash."""
-    inputs, targets = ctx.task.arrays(ctx.data.test, cfg.eval_samples)
+    from compress.runtime.ort import make_session
+    from compress.tasks.base import ort_arrays
+
+    inputs, targets = ort_arrays(ctx.task, ctx.data.test, make_session(model.path, 1, "basic"),
+                                 cfg.eval_samples)
     measured = next((m for m in ctx.measurements if m.sha256 == model.sha256), None)
     quality: dict[str, Any] = {}
     latency: dict[str, Any] = {"threads": ctx.target.threads, "opt_level": ctx.target.opt_level}
@@ -26,11 +29,18 @@ def bundle_spec(model: ModelArtifact, ctx: StageContext, cfg: PackageConfig) -> 
         quality = {"metric": measured.metric, "value": measured.accuracy, "split": measured.split,
                    **measured.quality}
         latency.update(measured.latency_ms, machine_note="measured where the pipeline ran")
-    labels = targets if targets.ndim == 1 and np.issubdtype(targets.dtype, np.integer) else None
-    return BundleSpec(task=ctx.task.name, preprocess=dict(ctx.data.info.preprocessing),
-                      eval_inputs=inputs, labels=labels, quality=quality, latency=latency,
-                      config_sha256=ctx.config_sha256, platform=cfg.platform,
-                      fix_shapes=cfg.fix_shapes)
+    labels = targets if ctx.task.name == "classification" else None
+    prep = dict(ctx.data.info.preprocessing)
+    extra = {}
+    if prep.get("tokenizer_dir"):  # text models ship their tokenizer: the app needs only it
+        from compress.models.hf import TOKENIZER_FILES
+
+        tok = Path(prep.pop("tokenizer_dir"))
+        extra = {name: tok / name for name in TOKENIZER_FILES if (tok / name).is_file()}
+        prep["tokenizer_files"] = sorted(extra)
+    return BundleSpec(task=ctx.task.name, preprocess=prep, eval_inputs=inputs, labels=labels,
+                      quality=quality, latency=latency, config_sha256=ctx.config_sha256,
+                      platform=cfg.platform, fix_shapes=cfg.fix_shapes, extra_files=extra)
 
 
 class PackageStage(Stage):

@@ -84,10 +84,11 @@ class Judge:
 
     def __init__(self, fp32: Path, ctx: StageContext, cfg: QuantizeConfig):
         from compress.runtime.ort import make_session, timing_feed
+        from compress.tasks.base import ort_arrays
 
         self.fp32, self.ctx, self.cfg = fp32, ctx, cfg
-        self.feeds, self.y = ctx.task.arrays(ctx.data.val)
         sess = make_session(fp32, 1, "basic")
+        self.feeds, self.y = ort_arrays(ctx.task, ctx.data.val, sess)
         if {i.name for i in sess.get_inputs()} != set(self.feeds):
             # a model the data does not fit (an ONNX file brought as is): judge on seeded inputs
             from compress.bench.latency import random_feeds
@@ -212,7 +213,11 @@ class QuantizeStage(Stage):
         if int8_path is not None:  # qat: the trained model is the one candidate
             trials = [judge.trial(int8_path, [])]
             return self._settle(judge, trials[0], trials, cfg, ctx)
-        calib = ctx.task.arrays(ctx.data.calibration(cfg.calibration_samples, seed=ctx.seed))[0]
+        from compress.runtime.ort import make_session
+        from compress.tasks.base import ort_arrays
+
+        calib = ort_arrays(ctx.task, ctx.data.calibration(cfg.calibration_samples, seed=ctx.seed),
+                           make_session(fp32_path, 1, "basic"))[0]
         src = preprocess(fp32_path, ctx.stage_dir / "trial-pre.onnx")
 
         def make(excluded: list[str], k: int) -> Path:

@@ -43,7 +43,7 @@ class TeacherStage(Stage):
         metrics: dict[str, Any] = {}
         if tcfg.checkpoint:
             load_checkpoint_(net, tcfg.checkpoint, "teacher.checkpoint")
-        else:
+        elif tcfg.train is not None:
             fit = fit_(net, ctx.task, data.train, data.val, tcfg.train, data.batch_size, ctx.device,
                        augment_shift=data.augment_shift, seed=ctx.seed, desc="teacher",
                        progress=ctx.progress)
@@ -56,7 +56,21 @@ class TeacherStage(Stage):
         onnx_art = exported.model
         onnx_art.meta = meta
         metrics.update(exported.metrics, params=meta["params"], macs=meta["macs"])
-        return StageResult(art, metrics, publish=[onnx_art])
+        publish = [onnx_art]
+        if tcfg.optimum_baseline:
+            publish.append(_optimum_baseline(onnx_art, ctx, meta))
+            metrics["optimum_baseline"] = publish[-1].meta["preset"]
+        return StageResult(art, metrics, publish=publish)
+
+
+def _optimum_baseline(teacher: ModelArtifact, ctx: StageContext, meta: dict) -> ModelArtifact:
+    """Optimum's dynamic int8 of the full teacher, the baseline a user would otherwise pick."""
+    from compress.runtime.ort_quant import OPTIMUM_PRESETS, detect_target, optimum_dynamic_int8
+
+    isa = detect_target()[0] if ctx.target.isa == "auto" else ctx.target.isa
+    path = optimum_dynamic_int8(teacher.path, ctx.stage_dir / "optimum-int8.onnx", isa)
+    return ModelArtifact.from_onnx("teacher-optimum-int8", path, "int8",
+                                   **{**meta, "preset": f"optimum {OPTIMUM_PRESETS[isa]} dynamic"})
 
 
 def _in_channels(data) -> int | None:

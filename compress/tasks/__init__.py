@@ -8,6 +8,7 @@ from compress.tasks.base import Task
 
 TASKS: dict[str, str] = {
     "classification": "compress.tasks.classification:ClassificationTask",
+    "embedding": "compress.tasks.embedding:EmbeddingTask",
 }
 
 

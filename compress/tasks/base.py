@@ -71,8 +71,12 @@ class Task(ABC):
         inputs, _ = self.collate([ds[i] for i in range(min(batch, len(ds)))])
         return inputs
 
-    def arrays(self, ds: Dataset, limit: int | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """All of ``ds`` (or its first ``limit`` items) as ONNX Runtime feeds and targets."""
+    sequence_axis: ClassVar[int | None] = None  # the inputs' length axis, for variable-length data
+
+    def arrays(self, ds: Dataset, limit: int | None = None,
+               seq_len: int | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """All of ``ds`` (or its first ``limit`` items) as ONNX Runtime feeds and targets
+        (``seq_len``: pad or cut sequence inputs to it; tasks without sequences ignore it)."""
         import numpy as np
 
         n = len(ds) if limit is None else min(limit, len(ds))
@@ -152,3 +156,15 @@ def evaluate(task: Task, model: nn.Module, ds: Dataset, device: Any = "cpu",
     out, target = run_torch(task, model, ds, device)
     ref = run_torch(task, reference, ds, device)[0].numpy() if reference is not None else None
     return task.quality(out.numpy(), target.numpy(), ref)
+
+
+def ort_arrays(task: Task, ds: Dataset, sess, limit: int | None = None,
+               seq_len: int | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Feeds for ``sess``: a model exported with a fixed sequence length gets inputs of that
+    length; otherwise ``seq_len`` (or each batch's own padding) decides."""
+    axis = task.sequence_axis
+    if axis is not None:
+        shape = sess.get_inputs()[0].shape
+        fixed = shape[axis] if len(shape) > axis and isinstance(shape[axis], int) else None
+        seq_len = fixed or seq_len
+    return task.arrays(ds, limit, seq_len) if seq_len else task.arrays(ds, limit)
