@@ -80,6 +80,10 @@ class StudentConfig(ModelConfig):
 
 
 class TeacherConfig(ModelConfig):
+    onnx: Path | None = must_exist(
+        "An ONNX file you already have: the run quantizes, benchmarks and packages it without "
+        "torch (data gives the calibration and test inputs)."
+    )
     train: TrainConfig | None = Field(
         None, description="Train this teacher on the data when no checkpoint is given (cached)."
     )
@@ -90,9 +94,18 @@ class TeacherConfig(ModelConfig):
         "would otherwise pick.",
     )
 
+    def _builders(self) -> tuple[str, ...]:
+        return ("arch", "python", "hf", "onnx")
+
+    def _choices(self) -> str:
+        return "'arch', 'python', 'hf' or 'onnx'"
+
+    def spec(self) -> dict[str, Any]:
+        return {"onnx": str(self.onnx)} if self.onnx is not None else super().spec()
+
     @model_validator(mode="after")
     def _weights(self):
-        if self.checkpoint is None and self.train is None and self.hf is None:
+        if self.checkpoint is None and self.train is None and self.hf is None and self.onnx is None:
             raise ValueError("needs 'checkpoint' (trained weights) or 'train' (train it here)")
         if self.optimum_baseline and self.hf is None:
             raise ValueError("optimum_baseline needs an hf teacher")
@@ -177,7 +190,7 @@ class PipelineConfig(BaseModel):
             self.data.tokenizer = self.teacher.hf
         if self.gates is not None and "benchmark" not in kinds:
             raise ValueError("'gates' need a benchmark stage: gates judge the benchmarked final model")
-        _check_stage_order(self.stage_list(), "torch")
+        _check_stage_order(self.stage_list(), "onnx" if self.teacher.onnx is not None else "torch")
         if "quantize" in kinds and self.target.opt_level in ("disable", "basic"):
             raise ValueError(
                 f"target.opt_level: {self.target.opt_level!r} leaves int8 QDQ models unfused and "

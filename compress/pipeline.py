@@ -115,7 +115,7 @@ class Engine:
         export = next((c for k, c in cfg.stage_list() if k == "export"), ExportConfig())
         stage = TeacherStage(TeacherStageConfig(teacher=cfg.teacher, export=export))
         return Step("00-teacher", "teacher", "teacher", stage, {
-            "teacher": cfg.teacher.model_dump(mode="json"), "ckpt": _file_sha(cfg.teacher.checkpoint),
+            "teacher": cfg.teacher.model_dump(mode="json"), "ckpt": _file_sha(cfg.teacher.checkpoint), "onnx": _file_sha(cfg.teacher.onnx),
             "export": export_key(export)})
 
     # -- one step --------------------------------------------------------------------------

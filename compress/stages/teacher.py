@@ -38,6 +38,8 @@ class TeacherStage(Stage):
 
     def run(self, model: ModelArtifact | None, ctx: StageContext) -> StageResult:
         tcfg: TeacherConfig = self.cfg.teacher
+        if tcfg.onnx is not None:
+            return _onnx_teacher(tcfg.onnx, ctx)
         data, spec = ctx.data, tcfg.spec()
         net = build_model(spec, _in_channels(data), data.num_classes, "teacher")
         metrics: dict[str, Any] = {}
@@ -75,3 +77,24 @@ def _optimum_baseline(teacher: ModelArtifact, ctx: StageContext, meta: dict) -> 
 
 def _in_channels(data) -> int | None:
     return data.input_shape[0] if data.input_shape else None
+
+
+def _onnx_teacher(src, ctx: StageContext) -> StageResult:
+    """A teacher brought as an ONNX file: copied in (checked), passed on as ONNX; no torch model."""
+    import math
+    import shutil
+
+    import onnx
+
+    from compress.errors import InputError
+    from compress.runtime.files import atomic_write
+
+    try:
+        proto = onnx.load(str(src))
+        onnx.checker.check_model(proto)
+    except Exception as e:  # noqa: BLE001 - onnx raises several types for a bad file: name it
+        raise InputError(f"teacher.onnx: {src}: not a valid ONNX model ({type(e).__name__})") from e
+    path = atomic_write(ctx.stage_dir / "model.onnx", lambda p: shutil.copyfile(src, p))
+    params = sum(math.prod(t.dims) for t in proto.graph.initializer)
+    art = ModelArtifact.from_onnx("teacher", path, params=params, stage="teacher")
+    return StageResult(art, {"source": str(src), "params": params}, publish=[art])
