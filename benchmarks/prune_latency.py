@@ -20,7 +20,8 @@ import torch
 from compress.bench.latency import measure_interleaved
 from compress.models.cnn import MobileNetV2, ResNet
 from compress.runtime.onnx_export import INPUT_NAME, export_onnx
-from compress.stages.prune import PruneConfig, count, prune_channels
+from compress.stages.configs import PruneConfig
+from compress.stages.prune import count, prune_channels
 
 FAMILIES = {
     "resnet (width 32, depth 2-2-2)": lambda: ResNet(1, 10, width=32, depth=(2, 2, 2)),

@@ -38,6 +38,9 @@ from compress.runtime.ort_quant import (
     run_outputs,
 )
 from compress.runtime.train import KD, TrainConfig, fit_
+from compress.tasks.classification import ClassificationTask
+
+TASK = ClassificationTask()
 
 
 def variants(name: str, model: torch.nn.Module, teacher: torch.nn.Module, data, folder: Path,
@@ -47,25 +50,26 @@ def variants(name: str, model: torch.nn.Module, teacher: torch.nn.Module, data, 
     example = data.example(1)
     paths = {"fp32": export_onnx(model, example, folder / f"{name}-fp32.onnx")}
     pre = preprocess(paths["fp32"], folder / f"{name}-pre.onnx")
-    calib = data.calibration(256, seed=seed)
+    calib = TASK.arrays(data.calibration(256, seed=seed))[0]  # training images only
     # the quantize stage's defaults: per-channel weights, minmax calibration, every op type
     paths["static"] = quantize_static_onnx(pre, folder / f"{name}-static.onnx", calib, target, [])
     paths["dynamic"] = quantize_dynamic_onnx(pre, folder / f"{name}-dynamic.onnx", target, [])
     t0 = time.perf_counter()
-    prepared = qatq.prepare_qat(copy.deepcopy(model), torch.from_numpy(data.calibration(4, seed=seed)))
+    trace = TASK.example(data.calibration(4, seed=seed), 4)["input"]
+    prepared = qatq.prepare_qat(copy.deepcopy(model), trace)
     cfg = TrainConfig(epochs=qat_epochs, lr=5e-4, schedule="cosine")
-    fit = fit_(prepared, data.train, data.val, cfg, data.batch_size, torch.device("cpu"),
+    fit = fit_(prepared, TASK, data.train, data.val, cfg, data.batch_size, torch.device("cpu"),
                teacher=teacher, kd=KD(4.0, 0.7), augment_shift=data.augment_shift, seed=seed,
                desc="qat", progress=False)
     print(f"{name}: QAT {qat_epochs} epoch(s) in {time.perf_counter() - t0:.0f}s, "
-          f"fake-quant val accuracy {fit.best_val_accuracy:.4f}")
+          f"fake-quant val accuracy {fit.best_val:.4f}")
     paths["qat"] = qatq.export_qdq_onnx(qatq.convert_qat(prepared), example,
                                         folder / f"{name}-qat.onnx", 18)
     return paths
 
 
 def measure(paths: dict[str, Path], data, threads: int, runs: int) -> list[dict]:
-    x, y = data.val_arrays()
+    x, y = data.arrays("test")  # held out: chose nothing
     feed = class_feeds(paths["fp32"], x[:1])[0]
     ref = run_outputs(paths["fp32"], class_feeds(paths["fp32"], x)).argmax(1)
     ms = measure_interleaved(list(paths.values()), [feed] * len(paths), threads, "all", runs, 30)

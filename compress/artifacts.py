@@ -101,6 +101,7 @@ class ModelMeasurement:
     session_create_ms: float | None = None
     speedup_vs_teacher: float | None = None
     latency_by_length: dict[str, dict[str, float]] | None = None  # sequence models: p50 etc. per length
+    eval_sets: dict[str, dict[str, float]] | None = None  # quality on data.eval_sets, by name
 
     @property
     def p50(self) -> float:

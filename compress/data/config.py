@@ -37,6 +37,29 @@ class TransferConfig(_Source):
     """An unlabeled set for distillation: the teacher labels it with its soft targets."""
 
 
+class EvalSet(BaseModel):
+    """Extra held-out data, measured with the task's metrics beside the test split: how the model
+    does beyond the text (or images) it was distilled on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Its name in the report.")
+    path: Path | None = Field(None, description="text data: a file, one sentence a line.",
+                              json_schema_extra={"must_exist": True})
+    python: str | None = Field(
+        None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="'pkg.mod:function' returning a Dataset of (inputs, target) items, or a list "
+                    "of sentences for text data.",
+    )
+    kwargs: dict = Field(default_factory=dict, description="Keyword arguments of the factory.")
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.path is None) == (self.python is None):
+            raise ValueError("needs exactly one of 'path' or 'python'")
+        return self
+
+
 class DataConfig(_Source):
     source: Literal["digits", "npz", "image_folder", "python", "text"] = Field(
         "digits", description=_Source.model_fields["source"].description + " text: one sentence "
@@ -47,6 +70,10 @@ class DataConfig(_Source):
         None, description="text: the tokenizer's directory (default: the hf teacher's)."
     )
     max_length: int = Field(128, ge=2, le=8192, description="text: tokens kept per sentence.")
+    eval_sets: list[EvalSet] = Field(
+        default_factory=list, description="Extra evaluation sets, each reported with the task's "
+        "metrics beside the test split (never used for training or selection).",
+    )
     val_fraction: float = Field(
         0.2, gt=0, lt=1, description="Validation split (picks epochs, layers, thresholds)."
     )

@@ -77,6 +77,7 @@ class DataBundle:
     info: DataInfo
     batch_size: int
     augment_shift: int = 0
+    extra: dict[str, Dataset] = field(default_factory=dict)  # data.eval_sets, by name
 
     @property
     def input_shape(self) -> tuple[int, ...] | None:
@@ -129,7 +130,8 @@ def load_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
     inputs0, _ = train[0]
     single = len(inputs0) == 1 and next(iter(inputs0.values())).is_floating_point()
     if cfg.source == "text":
-        return DataBundle(train, val, test, None, DataInfo(None, None, prep), cfg.batch_size, 0)
+        extra = {e.name: _text_eval_set(e, cfg) for e in cfg.eval_sets}
+        return DataBundle(train, val, test, None, DataInfo(None, None, prep), cfg.batch_size, 0, extra)
     shape = tuple(next(iter(inputs0.values())).shape) if single else None
     num_classes = _num_classes(train, val, test)
     if transfer is not None and shape is not None and tuple(transfer[0][0][INPUT].shape) != shape:
@@ -138,7 +140,8 @@ def load_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
             f"the training data {list(shape)}"
         )
     info = DataInfo(shape, num_classes, prep)
-    return DataBundle(train, val, test, transfer, info, cfg.batch_size, cfg.augment_shift)
+    extra = {e.name: _python_eval_set(e, i) for i, e in enumerate(cfg.eval_sets)}
+    return DataBundle(train, val, test, transfer, info, cfg.batch_size, cfg.augment_shift, extra)
 
 
 def _text_split(cfg: DataConfig, seed: int):
@@ -161,6 +164,30 @@ def _text_split(cfg: DataConfig, seed: int):
             "padding": "right, per batch; attention_mask 1 for tokens",
             "median_tokens": lengths[len(lengths) // 2]}
     return train, val, test, prep
+
+
+def _text_eval_set(e, cfg: DataConfig) -> Dataset:
+    """An extra text set, tokenized like the training text."""
+    from compress.data.text import TextDataset, read_lines
+    from compress.models.hf import load_tokenizer, resolve_hf_dir
+
+    where = f"data.eval_sets[{e.name}]"
+    if e.path is not None:
+        sentences = read_lines(e.path)
+    else:
+        sentences = import_callable(e.python, f"{where}.python")(**e.kwargs)
+        if not isinstance(sentences, list) or not all(isinstance(t, str) for t in sentences):
+            raise InputError(f"{where}.python: expected a list of sentences (str), "
+                             f"got {type(sentences).__name__}")
+    tokenizer = load_tokenizer(resolve_hf_dir(cfg.tokenizer, "data.tokenizer"))
+    return TextDataset(sentences, tokenizer, cfg.max_length)
+
+
+def _python_eval_set(e, i: int) -> Dataset:
+    if e.python is None:
+        raise InputError(f"data.eval_sets[{i}].path: files are read for text data only; give "
+                         "'python: pkg.mod:function' returning a Dataset")
+    return _Named(_as_dataset(import_callable(e.python, f"data.eval_sets[{i}].python")(**e.kwargs)))
 
 
 def _num_classes(*splits: Dataset) -> int | None:

@@ -74,8 +74,8 @@ def _stats(r) -> dict[str, float]:
 
 
 def benchmark_models(models: list[ModelArtifact], task: Task, ds: Dataset, cfg: BenchmarkConfig,
-                     target, out_dir: Path, run_dir: Path, median: int | None = None
-                     ) -> list[ModelMeasurement]:
+                     target, out_dir: Path, run_dir: Path, median: int | None = None,
+                     eval_sets: dict[str, Dataset] | None = None) -> list[ModelMeasurement]:
     """Latency (interleaved, at each input length) and ORT quality on ``ds`` for each model."""
     from compress.runtime.macs import onnx_macs
 
@@ -88,6 +88,8 @@ def benchmark_models(models: list[ModelArtifact], task: Task, ds: Dataset, cfg: 
     runs = {n: _time(models, task, ds, target, n) for n in lengths}
     ref = next((i for i, m in enumerate(models) if m.name == "teacher"), None)
     qualities = ort_quality(task, [m.path for m in models], ds, cfg.max_samples, target.opt_level, ref)
+    extra = {name: ort_quality(task, [m.path for m in models], eset, None, target.opt_level, ref)
+             for name, eset in (eval_sets or {}).items()}
     out = []
     for i, (m, q) in enumerate(zip(models, qualities, strict=True)):
         r = runs[lengths[0]][i]
@@ -102,7 +104,8 @@ def benchmark_models(models: list[ModelArtifact], task: Task, ds: Dataset, cfg: 
             task=task.name, metric=task.metric, higher_is_better=task.higher_is_better,
             latency_ms=_stats(r), threads=target.threads, opt_level=target.opt_level, runs=r.stats.n,
             samples=str(samples.relative_to(out_dir)), throughput_per_s=round(r.stats.throughput, 1),
-            session_create_ms=round(r.session_ms, 2), latency_by_length=by_length))
+            session_create_ms=round(r.session_ms, 2), latency_by_length=by_length,
+            eval_sets={name: qs[i] for name, qs in extra.items()} or None))
     base = out[ref] if ref is not None else None
     for m in out:
         m.speedup_vs_teacher = round(base.p50 / m.p50, 3) if base else None
@@ -125,7 +128,7 @@ class BenchmarkStage(Stage):
             raise StageError("no ONNX model to benchmark: put an export stage before benchmark")
         median = ctx.data.info.preprocessing.get("median_tokens")
         found = benchmark_models(models, ctx.task, ctx.data.test, cfg, ctx.target, ctx.stage_dir,
-                                 ctx.run_dir, median)
+                                 ctx.run_dir, median, ctx.data.extra)
         for m in found:  # relative to the run dir, where the stage folder lands on success
             m.samples = str(Path(ctx.stage_name) / m.samples)
         files = [str(Path("latency") / f"{m.name}.npy") for m in found]
