@@ -267,11 +267,14 @@ def optimum_dynamic_int8(src: Path, dst: Path, isa: str) -> Path:
     """What a user of Hugging Face Optimum would ship: ``ORTQuantizer`` with the dynamic,
     per-channel preset for the CPU family (``avx512_vnni``, ``avx2`` or ``arm64``), measured in
     the same run as our models."""
+    import logging
     import shutil
 
     from optimum.onnxruntime import ORTQuantizer
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
 
+    # it warns that a bare ONNX file has no HF config beside it: true, and irrelevant here
+    logging.getLogger("optimum").setLevel(logging.ERROR)
     preset = getattr(AutoQuantizationConfig, OPTIMUM_PRESETS[isa])
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -163,9 +163,10 @@ class QATConfig(TrainConfig):
 
 
 class QuantizeConfig(StageConfig):
-    mode: Literal["static", "dynamic", "qat"] = Field(
+    mode: Literal["static", "dynamic", "auto", "qat"] = Field(
         "static", description="static: PTQ with calibration (CNNs); dynamic: weights only, "
-        "activations at run time (transformers, RNNs); qat: fake-quant training in PyTorch."
+        "activations at run time (transformers, RNNs); auto: both, the fastest that meets the "
+        "accuracy limit wins; qat: fake-quant training in PyTorch."
     )
     per_channel: bool = Field(True, description="Per-channel weight scales (per-tensor loses accuracy).")
     calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax"

@@ -179,7 +179,11 @@ class QuantizeStage(Stage):
         else:
             fp32_path, fp32_art, int8_path = model.path, model, None
         judge = Judge(fp32_path, ctx, cfg)
-        best, trials = self._search(judge, fp32_path, int8_path, ctx, cfg, target)
+        if cfg.mode == "auto":
+            best, trials, metrics["auto"] = self._auto(judge, fp32_path, ctx, cfg, target)
+            metrics["mode"] = f"auto: {metrics['auto']['chosen']}"
+        else:
+            best, trials = self._search(judge, fp32_path, int8_path, ctx, cfg, target)
         final = ctx.stage_dir / "model.int8.onnx"
         if best.path != final:
             best.path.replace(final)
@@ -207,8 +211,26 @@ class QuantizeStage(Stage):
         out = int8_art if kept == "int8" else fp32_art
         return StageResult(out, metrics, publish=publish)
 
+    def _auto(self, judge: Judge, fp32_path: Path, ctx: StageContext, cfg: QuantizeConfig,
+              target: Target) -> tuple[Trial, list[Trial], dict]:
+        """Static and dynamic both, judged alike: the fastest that meets the accuracy limit wins
+        (else the most accurate). Static QDQ fuses well on CNNs and collapses MiniLM; dynamic is
+        the transformer path and runs CNNs 5x slower: measured, not assumed."""
+        found: dict[str, tuple[Trial, list[Trial]]] = {}
+        for mode in ("static", "dynamic"):
+            sub = cfg.model_copy(update={"mode": mode, "if_not_met": "keep_fp32"})
+            found[mode] = self._search(judge, fp32_path, None, ctx, sub, target, prefix=f"{mode}-")
+        accurate = [m for m in found if judge.accurate(found[m][0])]
+        if accurate:
+            mode = min(accurate, key=lambda m: found[m][0].p50)
+        else:
+            mode = max(found, key=lambda m: (found[m][0].accuracy or 0, found[m][0].cosine))
+        self.chosen_mode = mode
+        best, trials = self._settle(judge, found[mode][0], found[mode][1], cfg, ctx)
+        return best, trials, {"chosen": mode, **{m: t[0].row() for m, t in found.items()}}
+
     def _search(self, judge: Judge, fp32_path: Path, int8_path: Path | None, ctx: StageContext,
-                cfg: QuantizeConfig, target: Target) -> tuple[Trial, list[Trial]]:
+                cfg: QuantizeConfig, target: Target, prefix: str = "") -> tuple[Trial, list[Trial]]:
         """Quantize, then keep the most sensitive layers in float until the accuracy limit holds."""
         if int8_path is not None:  # qat: the trained model is the one candidate
             trials = [judge.trial(int8_path, [])]
@@ -218,10 +240,13 @@ class QuantizeStage(Stage):
 
         calib = ort_arrays(ctx.task, ctx.data.calibration(cfg.calibration_samples, seed=ctx.seed),
                            make_session(fp32_path, 1, "basic"))[0]
-        src = preprocess(fp32_path, ctx.stage_dir / "trial-pre.onnx")
+        if set(calib) != set(judge.feeds):  # a model the data does not fit: its seeded inputs
+            calib = judge.feeds
+        src = preprocess(fp32_path, ctx.stage_dir / f"trial-{prefix}pre.onnx")
 
         def make(excluded: list[str], k: int) -> Path:
-            return quantize_onnx(src, ctx.stage_dir / f"trial-{k}.onnx", cfg, target, excluded, calib)
+            return quantize_onnx(src, ctx.stage_dir / f"trial-{prefix}{k}.onnx", cfg, target, excluded,
+                                 calib)
 
         excluded = list(cfg.exclude)
         first = judge.trial(make(excluded, 0), excluded)
@@ -256,6 +281,9 @@ class QuantizeStage(Stage):
         floats = ", ".join(best.excluded) or "none"
         raise GateError(f"{ctx.where}: int8 accuracy limit not met: {got}, with {len(best.excluded)} "
                         f"layer(s) in float ({floats}), p50 {best.p50:.4f} ms vs fp32 {best.fp32_p50:.4f} ms")
+
+    def _mode(self) -> str:
+        return getattr(self, "chosen_mode", self.cfg.mode)
 
     def _qat(self, model: ModelArtifact, ctx: StageContext, target: Target) -> tuple[Path, Path, dict]:
         q: QATConfig = self.cfg.qat
@@ -297,7 +325,7 @@ class QuantizeStage(Stage):
             "sensitivity": self.ranking,
             "kept": kept, "reason": reason, "threads": ctx.target.threads, "opt_level": judge._level,
             "calibration": {"method": self.cfg.calibrate_method, "samples": self.cfg.calibration_samples,
-                            "split": "train"} if self.cfg.mode == "static" else None,
+                            "split": "train"} if self._mode() == "static" else None,
         }
 
         return m

@@ -86,6 +86,16 @@ def test_static_int8_keeps_accuracy_and_fuses_every_conv(tmp_path, data, fp32):
     assert "| int8 | int8 |" in quantize_table(m) and m["split"] == "val"
 
 
+def test_auto_mode_measures_static_and_dynamic_and_keeps_the_faster(tmp_path, data, fp32):
+    r = QuantizeStage(QuantizeConfig(mode="auto", min_speedup=0.01, calibration_samples=64)).run(
+        fp32[1], context(tmp_path, data, runs=20))
+    auto = r.metrics["auto"]
+    # on a CNN dynamic int8 runs as ConvInteger, several times slower than the fused static QDQ
+    assert auto["chosen"] == "static" and r.metrics["mode"] == "auto: static"
+    assert auto["dynamic"]["p50_ms"] > 2 * auto["static"]["p50_ms"]
+    assert r.metrics["fused_ops"]["QLinearConv"] == 9
+
+
 def test_not_faster_keeps_fp32_and_says_so(tmp_path, data, fp32):
     # no int8 model is 100x faster: the guard must keep the fp32 input and still publish int8
     cfg = QuantizeConfig(mode="static", min_speedup=100, calibration_samples=32)
