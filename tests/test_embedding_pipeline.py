@@ -41,6 +41,7 @@ def _config(corpus, zen=None) -> dict:
         "student": {"layers": [0, 5]},
         "stages": [
             {"distill": {"epochs": 1, "lr": 0.0003, "hidden_weight": 10.0}},
+            {"prune": {"ratio": 0.25, "epochs": 1, "lr": 0.0003, "measure_latency": False}},
             {"export": {"exporter": "torchscript", "dynamic_batch": True, "parity_samples": 8}},
             {"quantize": {"mode": "dynamic", "min_speedup": 0.01, "min_cosine": 0.9}},
             {"benchmark": {"seq_lens": [64, "median"]}},
@@ -66,7 +67,7 @@ def run(tmp_path_factory):
 def test_report_measures_teacher_optimum_and_student_side_by_side(run):
     out, report = run
     models = {m["name"]: m for m in report["models"]}
-    assert list(models) == ["teacher", "teacher-optimum-int8", "student", "student-int8"]
+    assert list(models) == ["teacher", "teacher-optimum-int8", "student-pruned", "student-pruned-int8"]
     teacher = models["teacher"]
     assert teacher["quality"]["cosine_mean"] == pytest.approx(1.0, abs=1e-6)
     assert teacher["quality"]["recall_at_10"] == pytest.approx(1.0)
@@ -79,21 +80,25 @@ def test_report_measures_teacher_optimum_and_student_side_by_side(run):
     # optimum's int8 of the teacher stays close to it; the 2-layer student after 1 epoch on 48
     # sentences is far from done, but it is measured with the same metrics on the same sentences
     assert models["teacher-optimum-int8"]["quality"]["cosine_mean"] > 0.97
-    assert 0.3 < models["student"]["quality"]["cosine_mean"] < 1.0
-    assert models["student"]["macs"] < 0.5 * teacher["macs"]  # 2 of 6 layers, counted on ONNX
-    assert models["student-int8"]["precision"] == "int8"
+    student = models["student-pruned"]
+    assert 0.3 < student["quality"]["cosine_mean"] < 1.0
+    # 2 of 6 layers, then a quarter of the heads and FFN width: counted on the ONNX graph
+    assert student["macs"] < 0.3 * teacher["macs"]
+    prune = next(s for s in report["stages"] if s["kind"] == "prune")["metrics"]
+    assert prune["macs"] < 0.85 * prune["macs_before"]
+    assert models["student-pruned-int8"]["precision"] == "int8"
     # the extra evaluation set is measured with the same metrics, beside the test split
     assert teacher["eval_sets"]["zen"]["cosine_mean"] == pytest.approx(1.0, abs=1e-6)
     for m in models.values():
         assert set(m["eval_sets"]["zen"]) == set(m["quality"])
-    assert models["student"]["eval_sets"]["zen"]["cosine_mean"] < 1.0
+    assert student["eval_sets"]["zen"]["cosine_mean"] < 1.0
 
 
 def test_exported_graph_pools_inside_and_matches_torch(run):
     out, report = run
     export = next(s for s in report["stages"] if s["kind"] == "export")["metrics"]
     assert export["cosine_min"] > 0.9999 and export["max_abs_diff"] < 1e-4
-    graph = onnx.load(str(out / "02-export" / "model.onnx")).graph
+    graph = onnx.load(str(out / "03-export" / "model.onnx")).graph
     assert [i.name for i in graph.input] == ["input_ids", "attention_mask"]
     assert [o.name for o in graph.output] == ["sentence_embedding"]
     assert graph.input[0].type.tensor_type.shape.dim[1].dim_param  # a dynamic sequence axis

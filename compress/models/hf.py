@@ -179,10 +179,13 @@ def with_attention(embedder: SentenceEmbedder, attn_implementation: str) -> Sent
     encoder = embedder.encoder
     if getattr(encoder.config, "_attn_implementation", None) == attn_implementation:
         return embedder
+    from compress.models.widths import apply_widths_, record_widths
+
     config = copy.deepcopy(encoder.config)
-    rebuilt = type(encoder)._from_config(config, attn_implementation=attn_implementation)
-    rebuilt.load_state_dict(encoder.state_dict(), strict=True)
-    return SentenceEmbedder(rebuilt.eval())
+    rebuilt = SentenceEmbedder(type(encoder)._from_config(config, attn_implementation=attn_implementation))
+    apply_widths_(rebuilt, record_widths(embedder))  # a pruned student keeps its narrower layers
+    rebuilt.load_state_dict(embedder.state_dict(), strict=True)
+    return rebuilt.eval()
 
 
 def encoder_layers(model: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]:

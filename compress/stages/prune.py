@@ -221,6 +221,11 @@ def _ignored_layers(model: nn.Module, example: Example, cfg: PruneConfig, where:
         ignored += hits
     if cfg.keep_head:
         ignored += output_layers(model, example)
+        if attention_heads(model):
+            # a transformer's hidden size is its embedding space, tied through every residual add
+            # (and, for an embedding model, the space the teacher is compared in): heads and FFN
+            # width are what narrows it
+            ignored += [m for m in model.modules() if isinstance(m, nn.LayerNorm | nn.Embedding)]
     return ignored
 
 
