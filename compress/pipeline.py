@@ -23,10 +23,11 @@ from pathlib import Path
 
 import yaml
 
-from compress.artifacts import ModelArtifact, ModelMeasurement, StageResult, load_torch
+from compress.artifacts import ModelArtifact, ModelMeasurement
 from compress.config import PipelineConfig
 from compress.data.config import data_fingerprint
-from compress.errors import CompressError, GateError, InputError, StageError
+from compress.data.sources import load_data_guarded
+from compress.errors import CompressError, GateError, StageError
 from compress.gates import check_gates
 from compress.report.assemble import StepRecord, assemble
 from compress.report.render import write_reports
@@ -34,9 +35,9 @@ from compress.runtime import distributed as dist
 from compress.runtime.checkpoint import training_scope
 from compress.runtime.console import current
 from compress.runtime.device import resolve_device, seed_everything, stage_seed
-from compress.runtime.env import versions
-from compress.runtime.files import read_json, sha256_file, sha256_json, write_json, write_text
+from compress.runtime.files import sha256_file, sha256_json, write_text
 from compress.runtime.lock import RunLock
+from compress.runtime.stage_folder import StageFolder
 from compress.stages import stage_class
 from compress.stages.base import Stage, StageContext
 from compress.stages.configs import ExportConfig
@@ -78,7 +79,7 @@ class Engine:
     def _run(self) -> dict:
         cfg = self.cfg
         self.task = make_task(cfg.task)
-        self.data = _load_data(cfg)
+        self.data = load_data_guarded(cfg.data, cfg.seed)
         self.data_key = sha256_json({"seed": cfg.seed, "data": cfg.data.model_dump(mode="json"),
                                      "files": data_fingerprint(cfg.data)})
         published: dict[str, ModelArtifact] = {}
@@ -115,8 +116,8 @@ class Engine:
         export = next((c for k, c in cfg.stage_list() if k == "export"), ExportConfig())
         stage = TeacherStage(TeacherStageConfig(teacher=cfg.teacher, export=export))
         return Step("00-teacher", "teacher", "teacher", stage, {
-            "teacher": cfg.teacher.model_dump(mode="json"), "ckpt": _file_sha(cfg.teacher.checkpoint), "onnx": _file_sha(cfg.teacher.onnx),
-            "export": export_key(export)})
+            "teacher": cfg.teacher.model_dump(mode="json"), "ckpt": _file_sha(cfg.teacher.checkpoint),
+            "onnx": _file_sha(cfg.teacher.onnx), "export": export_key(export)})
 
     # -- one step --------------------------------------------------------------------------
 
@@ -132,15 +133,13 @@ class Engine:
 
     def _step(self, step: Step, model: ModelArtifact | None, teacher: ModelArtifact | None,
               published: dict[str, ModelArtifact]) -> ModelArtifact:
-        key, final_dir = self._key(step), self.run_dir / step.name
-        out = self._resumed(step, key, final_dir, model, published) if self.world.main else None
+        key, folder = self._key(step), StageFolder(self.run_dir, step.name)
+        out = self._resumed(step, key, folder, model, published) if self.world.main else None
         if dist.broadcast(out is not None):  # every rank follows rank 0's decision
-            return out if self.world.main else self._follow(step, final_dir, model, published)
+            return out if self.world.main else self._follow(step, folder, model, published)
         if not self.world.main:
-            return self._peer(step, key, model, teacher, published, final_dir)
-        tmp_dir = self.run_dir / f".{step.name}.tmp"
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        tmp_dir.mkdir(parents=True)
+            return self._peer(step, key, model, teacher, published, folder)
+        tmp_dir = folder.fresh_tmp()
         ctx = self._context(step, key, tmp_dir, teacher, published)
         ctx.work_dir.mkdir(parents=True, exist_ok=True)
         self.log(f"[{step.name}] running")
@@ -160,7 +159,9 @@ class Engine:
                 raise
             raise StageError(error, step.name) from e
         seconds = time.perf_counter() - t0
-        self._swap(step, result, tmp_dir, final_dir, key, seconds, model)
+        folder.commit(result, {"name": step.name, "kind": step.kind, "key": key,
+                               "seconds": round(seconds, 3), "device": str(self.device),
+                               "config": step.stage.cfg.model_dump(mode="json")}, model)
         shutil.rmtree(ctx.work_dir, ignore_errors=True)  # checkpoints are for crash recovery only
         dist.barrier()  # the peers may now load what this step wrote
         published.update({p.name: p for p in result.publish})
@@ -170,13 +171,13 @@ class Engine:
         current().event("stage_end", stage=step.name, kind=step.kind, status="done", seconds=seconds)
         return result.model
 
-    def _resumed(self, step: Step, key: str, final_dir: Path, model: ModelArtifact | None,
+    def _resumed(self, step: Step, key: str, folder: StageFolder, model: ModelArtifact | None,
                  published: dict[str, ModelArtifact]) -> ModelArtifact | None:
         """The step's outputs when a finished record matches its key (resume), else None."""
-        record = read_json(final_dir / "stage.json")
+        record = folder.record()
         if not (self.resume and record and record.get("status") == "done" and record.get("key") == key):
             return None
-        loaded = self._load_outputs(record, final_dir, model)
+        loaded = folder.load(record, model, self.data.info)
         if loaded is None:
             return None
         out, pubs = loaded
@@ -203,10 +204,10 @@ class Engine:
                               data_key=self.data_key)
 
     def _peer(self, step: Step, key: str, model: ModelArtifact | None, teacher: ModelArtifact | None,
-              published: dict[str, ModelArtifact], final_dir: Path) -> ModelArtifact:
+              published: dict[str, ModelArtifact], folder: StageFolder) -> ModelArtifact:
         """A rank other than 0: train beside rank 0 (in a private scratch folder) when the stage
         trains, then load what rank 0 wrote."""
-        if trains(step.stage):
+        if step.stage.trains():
             scratch = Path(tempfile.mkdtemp(prefix=f"compress-rank{self.world.rank}-"))
             try:
                 ctx = self._context(step, key, scratch, teacher, published)
@@ -215,106 +216,26 @@ class Engine:
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
         dist.barrier()
-        return self._follow(step, final_dir, model, published)
+        return self._follow(step, folder, model, published)
 
-    def _follow(self, step: Step, final_dir: Path, model: ModelArtifact | None,
+    def _follow(self, step: Step, folder: StageFolder, model: ModelArtifact | None,
                 published: dict[str, ModelArtifact]) -> ModelArtifact:
-        loaded = self._load_outputs(read_json(final_dir / "stage.json") or {}, final_dir, model)
+        loaded = folder.load(folder.record() or {}, model, self.data.info)
         if loaded is None:
-            raise StageError(f"rank {self.world.rank}: cannot load what rank 0 wrote to {final_dir}",
-                             step.name)
+            raise StageError(f"rank {self.world.rank}: cannot load what rank 0 wrote to "
+                             f"{folder.final}", step.name)
         published.update({p.name: p for p in loaded[1]})
         return loaded[0]
-
-    def _swap(self, step: Step, result: StageResult, tmp_dir: Path, final_dir: Path, key: str,
-              seconds: float, model: ModelArtifact | None) -> None:
-        _relocate(result, tmp_dir, final_dir)
-        write_json(tmp_dir / "stage.json", {
-            "name": step.name, "kind": step.kind, "status": "done", "key": key,
-            "seconds": round(seconds, 3), "config": step.stage.cfg.model_dump(mode="json"),
-            "input_sha256": model.sha256 if model else None,
-            "output": _art_record(result.model, final_dir),
-            "published": [_art_record(p, final_dir) for p in result.publish],
-            "files": {f: sha256_file(tmp_dir / f) for f in result.files},
-            "measurements": [m.as_dict() for m in result.measurements],
-            "metrics": result.metrics, "device": str(self.device), "versions": versions(),
-        })
-        old = self.run_dir / f".{step.name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if final_dir.exists():
-            final_dir.rename(old)
-        tmp_dir.rename(final_dir)
-        shutil.rmtree(old, ignore_errors=True)
 
     def _measured(self, new: list[ModelMeasurement]) -> None:
         names = {m.name for m in new}
         self.measurements = [m for m in self.measurements if m.name not in names] + new
-
-    def _load_outputs(self, record: dict, folder: Path, given: ModelArtifact | None):
-        files = record.get("files", {})
-        if any(not (folder / f).is_file() or sha256_file(folder / f) != h for f, h in files.items()):
-            return None
-        try:
-            out = self._load_art(record["output"], folder, given)
-            pubs = [self._load_art(p, folder, given) for p in record.get("published", [])]
-        except (OSError, KeyError, ValueError, CompressError):
-            return None
-        return None if out is None or any(p is None for p in pubs) else (out, pubs)
-
-    def _load_art(self, rec: dict, folder: Path, given: ModelArtifact | None) -> ModelArtifact | None:
-        if rec["format"] == "passthrough":
-            return given
-        path = folder / rec["path"]
-        if not path.exists() or sha256_file(path) != rec["sha256"]:
-            return None
-        if rec["format"] == "torch":
-            info = self.data.info
-            return load_torch(path.parent, info.input_shape[0] if info.input_shape else None, info.num_classes)
-        return ModelArtifact(rec["name"], "onnx", path=path, sha256=rec["sha256"],
-                             precision=rec.get("precision", "fp32"), meta=rec.get("meta", {}))
 
     def _report(self, final: str | None, failed: bool = False) -> dict:
         report = assemble(self.cfg.name, self.config_sha, str(self.device), self.records,
                           self.measurements, final, failed, self.run_dir)
         write_reports(report, self.run_dir)
         return report
-
-
-def trains(stage: Stage) -> bool:
-    """Whether a stage runs a training loop with this config (its DDP peers must run it too)."""
-    own = getattr(stage, "trains", None)
-    if isinstance(own, bool):
-        return own
-    cfg = stage.cfg
-    return {"teacher": lambda: cfg.teacher.checkpoint is None, "distill": lambda: True,
-            "prune": lambda: cfg.epochs > 0, "quantize": lambda: cfg.mode == "qat"}.get(
-        stage.kind, lambda: False)()
-
-
-def _load_data(cfg: PipelineConfig):
-    from compress.data.sources import load_data
-
-    seed_everything(stage_seed(cfg.seed, "data"))
-    try:
-        return load_data(cfg.data, cfg.seed)
-    except CompressError:
-        raise
-    except Exception as e:  # noqa: BLE001 - a user's data factory failed: name it, no traceback
-        raise InputError(f"data: loading failed: {type(e).__name__}: {e}") from e
-
-
-def _relocate(result: StageResult, tmp_dir: Path, final_dir: Path) -> None:
-    for art in [result.model, *result.publish]:
-        if art.path is not None and tmp_dir in Path(art.path).parents:
-            art.path = final_dir / Path(art.path).relative_to(tmp_dir)
-
-
-def _art_record(art: ModelArtifact, folder: Path) -> dict:
-    if art.path is None or folder not in Path(art.path).parents:
-        # the stage passed its input on unchanged (e.g. benchmark): point at the earlier file
-        return {"format": "passthrough", "name": art.name}
-    return {"format": art.format, "name": art.name, "path": str(Path(art.path).relative_to(folder)),
-            "sha256": art.sha256, "precision": art.precision, "meta": art.meta}
 
 
 def _file_sha(path: Path | None) -> str | None:

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from compress.data.config import DataConfig, TransferConfig, _Source
-from compress.errors import InputError
+from compress.errors import CompressError, InputError
 from compress.runtime.imports import import_callable
 
 UNLABELED = -1
@@ -142,6 +142,20 @@ def load_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
     info = DataInfo(shape, num_classes, prep)
     extra = {e.name: _python_eval_set(e, i) for i, e in enumerate(cfg.eval_sets)}
     return DataBundle(train, val, test, transfer, info, cfg.batch_size, cfg.augment_shift, extra)
+
+
+def load_data_guarded(cfg: DataConfig, seed: int) -> DataBundle:
+    """``load_data`` as the engine calls it: seeded on its own, and a user's factory that fails
+    is an input error naming it (exit 2), not a traceback."""
+    from compress.runtime.device import seed_everything, stage_seed
+
+    seed_everything(stage_seed(seed, "data"))
+    try:
+        return load_data(cfg, seed)
+    except CompressError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a user's data factory failed: name it, no traceback
+        raise InputError(f"data: loading failed: {type(e).__name__}: {e}") from e
 
 
 def _text_split(cfg: DataConfig, seed: int):

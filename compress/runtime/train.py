@@ -194,11 +194,16 @@ def fit_(
             ck.save(loop.snapshot(st))
     bar.close()
     loop.close()
+    return _finish(model, st, cfg, lambda: evaluate_headline(task, model, val, device, ref))
+
+
+def _finish(model: nn.Module, st, cfg: TrainConfig, score) -> FitResult:
+    """Load the best epoch's weights (with no epochs: score the model as it is)."""
     best = st.best
     if cfg.epochs > 0:
         model.load_state_dict(best[2])
     else:
-        best = (evaluate_headline(task, model, val, device, ref), 0, None)
+        best = (score(), 0, None)
     model.eval()
     return FitResult(best[0], best[1], st.history, st.seen / st.seconds if st.seconds > 0 else math.nan)
 

@@ -55,6 +55,10 @@ class Stage(ABC):
     def __init__(self, cfg: StageConfig):
         self.cfg = cfg
 
+    def trains(self) -> bool:
+        """Whether this stage runs a training loop with its config (DDP peers run it too)."""
+        return False
+
     def key_extra(self, ctx_target: TargetConfig) -> dict:
         """Facts beyond config and inputs that change this stage's output (part of its resume key)."""
         return {}

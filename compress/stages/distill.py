@@ -28,6 +28,9 @@ def distill(student: nn.Module, teacher: nn.Module, task: Task, data: DataBundle
 class DistillStage(Stage):
     kind = "distill"
 
+    def trains(self) -> bool:
+        return True
+
     def run(self, model: ModelArtifact, ctx: StageContext) -> StageResult:
         cfg: DistillConfig = self.cfg
         scfg = ctx.student

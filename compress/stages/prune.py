@@ -365,6 +365,9 @@ class PruneStage(Stage):
     kind = "prune"
     uses_target = True  # latency targets and per-step timing measure as the target says
 
+    def trains(self) -> bool:
+        return self.cfg.epochs > 0
+
     def run(self, model: ModelArtifact, ctx: StageContext) -> StageResult:
         cfg: PruneConfig = self.cfg
         if model.spec is None:

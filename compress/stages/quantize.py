@@ -148,6 +148,9 @@ class QuantizeStage(Stage):
     kind = "quantize"
     uses_target = True  # keep-int8 decisions are measured as the target says
 
+    def trains(self) -> bool:
+        return self.cfg.mode == "qat"
+
     def key_extra(self, target) -> dict:
         # isa: auto resolves from this CPU's flags, so a run dir moved to another CPU re-runs
         return {"isa": detect_target()[0] if target.isa == "auto" else target.isa}

@@ -36,6 +36,9 @@ def export_key(export: ExportConfig) -> dict:
 class TeacherStage(Stage):
     kind = "teacher"
 
+    def trains(self) -> bool:
+        return self.cfg.teacher.checkpoint is None and self.cfg.teacher.train is not None
+
     def run(self, model: ModelArtifact | None, ctx: StageContext) -> StageResult:
         tcfg: TeacherConfig = self.cfg.teacher
         if tcfg.onnx is not None:
