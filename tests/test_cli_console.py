@@ -1,0 +1,35 @@
+"""The pipeline command's console: -q prints only the summary, --log-json writes structured events,
+and progress off a terminal is plain lines (no carriage-return redraws)."""
+
+from __future__ import annotations
+
+import json
+
+from _util import tiny_config, write_config
+from click.testing import CliRunner
+
+from compress.cli import cli
+
+
+def test_quiet_run_prints_only_the_summary_and_logs_json_events(tmp_path):
+    events = tmp_path / "events.jsonl"
+    res = CliRunner().invoke(cli, ["pipeline", str(write_config(tmp_path, tiny_config())), "--out",
+                                   str(tmp_path / "run"), "-q", "--log-json", str(events)])
+    assert res.exit_code == 0, res.output
+    assert res.stderr.splitlines()[0].startswith("| model | stage |")  # the models table, nothing before
+    assert res.stderr.strip().splitlines()[-1].startswith("report: ")
+    assert "[00-teacher]" not in res.stderr and "\r" not in res.stderr
+    kinds = [json.loads(line)["event"] for line in events.read_text().splitlines()]
+    assert kinds.count("stage_start") == 4 and kinds.count("stage_end") == 4
+    assert kinds.count("epoch") == 3 + 1  # teacher 3 epochs, distill 1
+    assert kinds[-1] == "final_models"
+    final = json.loads(events.read_text().splitlines()[-1])
+    assert final["final"] == "student" and [m["name"] for m in final["models"]] == ["teacher", "student"]
+
+
+def test_progress_off_a_terminal_is_plain_lines(tmp_path):
+    res = CliRunner().invoke(cli, ["pipeline", str(write_config(tmp_path, tiny_config())), "--out",
+                                   str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    assert "\r" not in res.stderr
+    assert any(line.startswith("teacher: ") and "(100%) done in" in line for line in res.stderr.splitlines())
