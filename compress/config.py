@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from compress.config_paths import apply_override, message, norm
 from compress.data.config import DataConfig
 from compress.errors import ConfigError
 from compress.runtime.train_config import TrainConfig
@@ -233,7 +232,7 @@ def load_config(path: str | Path, overrides: tuple[str, ...] = ()) -> tuple[Pipe
     raw, lines = load_yaml(path)
     _check_stage_kinds(raw, path, lines)
     for item in overrides:
-        apply_override(raw, item)
+        apply_override(raw, item, PipelineConfig, one_key=(StageEntry,))
     _check_stage_kinds(raw, path, lines)
     try:
         cfg = PipelineConfig.model_validate(raw)
@@ -268,8 +267,8 @@ def _explain(e: ValidationError, path: Path, lines: dict[Loc, int], overrides: t
     where = format_path(loc) or "(top level)"
     overridden = [o.split("=", 1)[0] for o in overrides]
     dotted = ".".join(str(p) for p in loc)
-    under = [k for k in overridden if dotted == _norm(k) or dotted.startswith(_norm(k) + ".")]
-    above = [k for k in overridden if _norm(k).startswith(dotted + ".")]
+    under = [k for k in overridden if dotted == norm(k) or dotted.startswith(norm(k) + ".")]
+    above = [k for k in overridden if norm(k).startswith(dotted + ".")]
     if under:
         prefix = f"--set {where}"
     else:
@@ -278,131 +277,7 @@ def _explain(e: ValidationError, path: Path, lines: dict[Loc, int], overrides: t
             prefix += f" (after --set {above[0]})"
     more = len(e.errors()) - 1
     tail = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
-    return f"{prefix}: {_message(err, loc)}{tail}"
-
-
-def _message(err: dict, loc: Loc) -> str:
-    kind, ctx, got = err["type"], err.get("ctx", {}), err.get("input")
-    if kind == "extra_forbidden":
-        return f"unknown key; expected one of: {', '.join(_allowed_keys(loc[:-1]))}"
-    if kind == "missing":
-        return "required key is missing"
-    if kind == "literal_error":
-        expected = ctx.get("expected", "")
-        return f"must be {'one of ' if ' or ' in expected else ''}{expected} (got {got!r})"
-    bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
-    if kind in bounds:
-        limit = next(iter(ctx.values()))
-        return f"must be {bounds[kind]} {limit} (got {got})"
-    if kind in ("int_parsing", "int_type", "int_from_float"):
-        return f"must be an integer (got {got!r})"
-    if kind in ("float_parsing", "float_type"):
-        return f"must be a number (got {got!r})"
-    if kind in ("bool_parsing", "bool_type"):
-        return f"must be true or false (got {got!r})"
-    if kind in ("string_type",):
-        return f"must be a string (got {got!r})"
-    if kind in ("dict_type", "model_type", "model_attributes_type"):
-        return f"must be a mapping (got {type(got).__name__})"
-    if kind == "list_type":
-        return f"must be a list (got {type(got).__name__})"
-    if kind == "string_pattern_mismatch":
-        return f"does not match the pattern {ctx.get('pattern')} (got {got!r})"
-    if kind == "too_short":
-        return "must not be empty"
-    if kind == "value_error":
-        return str(ctx.get("error", err["msg"]))
-    return err["msg"]
-
-
-def _allowed_keys(loc: Loc) -> list[str]:
-    model = _model_at(loc)
-    return sorted(model.model_fields) if model else []
-
-
-def _model_at(loc: Loc) -> type[BaseModel] | None:
-    model: Any = PipelineConfig
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
-            return None
-        model = _unwrap(model.model_fields[part].annotation)
-    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
-
-
-def _unwrap(tp: Any) -> Any:
-    """``list[X] | None`` -> ``X``: the model type inside optional and list annotations."""
-    while get_origin(tp) is not None:
-        args = [a for a in get_args(tp) if a is not type(None)]
-        models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
-        tp = models[0] if models else (args[0] if args and get_origin(tp) is list else None)
-        if tp is None:
-            return None
-    return tp
-
-
-# ---------------------------------------------------------------------------------------------
-# --set overrides
-
-
-def _norm(key: str) -> str:
-    return re.sub(r"\[(\d+)\]", r".\1", key)
-
-
-def apply_override(raw: dict, item: str) -> None:
-    """Apply ``a.b[0].c=value`` (value parsed as YAML) to ``raw``; the path must exist in the schema."""
-    key, sep, value = item.partition("=")
-    if not sep or not key:
-        raise ConfigError(f"--set {item}: expected KEY.PATH=VALUE")
-    parts: list[str | int] = [int(p) if p.isdigit() else p for p in _norm(key).split(".")]
-    try:
-        parsed = yaml.safe_load(value) if value else ""
-    except yaml.YAMLError:
-        parsed = value
-    node: Any = raw
-    model: Any = PipelineConfig
-    for i, part in enumerate(parts):
-        here = format_path(tuple(parts[: i + 1]))
-        last = i == len(parts) - 1
-        if isinstance(part, int):
-            if not isinstance(node, list) or part >= len(node):
-                size = len(node) if isinstance(node, list) else 0
-                raise ConfigError(f"--set {key}: {here} does not exist (the list has {size} items)")
-            if last:
-                node[part] = parsed
-            else:
-                node = node[part]
-            continue
-        free_dict = model is dict
-        model_was = model
-        if not free_dict:
-            if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
-                choices = ", ".join(sorted(model.model_fields)) if isinstance(model, type) and issubclass(model, BaseModel) else ""
-                hint = f"; expected one of: {choices}" if choices else ""
-                raise ConfigError(f"--set {key}: no such key {here}{hint}")
-            ann = model.model_fields[part].annotation
-            inner = _unwrap(ann)
-            model = dict if inner is None and _is_dict(ann) else inner
-        if not isinstance(node, dict):
-            raise ConfigError(f"--set {key}: {format_path(tuple(parts[:i]))} is not a mapping")
-        if model_was is StageEntry and node and part not in node:
-            have = next(iter(node))
-            raise ConfigError(
-                f"--set {key}: {format_path(tuple(parts[:i]))} is a {have} stage, not {part}"
-            )
-        if last:
-            node[part] = parsed
-        else:
-            node = node.setdefault(part, [] if _is_list(ann if not free_dict else None) else {})
-
-
-def _is_dict(tp: Any) -> bool:
-    return tp is dict or get_origin(tp) is dict or any(_is_dict(a) for a in get_args(tp))
-
-
-def _is_list(tp: Any) -> bool:
-    return tp is not None and (get_origin(tp) is list or any(_is_list(a) for a in get_args(tp)))
+    return f"{prefix}: {message(err, loc, PipelineConfig)}{tail}"
 
 
 def missing_files(cfg: BaseModel, loc: Loc = ()) -> list[tuple[Loc, Path]]:

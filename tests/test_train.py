@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from compress.runtime.train import KD, HintRegressor, random_shift, recalibrate_bn_
+from compress.runtime.hints import HintRegressor
+from compress.runtime.train import KD, random_shift, recalibrate_bn_
 from compress.tasks.classification import ClassificationTask, kd_loss
 
 TASK = ClassificationTask()
@@ -57,7 +58,8 @@ def test_hint_regressors_are_sized_from_observed_shapes():
 
 def test_fit_sizes_hints_between_real_models():
     from compress.models.cnn import ResNet
-    from compress.runtime.train import _Taps, size_hint_regressors
+    from compress.runtime.hints import size_hint_regressors
+    from compress.runtime.teacher_cache import Taps as _Taps
 
     student, teacher = ResNet(width=4, depth=(1, 1)), ResNet(width=16, depth=(1, 1))
     hints = [("stages.0", "stages.0"), ("stages.1", "stages.1")]

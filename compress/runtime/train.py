@@ -31,6 +31,7 @@ from compress.runtime.checkpoint import (
     state_sha256,
 )
 from compress.runtime.files import sha256_json
+from compress.runtime.hints import size_hint_regressors
 from compress.runtime.teacher_cache import Indexed, MemoryCache, Taps, Teacher, build_disk_cache
 from compress.runtime.teacher_cache import cache_key as teacher_cache_key
 from compress.runtime.train_config import TrainConfig
@@ -45,28 +46,6 @@ class KD(KDSettings):
 
     hints: list[tuple[str, str]] = field(default_factory=list)  # (student module, teacher module)
     hint_weight: float = 1.0
-
-
-class HintRegressor(nn.Module):
-    """Maps a student feature to the teacher feature's shape: 1x1 conv (+resize) or linear."""
-
-    def __init__(self, student_shape: torch.Size, teacher_shape: torch.Size):
-        super().__init__()
-        self.size = tuple(teacher_shape[2:]) if len(teacher_shape) == 4 else None
-        if len(student_shape) == 4 and len(teacher_shape) == 4:
-            self.proj: nn.Module = nn.Conv2d(student_shape[1], teacher_shape[1], 1, bias=False)
-        elif len(student_shape) == 2 and len(teacher_shape) == 2:
-            self.proj = nn.Linear(student_shape[1], teacher_shape[1], bias=False)
-        else:
-            raise ValueError(
-                f"hint shapes differ in rank: student {list(student_shape)}, teacher {list(teacher_shape)}"
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.proj(x)
-        if self.size is not None and tuple(x.shape[2:]) != self.size:
-            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
-        return x
 
 
 def random_shift(x: torch.Tensor, max_px: int) -> torch.Tensor:
@@ -114,7 +93,6 @@ def recalibrate_bn_(model: nn.Module, task: Task, ds: Dataset, device: torch.dev
     return model
 
 
-_Taps = Taps  # the name the hint tests use
 
 
 @dataclass
@@ -410,20 +388,6 @@ def _teacher_cache(task, teacher, kd, train, augment_shift, device, cfg, amp):
                             str(amp))
     ctx = (lambda: torch.autocast(device.type, dtype=amp)) if amp is not None else contextlib.nullcontext
     return build_disk_cache(scope.cache_dir, key, task, teacher, train, device, cfg.teacher_topk, ctx)
-
-
-def size_hint_regressors(task: Task, model, teacher, hints, train, device, s_taps, t_taps) -> nn.ModuleList:
-    """One regressor per hint pair, sized from the shapes observed on one real batch."""
-    inputs, _ = task.collate([train[i][:2] for i in range(min(2, len(train)))])
-    inputs = {k: v.to(device) for k, v in inputs.items()}
-    was = model.training
-    model.eval()
-    with torch.no_grad():
-        task.forward(model, inputs)
-        task.forward(teacher, inputs)
-    model.train(was)
-    regs = [HintRegressor(s_taps.out[s].shape, t_taps.out[t].shape) for s, t in hints]
-    return nn.ModuleList(regs).to(device)
 
 
 def _optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
