@@ -169,7 +169,7 @@ def test_missing_config_file(tmp_path, monkeypatch):
     assert (result.exit_code, result.stderr.strip()) == (2, "error: none.yaml: file not found")
 
 
-@pytest.mark.parametrize("name", ["mobile.yaml", "mobile-qat.yaml", "edge.yaml"])
+@pytest.mark.parametrize("name", ["mobile.yaml", "mobile-qat.yaml", "edge.yaml", "minilm-edge.yaml"])
 def test_shipped_pipelines_validate(name):
     result = CliRunner().invoke(cli, ["validate", str(ROOT / "pipelines" / name)])
     assert result.exit_code == 0, result.output
