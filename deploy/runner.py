@@ -142,9 +142,10 @@ def load_eval(bundle: Path, manifest: dict) -> dict[str, np.ndarray]:
 
 # -- running ----------------------------------------------------------------------------------
 
-def _step(sess, n: int) -> int:
+def _step(sess) -> int:
+    """The model's fixed batch, else 1: latency per call is batch-1 latency, as the run measured."""
     first = sess.get_inputs()[0].shape
-    return first[0] if first and isinstance(first[0], int) and first[0] > 0 else n
+    return first[0] if first and isinstance(first[0], int) and first[0] > 0 else 1
 
 
 def run_all(sess, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -152,7 +153,7 @@ def run_all(sess, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], 
     milliseconds of each call."""
     names = [o.name for o in sess.get_outputs()]
     n = len(next(iter(feeds.values())))
-    step = _step(sess, n)
+    step = _step(sess)
     types = {i.name: _ORT_TYPES.get(i.type, np.float32) for i in sess.get_inputs()}
     parts: dict[str, list] = {k: [] for k in names}
     ms = []
