@@ -122,14 +122,8 @@ class Engine:
     # -- one step --------------------------------------------------------------------------
 
     def _key(self, step: Step) -> str:
-        data_key = {"data": self.cfg.data.model_dump(mode="json"), "files": self._fingerprint()}
-        return sha256_json({"seed": self.cfg.seed, "data": data_key, "device": self.device.type,
+        return sha256_json({"seed": self.cfg.seed, "data": self.data_key, "device": self.device.type,
                             "task": self.cfg.task, "kind": step.kind, **step.key_parts})
-
-    def _fingerprint(self) -> dict:
-        if not hasattr(self, "_files"):
-            self._files = data_fingerprint(self.cfg.data)
-        return self._files
 
     def _step(self, step: Step, model: ModelArtifact | None, teacher: ModelArtifact | None,
               published: dict[str, ModelArtifact]) -> ModelArtifact:
@@ -201,7 +195,7 @@ class Engine:
         t = ctx.teacher
         return training_scope(work_dir=ctx.work_dir, key=key, cache_dir=self.run_dir / ".cache" / "teacher",
                               teacher=t.module if t else None, teacher_sha256=t.sha256 if t else None,
-                              data_key=self.data_key)
+                              data_key=self.data_key, resume=self.resume)
 
     def _peer(self, step: Step, key: str, model: ModelArtifact | None, teacher: ModelArtifact | None,
               published: dict[str, ModelArtifact], folder: StageFolder) -> ModelArtifact:

@@ -379,7 +379,7 @@ def cmd_bench(bundle: Path, manifest: dict, threads: int | None, seconds: float)
     ref = ort.InferenceSession(str(bundle_file(bundle, ref_name)), so,
                                providers=["CPUExecutionProvider"])
     data = load_eval(bundle, manifest)
-    step = _step(sess, 1)
+    step = _step(sess)
     feeds = {i.name: np.ascontiguousarray(data[i.name][:step], _ORT_TYPES.get(i.type, np.float32))
              for i in sess.get_inputs()}
     ref_in = ref.get_inputs()[0]

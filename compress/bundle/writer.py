@@ -169,23 +169,12 @@ def _check_io(spec: BundleSpec, io: dict) -> None:
 
 
 def run_model(model_path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Outputs by name, one sample at a time when the model's batch is fixed (and batched
-    otherwise); works for .onnx and .ort files."""
-    import onnxruntime as ort
+    """Outputs by name, one call per sample (or per fixed batch), as the runner and an app call
+    the model; works for .onnx and .ort files."""
+    from compress.runtime.ort import make_session, run_batched
 
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
-    first = sess.get_inputs()[0].shape
-    step = first[0] if first and isinstance(first[0], int) and first[0] > 0 else None
-    n = len(next(iter(feeds.values())))
-    names = [o.name for o in sess.get_outputs()]
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in names}
-    for s in range(0, n, step or n):
-        outs = sess.run(None, {k: v[s:s + (step or n)] for k, v in feeds.items()})
-        for k, o in zip(names, outs, strict=True):
-            parts[k].append(o)
-    return {k: np.concatenate(v) for k, v in parts.items()}
+    sess = make_session(model_path, 1, "all")
+    return dict(zip([o.name for o in sess.get_outputs()], run_batched(sess, feeds), strict=True))
 
 
 def _library_versions() -> dict[str, str]:

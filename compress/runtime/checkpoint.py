@@ -38,6 +38,7 @@ class TrainingScope:
         teacher: the teacher module these keys describe (identity-checked by ``fit_``).
         teacher_sha256: the teacher's weights hash.
         data_key: hash of the data config, its files and the split seed.
+        resume: pick up a checkpoint left by a killed run (off under ``--no-resume``).
     """
 
     work_dir: Path | None = None
@@ -46,6 +47,7 @@ class TrainingScope:
     teacher: Any = None
     teacher_sha256: str | None = None
     data_key: str | None = None
+    resume: bool = True
 
 
 _SCOPE = TrainingScope()

@@ -63,8 +63,10 @@ def fixed_batch(sess) -> int | None:
     return dim if isinstance(dim, int) and dim > 0 else None
 
 
-def run_batched(sess, feeds: dict[str, np.ndarray], batch_size: int = 256) -> list[np.ndarray]:
-    """Every output of ``sess`` over all rows of ``feeds``, in the model's batch size.
+def run_batched(sess, feeds: dict[str, np.ndarray], batch_size: int = 1) -> list[np.ndarray]:
+    """Every output of ``sess`` over all rows of ``feeds``, in the model's batch size (a dynamic
+    batch: ``batch_size``, by default 1 as a deployed app calls it; dynamic int8 quantizes the
+    activations per call, so the batch changes its outputs).
 
     A fixed-batch model gets its last partial batch padded by repeating the last row; the padded
     rows are dropped from the outputs.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -149,7 +150,7 @@ def fit_(
     ck = _checkpointer(model, teacher, kd, cfg, len(train), batch_size, augment_shift, seed, desc)
     st = _State((None, -1, copy.deepcopy(model.state_dict())))
     loop.gen = loader.generator
-    saved = ck.load() if ck.enabled else None
+    saved = ck.load() if ck.enabled and current_scope().resume else None
     if saved is not None:
         st = loop.restore(saved, loader)
         where = f" (step {st.step} of epoch {st.epoch + 1})" if st.step else ""
@@ -200,8 +201,18 @@ def _loader(task: Task, train: Dataset, global_batch: int, seed: int, cfg: Train
     """The global batch split over ranks; the sampler reshuffles by epoch from ``seed``."""
     sampler = dist.batch_sampler(len(train), global_batch, True, seed)
     g = torch.Generator().manual_seed(seed)
-    return DataLoader(train, batch_sampler=sampler, collate_fn=task.collate, num_workers=cfg.workers,
+    collate = _indexed_collate(task) if isinstance(train, Indexed) else task.collate
+    return DataLoader(train, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.workers,
                       pin_memory=device.type == "cuda", generator=g)
+
+
+def _indexed_collate(task: Task):
+    """The task's collate for ``(inputs, target, index)`` items: the index rides along as a third
+    tensor (the teacher cache's row), whatever the task's own collate keeps."""
+    def collate(items):
+        return (*task.collate([it[:2] for it in items]), torch.tensor([it[2] for it in items]))
+
+    return collate
 
 
 def _checkpointer(model, teacher, kd, cfg, n, batch_size, augment_shift, seed, desc) -> Checkpointer:
@@ -212,7 +223,7 @@ def _checkpointer(model, teacher, kd, cfg, n, batch_size, augment_shift, seed, d
              else state_sha256(teacher) if teacher is not None else None)
     key = sha256_json({"scope": scope.key, "desc": desc, "cfg": cfg.model_dump(mode="json"), "n": n,
                        "batch": batch_size, "shift": augment_shift, "seed": seed, "world": dist.world().size,
-                       "kd": [kd.temperature, kd.alpha, kd.hints, kd.hint_weight], "teacher": t_key,
+                       "kd": dataclasses.asdict(kd), "teacher": t_key,
                        "init": state_sha256(model)})
     return Checkpointer(scope.work_dir, desc, key)
 

@@ -79,3 +79,34 @@ def test_precision_on_cpu(precision, expected):
     from compress.runtime.train import amp_dtype
 
     assert amp_dtype(precision, torch.device("cpu")) == expected
+
+
+def test_no_resume_ignores_a_checkpoint_left_in_the_work_folder(tmp_path):
+    """A checkpoint from a killed run is picked up by a resumed run and not by --no-resume."""
+    import io
+
+    from torch import nn
+
+    from compress.data.sources import NamedDataset
+    from compress.runtime.checkpoint import training_scope
+    from compress.runtime.console import Console, use
+    from compress.runtime.train import TrainConfig, fit_
+    from compress.tasks.classification import ClassificationTask
+
+    g = torch.Generator().manual_seed(0)
+    data = NamedDataset({"input": torch.randn(64, 4, generator=g)}, torch.randint(0, 3, (64,), generator=g))
+
+    def run(resume: bool) -> str:
+        out = io.StringIO()
+        use(Console(stream=out))
+        torch.manual_seed(0)
+        with training_scope(work_dir=tmp_path, key="k", resume=resume):
+            fit_(nn.Linear(4, 3), ClassificationTask(), data, data, TrainConfig(epochs=2), 16,
+                 torch.device("cpu"), seed=0, progress=False)
+        use(Console())
+        return out.getvalue()
+
+    assert "resumed from checkpoint" not in run(True)  # first run: nothing to resume
+    assert list(tmp_path.glob("*"))  # it left its checkpoint
+    assert "resumed from checkpoint at epoch 2" in run(True)
+    assert "resumed from checkpoint" not in run(False)

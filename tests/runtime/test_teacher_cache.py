@@ -91,3 +91,38 @@ def test_topk_reconstructs_the_kd_loss(data, tmp_path):
     assert abs(got - exact) / exact < 0.05, (got, exact)
     k10 = expand_topk(*full.topk(10, 1), torch.zeros(len(y)), 10)
     assert torch.equal(k10, full)
+
+
+class CountingEmbedder(nn.Module):
+    """Token ids and a mask in, a normalised mean-pooled vector out (the embedding task's shape)."""
+
+    def __init__(self, dim: int = 8):
+        super().__init__()
+        torch.manual_seed(2)
+        self.emb = nn.Embedding(50, dim)
+        self.calls = 0
+
+    def forward(self, input_ids, attention_mask):
+        self.calls += 1
+        h = self.emb(input_ids) * attention_mask[..., None]
+        return nn.functional.normalize(h.sum(1) / attention_mask.sum(1, keepdim=True), dim=-1)
+
+
+def test_embedding_task_reads_its_teacher_from_the_cache(tmp_path):
+    """Sequence batches are collated by the task (padded per batch); the cache row index must
+    still reach the teacher lookup, or every batch runs the teacher live."""
+    from compress.tasks.embedding import EmbeddingTask
+
+    g = torch.Generator().manual_seed(0)
+    items = [({"input_ids": torch.randint(1, 50, (int(n),), generator=g),
+               "attention_mask": torch.ones(int(n), dtype=torch.long)}, 0)
+             for n in torch.randint(3, 12, (96,), generator=g)]
+    teacher = CountingEmbedder()
+    torch.manual_seed(0)
+    student = CountingEmbedder()
+    with training_scope(cache_dir=tmp_path, teacher=teacher, teacher_sha256="e1", data_key="d1"):
+        fit_(student, EmbeddingTask(), items[:64], items[64:], TrainConfig(epochs=3, lr=0.01), 16,
+             torch.device("cpu"), teacher=teacher, seed=0, progress=False)
+    # one pass to fill the cache (batch 256: one call), one for the validation reference; none
+    # in the 3 training epochs of 4 batches each
+    assert teacher.calls == 2
