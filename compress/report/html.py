@@ -320,21 +320,19 @@ def quantize_section(report: dict) -> str:
 
 
 def readiness_section(report: dict) -> str:
-    """Which share of the graph mobile execution providers (NNAPI, CoreML) would take."""
+    """Which share of each model's graph mobile execution providers (NNAPI, CoreML) would take."""
     rows = []
     for s in report.get("stages") or []:
         ready = (s.get("metrics") or {}).get("readiness")
-        if not isinstance(ready, dict):
-            continue
-        for target, r in ready.items():
-            if isinstance(r, dict):
-                rows.append({"target": target, **r})
+        for model, eps in (ready or {}).items():
+            for ep, r in (eps or {}).items():
+                if isinstance(r, dict):
+                    rows.append({"model": model, "target": ep, **r,
+                                 "fraction": fmt_quality("accuracy", r.get("fraction"))})
     if not rows:
         return ""
-    cols = [("target", "execution provider"), ("supported_fraction", "supported fraction"),
+    cols = [("model", "model"), ("target", "execution provider"), ("fraction", "supported nodes"),
             ("partitions", "partitions"), ("unsupported_ops", "unsupported ops")]
-    rows = [{**r, "supported_fraction": fmt_quality("accuracy", r.get("supported_fraction"))}
-            for r in rows]
     return "<h2>Mobile readiness</h2>" + simple_table(rows, cols, table_id="readiness")
 
 

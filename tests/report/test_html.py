@@ -116,8 +116,8 @@ def test_tables_of_prune_quantize_readiness(full):
     assert '<tr class="kept"><td>conv1</td>' in text  # the kept trial is marked
     assert "kept: conv1 - accuracy drop 0.83 pp &gt; 0.5 pp with all int8" in text
     ready = data_rows(page, "readiness")
-    assert ready == [["nnapi", "100.00%", "1", "none"],
-                     ["coreml", "80.00%", "2", "Flatten, QuantizeLinear"]]
+    assert ready == [["student-int8", "nnapi", "100.00%", "1", "none"],
+                     ["student-int8", "coreml", "80.00%", "2", "Flatten, QuantizeLinear"]]
     assert "Intel(R) Xeon(R) Platinum 8480+" in text and "1.32.0" in text
 
 
