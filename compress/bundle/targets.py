@@ -73,11 +73,16 @@ def verify_bundle(bundle: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InputError(f"{path}: not valid JSON ({e})") from None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not all(isinstance(e, dict) for e in files.values()) \
+            or not isinstance(manifest.get("model"), dict) or "mobile_onnx" not in manifest["model"]:
+        raise InputError(f"{path}: expected a bundle manifest (an object with 'files' of "
+                         "{name: {sha256, bytes}} and 'model')")
     if manifest.get("manifest_version") != MANIFEST_VERSION:
         raise InputError(f"{path}: unknown manifest_version {manifest.get('manifest_version')!r} "
                          f"(expected {MANIFEST_VERSION})")
     root = bundle.resolve()
-    for name, entry in manifest.get("files", {}).items():
+    for name, entry in files.items():
         f = bundle / name
         if Path(name).is_absolute() or ".." in Path(name).parts \
                 or not f.resolve().is_relative_to(root):
@@ -127,14 +132,14 @@ def deploy_target(run_dir: Path, target: str) -> tuple[Path, dict[str, Any]]:
             ort_path, _ = convert_to_ort(tmp / manifest["model"]["mobile_onnx"], tmp,
                                          profile.platform, profile.ort_optimization_style,
                                          profile.ort_optimization_level)
-            manifest["model"]["ort_graph_ops"] = ort_graph_ops(ort_path)
+            manifest["model"].update(ort_graph_ops=ort_graph_ops(ort_path),
+                                     ort_platform=profile.platform,
+                                     ort_optimization_style=profile.ort_optimization_style,
+                                     ort_optimization_level=profile.ort_optimization_level)
         providers, notices = provider_plan(profile)
         manifest["files"] = {p.relative_to(tmp).as_posix(): {"sha256": sha256_file(p),
                                                              "bytes": p.stat().st_size}
                              for p in sorted(tmp.rglob("*")) if p.is_file()}
-        manifest["model"].update(ort_platform=profile.platform,
-                                 ort_optimization_style=profile.ort_optimization_style,
-                                 ort_optimization_level=profile.ort_optimization_level)
         manifest["runtime"] = {"model": "model.ort" if profile.model_format == "ort"
                                else "model.onnx", "providers": providers,
                                "threads": profile.threads,

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from compress.errors import InputError, StageError
+from compress.runtime.env import versions
 from compress.runtime.files import sha256_file, umask, write_json
 
 MANIFEST_VERSION = 1
@@ -177,14 +178,6 @@ def run_model(model_path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.nd
     return dict(zip([o.name for o in sess.get_outputs()], run_batched(sess, feeds), strict=True))
 
 
-def _library_versions() -> dict[str, str]:
-    import onnx
-    import onnxruntime
-
-    return {"python": sys.version.split()[0], "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__, "numpy": np.__version__}
-
-
 def _write_eval(tmp: Path, spec: BundleSpec, model: Path) -> dict[str, np.ndarray]:
     inputs = {k: np.ascontiguousarray(v) for k, v in spec.eval_inputs.items()}
     got = run_model(model, inputs)
@@ -263,7 +256,7 @@ def _build(model_path: Path, tmp: Path, spec: BundleSpec) -> dict[str, Any]:
         "quality": spec.quality,
         "latency": spec.latency,
         "config_sha256": spec.config_sha256,
-        "libraries": _library_versions(),
+        "libraries": versions(),
     }
 
 

@@ -103,3 +103,25 @@ def test_deploy_refuses_a_changed_bundle(cli, run_dir):
     assert (r.exit_code, r.output) == (
         2, f"error: {f}: missing or sha256 mismatch (the bundle was changed)\n")
     assert not (run_dir / "deploy" / "edge-x86").exists()
+
+
+def test_deploy_refuses_a_malformed_manifest(cli, tmp_path):
+    (tmp_path / "bundle").mkdir()
+    manifest = tmp_path / "bundle" / "manifest.json"
+    for text in ("[1, 2]", '{"manifest_version": 1, "files": {"model.onnx": "abc"}, "model": {}}',
+                 '{"manifest_version": 1, "files": {}}'):
+        manifest.write_text(text)
+        r = CliRunner().invoke(cli, ["deploy", str(tmp_path), "--target", "ios"])
+        assert (r.exit_code, r.output) == (
+            2, f"error: {manifest}: expected a bundle manifest (an object with 'files' of "
+               "{name: {sha256, bytes}} and 'model')\n")
+    assert not (tmp_path / "deploy").exists()
+
+
+def test_an_onnx_target_keeps_the_bundles_ort_description(deployed):
+    """edge-x86 ships model.onnx; the model.ort copied along stays described as the bundle built it."""
+    run_dir, _ = deployed
+    bundle = json.loads((run_dir / "bundle" / "manifest.json").read_text())
+    m = json.loads((run_dir / "deploy" / "edge-x86" / "manifest.json").read_text())
+    assert m["runtime"]["model"] == "model.onnx"
+    assert m["model"]["ort_platform"] == bundle["model"]["ort_platform"] == "arm"
