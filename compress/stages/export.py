@@ -8,7 +8,7 @@ from pathlib import Path
 from torch import nn
 
 from compress.artifacts import ModelArtifact, StageResult
-from compress.errors import StageError
+from compress.errors import ConfigError, StageError
 from compress.runtime.onnx_export import export_onnx, onnx_outputs
 from compress.stages.base import Stage, StageContext
 from compress.stages.configs import ExportConfig
@@ -33,10 +33,13 @@ def export_checked(model: nn.Module, task: Task, example: dict, path: Path, cfg:
     """Export, then check parity on test inputs; raises ``StageError`` when it does not hold.
 
     Sentence embedders export through ``export_embedder`` (pooling and normalisation inside the
-    graph; a dynamic batch and sequence axis, or fixed ``[batch_size, seq_len]`` for mobile)."""
+    graph; a dynamic batch and sequence axis, or fixed ``[1, seq_len]`` for mobile)."""
     if task.sequence_axis is not None:
         from compress.runtime.hf_export import export_embedder
 
+        if not cfg.dynamic_batch and cfg.batch_size != 1:
+            raise ConfigError(f"export.batch_size: sequence models export fixed [1, seq_len] shapes "
+                              f"(got batch_size {cfg.batch_size}); use dynamic_batch: true")
         export_embedder(model, path, seq_len=None if cfg.dynamic_batch else cfg.seq_len,
                         exporter=cfg.exporter, opset=cfg.opset)
     else:

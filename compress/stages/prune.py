@@ -60,13 +60,13 @@ class Recovery:
     workdir: Path | None = None
     seed: int = 0
     progress: bool = False
+    _val_ref: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     def headline(self, model: nn.Module) -> float:
         """The task's headline quality of ``model`` on the validation split (it picks nothing here)."""
-        ref = None
-        if self.task.needs_reference and self.teacher is not None:
-            ref = run_torch(self.task, self.teacher, self.data.val)[0]
-        return evaluate_headline(self.task, model, self.data.val, reference=ref)
+        if self.task.needs_reference and self.teacher is not None and self._val_ref is None:
+            self._val_ref = run_torch(self.task, self.teacher, self.data.val)[0]  # once per schedule
+        return evaluate_headline(self.task, model, self.data.val, reference=self._val_ref)
 
 
 @dataclass
@@ -376,7 +376,7 @@ class PruneStage(Stage):
         teacher = ctx.teacher.module if ctx.teacher is not None and cfg.recovery == "kd" else None
         rec = Recovery(ctx.task, ctx.data, teacher, ctx.device, ctx.target, None, ctx.seed, ctx.progress)
         named = ctx.example()
-        example = next(iter(named.values())) if len(named) == 1 else tuple(named.values())
+        example = next(iter(named.values())) if len(named) == 1 else named
         outcome = prune_schedule_(net, example, cfg, rec, ctx.where)
         first, last = outcome.trajectory[0], outcome.trajectory[-1]
         spec = {**model.spec, "widths": record_widths(net)}

@@ -30,7 +30,7 @@ class TeacherStageConfig(StageConfig):
 
 def export_key(export: ExportConfig) -> dict:
     """Only what shapes the teacher's ONNX file, not the parity limits."""
-    return export.model_dump(include={"opset", "dynamic_batch", "batch_size", "exporter"})
+    return export.model_dump(include={"opset", "dynamic_batch", "batch_size", "seq_len", "exporter"})
 
 
 class TeacherStage(Stage):

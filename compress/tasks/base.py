@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
 
+UNLABELED = -1  # the target of a sample without a label (a transfer set): soft loss only
+
+
 @dataclass
 class KDSettings:
     """Distillation knobs a task's ``distill_loss`` may use (not every task uses all)."""

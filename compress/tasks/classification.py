@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from compress.tasks.base import KDSettings, Parity, Task
+from compress.tasks.base import UNLABELED, KDSettings, Parity, Task
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
-UNLABELED = -1
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
