@@ -96,7 +96,7 @@ def _run_pipeline(cfg, raw: dict, run_dir: Path, device: str, resume: bool, prog
                         log=console.info).run()
     finally:
         shutdown()
-    if not report["models"] and report.get("stages") == []:  # a rank other than 0
+    if report is None:  # a rank other than 0: rank 0 prints the summary
         return
     if report["models"]:
         console.summary(models_table(report["models"]))

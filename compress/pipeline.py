@@ -65,7 +65,7 @@ class Engine:
         self.measurements: list[ModelMeasurement] = []
         self.config_sha = sha256_json(cfg.model_dump(mode="json"))
 
-    def run(self) -> dict:
+    def run(self) -> dict | None:
         main = self.world.main
         with RunLock(self.run_dir) if main else contextlib.nullcontext():
             self._gates_checked = False
@@ -76,7 +76,7 @@ class Engine:
                     self._report(None, failed=True)
                 raise
 
-    def _run(self) -> dict:
+    def _run(self) -> dict | None:
         cfg = self.cfg
         self.task = make_task(cfg.task)
         self.data = load_data_guarded(cfg.data, cfg.seed)
@@ -98,7 +98,7 @@ class Engine:
                                  f"produced {model.format}; reorder the stages", step.name)
             model = self._step(step, model, teacher, published)
         if not self.world.main:
-            return {"models": [], "final": model.name, "stages": []}
+            return None  # rank 0 writes the report
         report = self._report(model.name)
         current().event("final_models", final=report["final"], models=report["models"])
         write_text(self.run_dir / "config.resolved.yaml", yaml.safe_dump(self.raw, sort_keys=False))

@@ -269,6 +269,12 @@ def cmd_predict(bundle: Path, manifest: dict, inputs: list[str], threads: int | 
     for line in notices:
         print(f"notice    {line}")
     images = [p for p in inputs if Path(p).suffix.lower() in IMAGE_SUFFIXES]
+    if images and len(images) != len(inputs):
+        raise Refusal(f"{', '.join(p for p in inputs if p not in images)}: not an image; give "
+                      "images or text, not both")
+    missing = [p for p in inputs if p.endswith(".txt") and not Path(p).is_file()]
+    if missing:
+        raise Refusal(f"{missing[0]}: no such text file (one sentence a line)")
     if images:
         for p in images:
             if not Path(p).is_file():

@@ -169,3 +169,16 @@ def test_runner_in_a_plain_venv(bundles, tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "logits.argmax_agreement 1" in r.stdout
+
+
+def test_predict_refuses_mixed_inputs_and_a_missing_text_file(bundles, runner, tmp_path, capsys):
+    from PIL import Image
+
+    Image.fromarray(np.zeros((32, 32), np.uint8), mode="L").save(tmp_path / "a.png")
+    bundle = str(bundles["fp32"].path)
+    assert runner.main([bundle, str(tmp_path / "a.png"), "some words"]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "some words: not an image; give images or text, not both")
+    assert runner.main([bundle, str(tmp_path / "nope.txt")]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        f"{tmp_path / 'nope.txt'}: no such text file (one sentence a line)")
