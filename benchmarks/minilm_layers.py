@@ -13,7 +13,7 @@ import argparse
 import numpy as np
 from torch.utils.data import Subset
 
-from compress.config import load_config
+from compress.config.pipeline import load_config
 from compress.data.sources import load_data
 from compress.models.build import build_model
 from compress.tasks.base import run_torch

@@ -11,10 +11,10 @@ import tempfile
 from pathlib import Path
 
 from compress.bench.latency import measure_interleaved
-from compress.config import load_config
+from compress.common.ort import make_session, run_batched
+from compress.config.pipeline import load_config
 from compress.data.sources import load_data
-from compress.runtime.ort import make_session, run_batched
-from compress.runtime.ort_quant import (
+from compress.quant.ptq import (
     TARGETS,
     mean_cosine,
     preprocess,

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 from compress.bench.latency import measure_interleaved
+from compress.config.stages import PruneConfig
+from compress.export.torch_onnx import INPUT_NAME, export_onnx
 from compress.models.cnn import MobileNetV2, ResNet
-from compress.runtime.onnx_export import INPUT_NAME, export_onnx
-from compress.stages.configs import PruneConfig
 from compress.stages.prune import count, prune_channels
 
 FAMILIES = {

@@ -23,11 +23,11 @@ import yaml
 
 from compress.artifacts import load_torch
 from compress.bench.latency import measure_interleaved, ort_accuracy
-from compress.config import PipelineConfig
+from compress.config.pipeline import PipelineConfig
 from compress.data.sources import load_data
-from compress.runtime import qat_quantizer as qatq
-from compress.runtime.onnx_export import export_onnx
-from compress.runtime.ort_quant import (
+from compress.export.torch_onnx import export_onnx
+from compress.quant import qat as qatq
+from compress.quant.ptq import (
     TARGETS,
     class_feeds,
     detect_target,
@@ -37,8 +37,8 @@ from compress.runtime.ort_quant import (
     quantize_static_onnx,
     run_outputs,
 )
-from compress.runtime.train import KD, TrainConfig, fit_
 from compress.tasks.classification import ClassificationTask
+from compress.train.loop import KD, TrainConfig, fit_
 
 TASK = ClassificationTask()
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from torch import nn
 
-from compress.runtime.files import atomic_write, sha256_file, write_json
+from compress.common.files import atomic_write, sha256_file, write_json
 
 
 @dataclass

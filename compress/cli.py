@@ -50,8 +50,8 @@ def pipeline(config: Path, out: Path | None, overrides: tuple[str, ...], device:
     """Run the pipeline described by CONFIG (a YAML file). Under torchrun, every rank runs it."""
     import os
 
-    from compress.config import check_files, load_config
-    from compress.runtime.console import Console, use
+    from compress.common.console import Console, use
+    from compress.config.pipeline import check_files, load_config
 
     rank = int(os.environ.get("RANK", "0"))
     console = use(Console(quiet=quiet or rank != 0, json_path=log_json if rank == 0 else None))
@@ -70,7 +70,7 @@ def _launch(nproc: int, config: Path, out: Path | None, overrides: tuple[str, ..
     import os
 
     from compress.errors import InputError
-    from compress.runtime.distributed import launch
+    from compress.train.distributed import launch
 
     if "WORLD_SIZE" in os.environ:
         raise InputError("--nproc: this process was started by torchrun already; pass --nproc to "
@@ -87,9 +87,9 @@ def _launch(nproc: int, config: Path, out: Path | None, overrides: tuple[str, ..
 
 def _run_pipeline(cfg, raw: dict, run_dir: Path, device: str, resume: bool, progress: bool,
                   console) -> None:
-    from compress.pipeline import Engine
+    from compress.engine.run import Engine
     from compress.report.render import models_table
-    from compress.runtime.distributed import shutdown
+    from compress.train.distributed import shutdown
 
     try:
         report = Engine(cfg, raw, run_dir, device, resume=resume, progress=progress,
@@ -108,7 +108,7 @@ def _run_pipeline(cfg, raw: dict, run_dir: Path, device: str, resume: bool, prog
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE")
 def validate(config: Path, overrides: tuple[str, ...]) -> None:
     """Check CONFIG against the schema and check that the files it names exist."""
-    from compress.config import check_files, load_config
+    from compress.config.pipeline import check_files, load_config
 
     cfg, _ = load_config(config, overrides)
     check_files(cfg, config, overrides)
@@ -118,7 +118,7 @@ def validate(config: Path, overrides: tuple[str, ...]) -> None:
 @cli.command()
 def schema() -> None:
     """Print the JSON Schema of the pipeline YAML."""
-    from compress.config import json_schema
+    from compress.config.pipeline import json_schema
 
     click.echo(json.dumps(json_schema(), indent=2))
 

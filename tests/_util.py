@@ -9,8 +9,8 @@ import torch
 import yaml
 
 from compress.models.cnn import ResNet
-from compress.runtime.train import TrainConfig, fit_
 from compress.tasks.classification import ClassificationTask
+from compress.train.loop import TrainConfig, fit_
 
 TASK = ClassificationTask()
 
@@ -61,8 +61,8 @@ def trained_resnet(data, cache) -> ResNet:
 def stage_context(tmp_path: Path, data, name: str, where: str, teacher=None, runs: int = 30,
                   opt_level: str = "all", task=TASK):
     """A StageContext for calling a stage directly (no engine), CPU, 1 thread."""
+    from compress.config.stages import TargetConfig
     from compress.stages.base import StageContext
-    from compress.stages.configs import TargetConfig
 
     stage_dir = tmp_path / name
     stage_dir.mkdir(exist_ok=True)

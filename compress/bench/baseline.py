@@ -34,8 +34,8 @@ from compress.bench.compare import (
 )
 from compress.bench.latency import feed_spec, feeds_like, pick_clock
 from compress.bench.reference import REFERENCE_VERSION, reference_model_bytes, reference_sha256
+from compress.common.files import sha256_file, write_json
 from compress.errors import InputError
-from compress.runtime.files import sha256_file, write_json
 
 FORMAT = "compress-latency-baseline"
 # ISA extensions that change which kernels ORT picks (int8 VNNI, bf16, AMX, NEON dot product)
@@ -68,7 +68,7 @@ def machine_fingerprint(threads: int, opt_level: str, clock: str = "cpu") -> dic
     """What decides a latency besides the model: CPU, ISA, cores, ORT version and settings."""
     import onnxruntime as ort
 
-    from compress.runtime.ort import cpu_info
+    from compress.common.ort import cpu_info
 
     cpu, flags = cpu_info()
     return {"cpu": cpu, "isa": sorted(flags & _ISA), "cores": os.cpu_count(),

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from compress.bench.latency import OPT_LEVELS
+from compress.common.ort import OPT_LEVELS
 from compress.errors import GateError, InputError
 
 CLOCKS = ("auto", "wall", "cpu")
@@ -107,7 +107,7 @@ def bench(model: Path, other: Path | None, baseline: Path | None, save_baseline:
         result = _plain(model, threads or 1, opt_level or "all", runs, seconds, dim_map, inputs,
                         "wall" if clock == "auto" else clock)
     if json_out is not None:
-        from compress.runtime.files import write_json
+        from compress.common.files import write_json
 
         write_json(json_out, result)
     if result.get("verdict") == "slower" or (strict and result.get("verdict") == "inconclusive"):

@@ -1,5 +1,5 @@
 """What is in an ONNX file: inputs, outputs, opsets, an op histogram, quantization format, size,
-MACs (counted on the graph, see compress/runtime/macs.py), the quantized share of weights and MACs,
+MACs (counted on the graph, see compress/bench/macs.py), the quantized share of weights and MACs,
 and the execution providers this onnxruntime has."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from compress.bench.compare import check_onnx_file
-from compress.runtime.files import sha256_file
+from compress.common.files import sha256_file
 
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 # ops that only exist in quantized graphs (QOperator format and dynamic quantization)
@@ -107,7 +107,7 @@ def _macs(model, dims: dict[str, int] | None) -> dict | None:
     """The MAC count as JSON, or None where shape inference rejects the graph."""
     from onnx.shape_inference import InferenceError
 
-    from compress.runtime.macs import onnx_macs
+    from compress.bench.macs import onnx_macs
 
     try:
         m = onnx_macs(model, dims)

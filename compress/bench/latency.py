@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from compress.bench.stats import LatencyStats, summarize
+from compress.common.ort import DEFAULT_DIMS, make_session
 from compress.errors import InputError
-from compress.runtime.ort import DEFAULT_DIMS, OPT_LEVELS, make_session  # noqa: F401 - re-exported
 
 _ORT_TYPES = {
     "tensor(float)": np.float32,
@@ -191,7 +191,7 @@ def measure_interleaved(
 
 def ort_accuracy(path: str | Path, x: np.ndarray, y: np.ndarray, opt_level: str = "all") -> float:
     """Top-1 accuracy of a one-input ONNX classifier in ONNX Runtime."""
-    from compress.runtime.ort import run_batched
+    from compress.common.ort import run_batched
 
     sess = make_session(path, threads=1, opt_level=opt_level)
     out = run_batched(sess, {sess.get_inputs()[0].name: x.astype(np.float32)})[0]

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from compress.bundle.config import PackageConfig
 from compress.bundle.mobile import check_readiness, readiness
 from compress.bundle.writer import BundleResult, BundleSpec, write_bundle
+from compress.config.stages import PackageConfig
 
 __all__ = ["BundleResult", "BundleSpec", "PackageConfig", "check_readiness", "package",
            "readiness", "write_bundle"]

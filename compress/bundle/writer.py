@@ -19,12 +19,14 @@ from typing import Any, Literal
 
 import numpy as np
 
+from compress.common.env import versions
+from compress.common.files import sha256_file, umask, write_json
 from compress.errors import InputError, StageError
-from compress.runtime.env import versions
-from compress.runtime.files import sha256_file, umask, write_json
 
 MANIFEST_VERSION = 1
-RUNNER = Path(__file__).resolve().parents[2] / "deploy" / "runner.py"
+# The torch-free runner: a module of this package (so a wheel ships it) that imports nothing
+# from it, copied as one standalone file into every bundle.
+RUNNER = Path(__file__).resolve().with_name("runner.py")
 ORT_CONVERTER = "onnxruntime.tools.convert_onnx_models_to_ort"
 OPS_CONFIG = "required_operators_and_types.config"
 
@@ -172,7 +174,7 @@ def _check_io(spec: BundleSpec, io: dict) -> None:
 def run_model(model_path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Outputs by name, one call per sample (or per fixed batch), as the runner and an app call
     the model; works for .onnx and .ort files."""
-    from compress.runtime.ort import make_session, run_batched
+    from compress.common.ort import make_session, run_batched
 
     sess = make_session(model_path, 1, "all")
     return dict(zip([o.name for o in sess.get_outputs()], run_batched(sess, feeds), strict=True))
@@ -228,8 +230,7 @@ def _build(model_path: Path, tmp: Path, spec: BundleSpec) -> dict[str, Any]:
     write_json(tmp / "preprocess.json", preprocess)
     (tmp / "bench").mkdir()
     (tmp / "bench" / "reference.onnx").write_bytes(reference_model_bytes())
-    if RUNNER.is_file():  # the torch-free runner travels with the bundle
-        shutil.copyfile(RUNNER, tmp / "runner.py")
+    shutil.copyfile(RUNNER, tmp / "runner.py")  # the torch-free runner travels with the bundle
     for name, src in spec.extra_files.items():
         shutil.copyfile(src, tmp / name)
     (tmp / "README.md").write_text(_readme(spec, io, fixes, ready), encoding="utf-8")

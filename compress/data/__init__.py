@@ -1,4 +1,4 @@
 """Data sources: digits (built in), npz arrays, image folders, python factories.
 
-The config (``compress.data.config``) is torch-free; ``compress.data.sources`` loads the data.
+The config (``compress.config.data``) is torch-free; ``compress.data.sources`` loads the data.
 """

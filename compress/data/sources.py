@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
-from compress.data.config import DataConfig, TransferConfig, _Source
+from compress.common.imports import import_callable
+from compress.config.data import DataConfig, TransferConfig, _Source
 from compress.errors import CompressError, InputError
-from compress.runtime.imports import import_callable
 from compress.tasks.base import UNLABELED
 
 INPUT = "input"
@@ -146,7 +146,7 @@ def load_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
 def load_data_guarded(cfg: DataConfig, seed: int) -> DataBundle:
     """``load_data`` as the engine calls it: seeded on its own, and a user's factory that fails
     is an input error naming it (exit 2), not a traceback."""
-    from compress.runtime.device import seed_everything, stage_seed
+    from compress.common.device import seed_everything, stage_seed
 
     seed_everything(stage_seed(seed, "data"))
     try:

@@ -8,9 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from compress.common.imports import import_callable
 from compress.errors import InputError
 from compress.models.cnn import FAMILIES
-from compress.runtime.imports import import_callable
 
 
 def build_model(spec: dict[str, Any], in_channels: int | None, num_classes: int | None,

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from compress.artifacts import ModelMeasurement
-from compress.runtime.env import machine, versions
-from compress.runtime.files import read_json
+from compress.common.env import machine, versions
+from compress.common.files import read_json
 
 
 @dataclass

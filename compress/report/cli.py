@@ -40,7 +40,7 @@ def compare(run_a: Path, run_b: Path, json_out: Path | None, fail_on_regression:
     result = compare_reports(a, b, tolerance, quality_tolerance)
     click.echo(format_comparison(result, run_a, run_b))
     if json_out is not None:
-        from compress.runtime.files import write_json
+        from compress.common.files import write_json
 
         write_json(json_out, {"a": str(run_a), "b": str(run_b), **result})
     final = result["final"]

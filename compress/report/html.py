@@ -394,7 +394,7 @@ def render_html(report: dict, run_dir: Path) -> str:
 
 def write_html(report: dict, run_dir: Path) -> Path:
     """Write ``RUN_DIR/report.html`` (self-contained) and the plots as ``RUN_DIR/plots/*.png``."""
-    from compress.runtime.files import write_text
+    from compress.common.files import write_text
 
     run_dir = Path(run_dir)
     return write_text(run_dir / "report.html", render_html(report, run_dir))

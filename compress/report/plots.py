@@ -45,7 +45,7 @@ def _percent_y(ax, metric: str) -> None:
 
 
 def _save(fig, path: Path, layout: bool = True) -> Path:
-    from compress.runtime.files import atomic_write
+    from compress.common.files import atomic_write
 
     if layout:
         fig.tight_layout()

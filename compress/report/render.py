@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from compress.common.files import write_json, write_text
 from compress.report.html import human
-from compress.runtime.files import write_json, write_text
 
 
 def _quality(m: dict) -> str:

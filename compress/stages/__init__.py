@@ -1,24 +1,15 @@
-"""The closed registry of stage kinds: each maps to its torch-free config model and, lazily, to
-its implementation. User code never adds to it."""
+"""The closed registry of stage implementations: each kind maps, lazily, to its stage class.
+The kinds and their torch-free config models are in ``compress.config.stages``. User code never
+adds to either."""
 
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING
 
-from compress.stages import configs as c
-
 if TYPE_CHECKING:
     from compress.stages.base import Stage
 
-CONFIGS: dict[str, type[c.StageConfig]] = {
-    "distill": c.DistillConfig,
-    "prune": c.PruneConfig,
-    "export": c.ExportConfig,
-    "quantize": c.QuantizeConfig,
-    "benchmark": c.BenchmarkConfig,
-    "package": c.PackageConfig,
-}
 IMPLEMENTATIONS: dict[str, str] = {
     "teacher": "compress.stages.teacher:TeacherStage",
     "distill": "compress.stages.distill:DistillStage",
@@ -28,7 +19,6 @@ IMPLEMENTATIONS: dict[str, str] = {
     "benchmark": "compress.stages.benchmark:BenchmarkStage",
     "package": "compress.stages.package:PackageStage",
 }
-KINDS: tuple[str, ...] = tuple(CONFIGS)
 
 
 def stage_class(kind: str) -> type[Stage]:

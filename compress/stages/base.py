@@ -1,6 +1,6 @@
 """The stage contract: a stage class, and the context the engine hands in.
 
-Config models live in ``compress.stages.configs`` (torch-free); the registry in
+Config models live in ``compress.config.stages`` (torch-free); the registry in
 ``compress.stages`` maps a kind to both.
 """
 
@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from compress.artifacts import ModelArtifact, ModelMeasurement, StageResult
-from compress.stages.configs import StageConfig
+from compress.config.stages import StageConfig
 
 if TYPE_CHECKING:
     import torch
 
-    from compress.config import ModelConfig, TargetConfig
+    from compress.config.pipeline import StudentConfig
+    from compress.config.stages import TargetConfig
     from compress.data.sources import DataBundle
     from compress.tasks.base import Task
 
@@ -34,7 +35,7 @@ class StageContext:
     task: Task
     data: DataBundle
     teacher: ModelArtifact | None
-    student: ModelConfig | None
+    student: StudentConfig | None
     device: torch.device
     seed: int  # this stage's own seed, derived from the run's seed and the stage's name
     target: TargetConfig

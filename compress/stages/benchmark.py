@@ -1,6 +1,6 @@
 """Benchmark every ONNX model of the run (the teacher's included) on ONNX Runtime, in one run.
 
-MACs are counted on the ONNX graph that ships (``compress.runtime.macs``), not by a PyTorch op
+MACs are counted on the ONNX graph that ships (``compress.bench.macs``), not by a PyTorch op
 counter that misses subclassed and functional convolutions.
 
 Latency is measured interleaved so drift hits all models alike, with the pipeline's ``target:``
@@ -16,10 +16,10 @@ import numpy as np
 from torch.utils.data import Dataset, Subset
 
 from compress.artifacts import ModelArtifact, ModelMeasurement, StageResult
+from compress.common.files import atomic_write
+from compress.config.stages import BenchmarkConfig
 from compress.errors import StageError
-from compress.runtime.files import atomic_write
 from compress.stages.base import Stage, StageContext
-from compress.stages.configs import BenchmarkConfig
 from compress.tasks.base import Task
 
 
@@ -36,7 +36,7 @@ def ort_quality(task: Task, paths: list[Path], ds: Dataset, limit: int | None, o
                 reference: int | None = None) -> list[dict[str, float]]:
     """The task's quality of each model in ORT on ``ds``; ``reference`` indexes the model (the
     teacher) the others are also measured against (agreement, or the embedding metrics)."""
-    from compress.runtime.ort import make_session, run_batched
+    from compress.common.ort import make_session, run_batched
     from compress.tasks.base import ort_arrays
 
     outs, targets = [], None
@@ -58,7 +58,7 @@ def timing_lengths(task: Task, cfg: BenchmarkConfig, median: int | None) -> list
 
 def _time(models, task: Task, ds: Dataset, target, length: int | None):
     from compress.bench.latency import measure_interleaved
-    from compress.runtime.ort import make_session, timing_feed
+    from compress.common.ort import make_session, timing_feed
     from compress.tasks.base import ort_arrays
 
     feeds = []
@@ -77,7 +77,7 @@ def benchmark_models(models: list[ModelArtifact], task: Task, ds: Dataset, cfg: 
                      target, out_dir: Path, run_dir: Path, median: int | None = None,
                      eval_sets: dict[str, Dataset] | None = None) -> list[ModelMeasurement]:
     """Latency (interleaved, at each input length) and ORT quality on ``ds`` for each model."""
-    from compress.runtime.macs import onnx_macs
+    from compress.bench.macs import onnx_macs
 
     if target.opt_level in ("disable", "basic"):
         for m in models:

@@ -6,13 +6,13 @@ from __future__ import annotations
 from torch import nn
 
 from compress.artifacts import ModelArtifact, StageResult, count_params, save_torch
+from compress.config.stages import DistillConfig
 from compress.data.sources import DataBundle, with_transfer
 from compress.errors import ConfigError
 from compress.models.build import build_model, load_checkpoint_, model_summary
-from compress.runtime.train import KD, FitResult, TrainConfig, fit_
 from compress.stages.base import Stage, StageContext
-from compress.stages.configs import DistillConfig
 from compress.tasks.base import Task
+from compress.train.loop import KD, FitResult, TrainConfig, fit_
 
 
 def distill(student: nn.Module, teacher: nn.Module, task: Task, data: DataBundle, cfg: DistillConfig,

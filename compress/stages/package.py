@@ -17,7 +17,7 @@ BUNDLE = "bundle"
 
 def bundle_spec(model: ModelArtifact, ctx: StageContext, cfg: PackageConfig) -> BundleSpec:
     """Everything the bundle says, taken from the run: data, task, measurements, config hash."""
-    from compress.runtime.ort import make_session
+    from compress.common.ort import make_session
     from compress.tasks.base import ort_arrays
 
     inputs, targets = ort_arrays(ctx.task, ctx.data.test, make_session(model.path, 1, "basic"),

@@ -20,14 +20,14 @@ import torch
 from torch import nn
 
 from compress.artifacts import ModelArtifact, StageResult, save_torch
+from compress.config.stages import PruneConfig, TargetConfig
 from compress.data.sources import DataBundle
 from compress.errors import ConfigError, GateError, StageError
 from compress.models.build import model_summary
 from compress.models.widths import attention_heads, record_widths, sync_attention_heads_
-from compress.runtime.train import KD, TrainConfig, evaluate_headline, fit_, recalibrate_bn_
 from compress.stages.base import Stage, StageContext
-from compress.stages.configs import PruneConfig, TargetConfig
 from compress.tasks.base import Task, run_torch
+from compress.train.loop import KD, TrainConfig, evaluate_headline, fit_, recalibrate_bn_
 
 Example = torch.Tensor | tuple | dict
 
@@ -314,7 +314,7 @@ class _Clock:
 
     def time(self, model: nn.Module, step: int) -> float:
         from compress.bench.latency import measure_interleaved
-        from compress.runtime.onnx_export import INPUT_NAME, export_onnx
+        from compress.export.torch_onnx import INPUT_NAME, export_onnx
 
         named = self.example if isinstance(self.example, dict) else {INPUT_NAME: self.example}
         path = export_onnx(model, named, self.workdir / f"step{step}.onnx", exporter=self.exporter)

@@ -3,7 +3,7 @@
 Every int8 model is measured against its fp32 input in the same run: ORT accuracy, top-1
 agreement and interleaved latency. When int8 loses too much accuracy the most sensitive layers
 stay in float; when int8 is not faster the fp32 model is kept, and the metrics say so.
-The ONNX Runtime helpers live in compress/runtime/ort_quant.py.
+The ONNX Runtime helpers live in compress/quant/ptq.py.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from compress.artifacts import ModelArtifact, StageResult
+from compress.common.files import atomic_write
+from compress.config.stages import QATConfig, QuantizeConfig
 from compress.errors import ConfigError, GateError
-from compress.runtime import qat_quantizer as qatq
-from compress.runtime.files import atomic_write
-from compress.runtime.onnx_export import export_onnx, strip_debug_metadata_
-from compress.runtime.ort_quant import (
+from compress.export.torch_onnx import export_onnx, strip_debug_metadata_
+from compress.quant import qat as qatq
+from compress.quant.ptq import (
     FUSED_OPS,
     TARGETS,
     Target,
@@ -34,9 +35,8 @@ from compress.runtime.ort_quant import (
     quantize_static_onnx,
     rank_sensitive_nodes,
 )
-from compress.runtime.train import KD, TrainConfig, fit_
 from compress.stages.base import Stage, StageContext
-from compress.stages.configs import QATConfig, QuantizeConfig
+from compress.train.loop import KD, TrainConfig, fit_
 
 
 def quantize_onnx(src: Path, dst: Path, cfg: QuantizeConfig, target: Target, exclude: list[str],
@@ -83,7 +83,7 @@ class Judge:
     interleaved with fp32."""
 
     def __init__(self, fp32: Path, ctx: StageContext, cfg: QuantizeConfig):
-        from compress.runtime.ort import make_session, timing_feed
+        from compress.common.ort import make_session, timing_feed
         from compress.tasks.base import ort_arrays
 
         self.fp32, self.ctx, self.cfg = fp32, ctx, cfg
@@ -106,7 +106,7 @@ class Judge:
         return self.ctx.target.opt_level
 
     def _outputs(self, path: Path) -> np.ndarray:
-        from compress.runtime.ort import make_session, run_batched
+        from compress.common.ort import make_session, run_batched
 
         return run_batched(make_session(path, 1, self._level), self.feeds)[0]
 
@@ -238,7 +238,7 @@ class QuantizeStage(Stage):
         if int8_path is not None:  # qat: the trained model is the one candidate
             trials = [judge.trial(int8_path, [])]
             return self._settle(judge, trials[0], trials, cfg, ctx)
-        from compress.runtime.ort import make_session
+        from compress.common.ort import make_session
         from compress.tasks.base import ort_arrays
 
         calib = ort_arrays(ctx.task, ctx.data.calibration(cfg.calibration_samples, seed=ctx.seed),

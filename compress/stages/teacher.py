@@ -1,5 +1,5 @@
-"""Step 00: load or train the teacher, then export its ONNX (through the registry's export stage)
-so every later model is measured against it in the same run."""
+"""Step 00: load or train the teacher, then export its ONNX (the same checked export as the
+export stage's) so every later model is measured against it in the same run."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from typing import Any
 from pydantic import ConfigDict
 
 from compress.artifacts import ModelArtifact, StageResult, save_torch
-from compress.config import TeacherConfig
+from compress.config.pipeline import TeacherConfig
+from compress.config.stages import ExportConfig, StageConfig
+from compress.export.checked import export_checked
 from compress.models.build import build_model, load_checkpoint_, model_summary
-from compress.runtime.train import fit_
-from compress.stages import stage_class
 from compress.stages.base import Stage, StageContext
-from compress.stages.configs import ExportConfig, StageConfig
+from compress.train.loop import fit_
 
 
 class TeacherStageConfig(StageConfig):
@@ -57,10 +57,13 @@ class TeacherStage(Stage):
         net.cpu().eval()
         meta = {**model_summary(net, ctx.example()), "stage": "teacher"}
         art = save_torch(ModelArtifact("teacher", "torch", net, spec, meta=meta), ctx.stage_dir)
-        exported = stage_class("export")(self.cfg.export).run(art, ctx)
-        onnx_art = exported.model
-        onnx_art.meta = meta
-        metrics.update(exported.metrics, params=meta["params"], macs=meta["macs"])
+        path = ctx.stage_dir / "model.onnx"
+        cfg: ExportConfig = self.cfg.export
+        exported = export_checked(net, ctx.task, ctx.example(cfg.batch_size), path, cfg,
+                                  ctx.data.test)
+        onnx_art = ModelArtifact.from_onnx("teacher", path, art.precision, **meta)
+        metrics.update(exported, bytes=path.stat().st_size, params=meta["params"],
+                       macs=meta["macs"])
         publish = [onnx_art]
         if tcfg.optimum_baseline:
             publish.append(_optimum_baseline(onnx_art, ctx, meta))
@@ -70,7 +73,7 @@ class TeacherStage(Stage):
 
 def _optimum_baseline(teacher: ModelArtifact, ctx: StageContext, meta: dict) -> ModelArtifact:
     """Optimum's dynamic int8 of the full teacher, the baseline a user would otherwise pick."""
-    from compress.runtime.ort_quant import OPTIMUM_PRESETS, detect_target, optimum_dynamic_int8
+    from compress.quant.ptq import OPTIMUM_PRESETS, detect_target, optimum_dynamic_int8
 
     isa = detect_target()[0] if ctx.target.isa == "auto" else ctx.target.isa
     path = optimum_dynamic_int8(teacher.path, ctx.stage_dir / "optimum-int8.onnx", isa)
@@ -89,8 +92,8 @@ def _onnx_teacher(src, ctx: StageContext) -> StageResult:
 
     import onnx
 
+    from compress.common.files import atomic_write
     from compress.errors import InputError
-    from compress.runtime.files import atomic_write
 
     try:
         proto = onnx.load(str(src))

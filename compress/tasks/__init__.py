@@ -1,4 +1,5 @@
-"""The closed registry of tasks: a config names one by kind."""
+"""The closed registry of tasks: a config names one by kind (the names the config accepts are
+``compress.config.pipeline.TASK_NAMES``; a test keeps the two equal)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,6 @@ TASKS: dict[str, str] = {
     "classification": "compress.tasks.classification:ClassificationTask",
     "embedding": "compress.tasks.embedding:EmbeddingTask",
 }
-
-
-def task_names() -> list[str]:
-    return list(TASKS)
 
 
 def make_task(name: str, **kwargs) -> Task:

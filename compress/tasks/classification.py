@@ -11,7 +11,6 @@ if TYPE_CHECKING:
     import torch
 
 
-
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
             temperature: float, alpha: float) -> torch.Tensor:
     """Per-batch KD loss. Labeled samples: ``alpha * T^2 * KL + (1 - alpha) * CE``.
@@ -49,7 +48,6 @@ class ClassificationTask(Task):
         """Random translation by up to ``shift`` pixels of every image input."""
         if shift <= 0:
             return inputs
-        from compress.runtime.train import random_shift
 
         return {k: random_shift(v, shift) if v.ndim == 4 and v.is_floating_point() else v
                 for k, v in inputs.items()}
@@ -84,3 +82,22 @@ class ClassificationTask(Task):
         msg = (f"max abs diff {diff:.3g} (atol {atol:g}), top-1 agreement {agree:.4f} "
                f"(min {min_agree:g})")
         return Parity(len(ref), {"max_abs_diff": diff, "top1_agreement": agree}, ok, msg)
+
+
+def random_shift(x: torch.Tensor, max_px: int) -> torch.Tensor:
+    """Translate each image by up to ``max_px`` pixels (zero-padded with the border value)."""
+    import torch
+    import torch.nn.functional as F
+
+    if max_px <= 0:
+        return x
+    n, _, h, w = x.shape
+    padded = F.pad(x, (max_px,) * 4, mode="replicate")
+    dy = torch.randint(0, 2 * max_px + 1, (n,), device=x.device)
+    dx = torch.randint(0, 2 * max_px + 1, (n,), device=x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device)[None])[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device)[None])[:, None, None, :]
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    return padded[batch, chans, rows, cols]
+

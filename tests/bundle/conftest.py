@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-RUNNER = ROOT / "deploy" / "runner.py"
+RUNNER = ROOT / "compress" / "bundle" / "runner.py"
 PREPROCESS = {"layout": "NCHW", "image_size": [32, 32], "color": "grayscale",
               "scale": 1 / 255, "mean": [0.5], "std": [0.5]}
 GUARD = '''import importlib.abc, sys
@@ -134,7 +134,7 @@ def bundle_copy(bundles, tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def runner():
-    """deploy/runner.py imported as a module (its ``main`` returns the exit code)."""
+    """compress/bundle/runner.py imported as a module (its ``main`` returns the exit code)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("bundle_runner", RUNNER)

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from compress.bundle.cli import register
-from compress.bundle.targets import PROVIDERS, target_names
+from compress.bundle.deploy import PROVIDERS, target_names
 
 TARGETS = ["android", "edge-arm64", "edge-x86", "ios"]
 

@@ -1,4 +1,4 @@
-"""deploy/runner.py: torch-free, verifies hashes, refuses tampered or escaping bundles."""
+"""compress/bundle/runner.py: torch-free, verifies hashes, refuses tampered or escaping bundles."""
 
 from __future__ import annotations
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from compress.artifacts import ModelArtifact, load_torch, save_torch
+from compress.config.stages import PruneConfig
 from compress.errors import InputError
 from compress.models.build import build_model
 from compress.models.widths import apply_widths_, record_widths
-from compress.stages.configs import PruneConfig
 from compress.stages.prune import prune_channels
 
 QUICK = {"measure_latency": False}

@@ -154,7 +154,7 @@ def test_commands_stay_light():
     import sys
 
     code = ("import sys, compress.report.cli, compress.report.compare, compress.report.html, "
-            "compress.runtime.console; "
+            "compress.common.console; "
             "print(sorted(m for m in ('matplotlib', 'numpy', 'torch', 'onnxruntime') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -6,11 +6,11 @@ import pytest
 import torch
 from _util import TASK
 
+from compress.config.stages import DistillConfig, Hint
 from compress.data.sources import DataConfig, load_data
 from compress.models.cnn import ResNet
-from compress.runtime.train import TrainConfig, evaluate_headline, fit_
-from compress.stages.configs import DistillConfig, Hint
 from compress.stages.distill import distill
+from compress.train.loop import TrainConfig, evaluate_headline, fit_
 
 CPU = torch.device("cpu")
 

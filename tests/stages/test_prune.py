@@ -17,15 +17,15 @@ from click.testing import CliRunner
 from pydantic import ValidationError
 from torch import nn
 
-from compress.bench.latency import make_session
+from compress.common.ort import make_session
+from compress.config.stages import PruneConfig, TargetConfig
 from compress.data.sources import DataConfig, load_data
 from compress.errors import ConfigError, GateError
+from compress.export.torch_onnx import export_onnx, onnx_parity
 from compress.models.cnn import MobileNetV2, ResNet
 from compress.report.render import trajectory_table
-from compress.runtime.onnx_export import export_onnx, onnx_parity
-from compress.runtime.train import TrainConfig, evaluate_headline, fit_
-from compress.stages.configs import PruneConfig, TargetConfig
 from compress.stages.prune import Recovery, count, prune_channels, prune_schedule_
+from compress.train.loop import TrainConfig, evaluate_headline, fit_
 
 QUICK = {"measure_latency": False}  # timing is covered by the latency tests below
 

@@ -8,10 +8,10 @@ from _util import trained_resnet
 from torch.utils.data import Subset
 
 from compress.artifacts import ModelArtifact
+from compress.config.stages import QuantizeConfig
 from compress.data.sources import DataConfig, load_data
 from compress.models.cnn import ResNet
-from compress.runtime.qat_quantizer import ANNOTATION, make_ort_quantizer, prepare_qat
-from compress.stages.configs import QuantizeConfig
+from compress.quant.qat import ANNOTATION, make_ort_quantizer, prepare_qat
 from compress.stages.quantize import QuantizeStage
 
 
@@ -51,9 +51,9 @@ def test_quantizer_annotates_both_inputs_of_every_residual_add():
 def test_converted_qat_graph_fuses_every_conv_in_ort(tmp_path, data):
     import numpy as np
 
-    from compress.runtime.onnx_export import export_onnx
-    from compress.runtime.ort_quant import count_ops, fused_ops, run_outputs
-    from compress.runtime.qat_quantizer import convert_qat, export_qdq_onnx
+    from compress.export.torch_onnx import export_onnx
+    from compress.quant.ptq import count_ops, fused_ops, run_outputs
+    from compress.quant.qat import convert_qat, export_qdq_onnx
 
     torch.manual_seed(0)
     model = ResNet(1, 10, width=4, depth=(1, 1)).eval()

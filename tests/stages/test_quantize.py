@@ -12,17 +12,17 @@ from _util import stage_context, trained_resnet
 from pydantic import ValidationError
 
 from compress.artifacts import ModelArtifact
+from compress.config.stages import QuantizeConfig
 from compress.data.sources import DataConfig, load_data
 from compress.errors import ConfigError, GateError
-from compress.runtime.onnx_export import export_onnx
-from compress.runtime.ort_quant import (
+from compress.export.torch_onnx import export_onnx
+from compress.quant.ptq import (
     TARGETS,
     detect_target,
     mean_cosine,
     quantize_dynamic_onnx,
     run_outputs,
 )
-from compress.stages.configs import QuantizeConfig
 from compress.stages.quantize import QuantizeStage
 
 OUTLIER_WEIGHT = "stages.1.0.conv2.weight"

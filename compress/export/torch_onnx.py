@@ -1,0 +1,142 @@
+"""ONNX export with the checks every artifact gets: checker full_check and parity with PyTorch."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+
+from compress.common.files import atomic_write
+
+if TYPE_CHECKING:
+    import onnx
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+
+def export_onnx(
+    model: nn.Module,
+    example: torch.Tensor | dict[str, torch.Tensor],
+    path: str | Path,
+    opset: int = 18,
+    dynamic_batch: bool = False,
+    exporter: str = "dynamo",
+    output_names: tuple[str, ...] = (OUTPUT_NAME,),
+    dynamic_axes: dict[str, dict[int, str]] | None = None,
+) -> Path:
+    """Export ``model`` to one ONNX file (weights inside, debug metadata stripped), checked with
+    ``full_check``.
+
+    ``example`` is a dict of named inputs, passed positionally in its order (a bare tensor is the
+    input ``input``). Fixed shapes are the default: mobile runtimes (NNAPI, CoreML) take whole
+    graphs only then. ``dynamic_axes`` names extra dynamic axes per input (e.g. a sequence axis).
+    """
+    import onnx
+
+    model = model.eval().cpu()
+    named = example if isinstance(example, dict) else {INPUT_NAME: example}
+    named = {k: v.cpu() for k, v in named.items()}
+    axes = {k: dict(v) for k, v in (dynamic_axes or {}).items()}
+    if dynamic_batch:
+        for k in named:
+            axes.setdefault(k, {})[0] = "batch"
+    kwargs = _dynamic_kwargs(model, named, axes, output_names, exporter == "dynamo")
+    # The dynamo exporter logs a warning per missing torchvision op; none apply here.
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+
+    def write(tmp: Path) -> None:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model, tuple(named.values()), str(tmp), input_names=list(named),
+                output_names=list(output_names), opset_version=opset, dynamo=exporter == "dynamo",
+                external_data=False, verbose=False,
+                **({"report": False} if exporter == "dynamo" else {}), **kwargs,
+            )
+        proto = onnx.load(str(tmp))
+        strip_debug_metadata_(proto)
+        onnx.checker.check_model(proto, full_check=True)
+        onnx.save(proto, str(tmp))
+
+    return atomic_write(path, write)
+
+
+def _dynamic_kwargs(model: nn.Module, named: dict, axes: dict, output_names, dynamo: bool) -> dict:
+    if not axes:
+        return {}
+    if not dynamo:
+        out_axes = {o: {0: "batch"} for o in output_names} if any(0 in a for a in axes.values()) else {}
+        return {"dynamic_axes": {**axes, **out_axes}}
+    params = list(inspect.signature(model.forward).parameters)
+    dims: dict[str, torch.export.Dim] = {}
+    shapes = {}
+    for i, k in enumerate(named):
+        spec = {}
+        for ax, name in axes.get(k, {}).items():
+            dims.setdefault(name, torch.export.Dim(name, min=1, max=4096))
+            spec[ax] = dims[name]
+        shapes[params[i] if i < len(params) else k] = spec or None
+    return {"dynamic_shapes": shapes}
+
+
+def strip_debug_metadata_(model: onnx.ModelProto) -> int:
+    """Drop every node's metadata_props, in place, subgraphs and functions included.
+
+    The dynamo exporter records fx node names and stack traces there: local file paths that no
+    artifact should ship, and more than half the bytes of a small model. Nothing reads them at run
+    time. Graph- and value-level metadata (export signature, original names) carry no paths and stay.
+
+    Returns:
+        How many nodes had metadata.
+    """
+    def nodes(graph: onnx.GraphProto):
+        for node in graph.node:
+            yield node
+            for attr in node.attribute:
+                for sub in (attr.g, *attr.graphs) if attr.HasField("g") else attr.graphs:
+                    yield from nodes(sub)
+
+    cleaned = 0
+    for node in (*nodes(model.graph), *(n for f in model.functions for n in f.node)):
+        cleaned += bool(node.metadata_props)
+        del node.metadata_props[:]
+    return cleaned
+
+
+@dataclass
+class ParityNumbers:
+    max_abs_diff: float
+    top1_agreement: float
+    samples: int
+
+
+def onnx_outputs(model: nn.Module, onnx_path: str | Path,
+                 inputs: np.ndarray | dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The first output of PyTorch and of ONNX Runtime on the same inputs (a bare array is the
+    one input ``input``), batched as the ONNX model's batch axis allows."""
+    from compress.common.ort import make_session, run_batched
+
+    feeds = inputs if isinstance(inputs, dict) else {INPUT_NAME: inputs.astype(np.float32)}
+    got = run_batched(make_session(onnx_path, threads=1, opt_level="basic"), feeds, 64)[0]
+    model = model.eval().cpu()
+    with torch.no_grad():
+        outs = [model(*[torch.from_numpy(v[i : i + 64]) for v in feeds.values()])
+                for i in range(0, len(got), 64)]
+    ref = torch.cat([o[0] if isinstance(o, tuple | list) else o for o in outs]).float().numpy()
+    return ref, got
+
+
+def onnx_parity(model: nn.Module, onnx_path: str | Path,
+                inputs: np.ndarray | dict[str, np.ndarray]) -> ParityNumbers:
+    """Max abs difference and top-1 agreement of ONNX Runtime against PyTorch on real inputs."""
+    ref, got = onnx_outputs(model, onnx_path, inputs)
+    diff = float(np.abs(ref - got).max()) if ref.size else 0.0
+    return ParityNumbers(diff, float((ref.argmax(-1) == got.argmax(-1)).mean()), len(ref))

@@ -1,1 +1,0 @@
-"""Helpers shared by the stages: files, devices, training, ONNX export and sessions."""

@@ -1,0 +1,59 @@
+"""Each stage seeds itself from the run's seed and its own name: a stage gives the same output
+whether the stages before it ran in this run or were resumed from an earlier one. And files in
+the run directory follow the user's umask, as open() would."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+from _util import tiny_config, write_config
+from click.testing import CliRunner
+
+from compress.cli import cli
+
+
+def _run(cfg: dict, folder, out, *extra):
+    res = CliRunner().invoke(cli, ["pipeline", str(write_config(folder, cfg)), "--out", str(out),
+                                   "--no-progress", *extra])
+    assert res.exit_code == 0, res.output
+    return json.loads((out / "report.json").read_text())
+
+
+def _stage(out, name: str) -> dict:
+    return json.loads((out / name / "stage.json").read_text())
+
+
+def test_resumed_run_equals_fresh_run_bit_for_bit(tmp_path):
+    old = os.umask(0o022)
+    try:
+        first = tiny_config()
+        _run(first, tmp_path, tmp_path / "resumed")  # trains the teacher, distills, ...
+        second = tiny_config()
+        second["stages"][0]["distill"]["lr"] = 0.02  # a new student; the teacher is resumed
+        report = _run(second, tmp_path, tmp_path / "resumed")
+        assert [s["status"] for s in report["stages"][:2]] == ["skipped", "done"]
+        _run(second, tmp_path, tmp_path / "fresh", "--no-resume")
+    finally:
+        os.umask(old)
+    for step in ("00-teacher", "01-distill", "02-export"):
+        a, b = _stage(tmp_path / "resumed", step), _stage(tmp_path / "fresh", step)
+        assert a["output"]["sha256"] == b["output"]["sha256"], step
+        assert a["key"] == b["key"], step
+    # the run directory is readable by others under umask 022 (a web server, an app build)
+    for path in [tmp_path / "resumed" / "report.json", tmp_path / "resumed" / "02-export" / "model.onnx",
+                 tmp_path / "resumed" / "01-distill" / "model.safetensors",
+                 tmp_path / "resumed" / "01-distill" / "stage.json"]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+def test_atomic_write_follows_the_umask(tmp_path):
+    from compress.common.files import write_text
+
+    old = os.umask(0o077)
+    try:
+        write_text(tmp_path / "private.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "private.txt").stat().st_mode) == 0o600
