@@ -26,12 +26,13 @@ def deploy(run_dir: Path, target: str) -> None:
     except CompressError as e:  # one line and the exit code, also outside the compress group
         click.echo(f"error: {e}", err=True)
         raise SystemExit(e.exit_code) from None
-    rt, prof = manifest["runtime"], manifest["target"]["profile"]
-    for line in manifest["target"]["notices"]:
+    rt, prof = manifest.runtime, manifest.target.profile
+    for line in manifest.target.notices:
         click.echo(f"notice: {line}", err=True)
     click.echo(f"target     {target}: {prof['description']}")
-    click.echo(f"model      {rt['model']} ({manifest['files'][rt['model']]['bytes']} bytes, "
+    click.echo(f"model      {rt.model} ({manifest.files[rt.model].bytes} bytes, "
                f"platform {prof['platform']}, ORT style {prof['ort_optimization_style']})")
-    click.echo(f"providers  {' > '.join(rt['providers'])}; {rt['threads']} thread(s), "
-               f"opt {rt['opt_level']}")
+    click.echo(f"providers  {' > '.join(rt.providers)}; {rt.threads} thread(s), "
+               f"opt {rt.opt_level}")
+    click.echo(f"notes      {out / 'APP.md'} (generated from this manifest)")
     click.echo(f"written    {out}")

@@ -7,10 +7,12 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from compress.bundle.manifest import FileEntry, Manifest, Runtime, Target, read_manifest
+from compress.common.files import write_json
 from compress.errors import InputError
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"  # package data: ships in the wheel
@@ -33,7 +35,8 @@ class TargetProfile(BaseModel):
         "all", description="Optimization level of the ORT-format conversion.")
     graph_optimization_level: Literal["disable", "basic", "extended", "all"] = Field(
         "all", description="Session graph optimization level on the device.")
-    threads: int = Field(1, ge=1, le=256, description="ORT intra-op threads.")
+    threads: int = Field(ge=1, le=256, description="ORT intra-op threads (required: the app "
+                                                    "sets it, and latency was measured at it).")
     providers: list[Literal["XNNPACK", "NNAPI", "CoreML", "CPU"]] = Field(
         min_length=1, description="Execution providers in order of preference; CPU last.")
 
@@ -61,33 +64,20 @@ def load_target(name: str) -> TargetProfile:
         raise InputError(f"{path}: {where}: {err['msg']}") from None
 
 
-def verify_bundle(bundle: Path) -> dict[str, Any]:
-    """The bundle's manifest, after checking every listed file's sha256 (InputError if not)."""
-    from compress.bundle.writer import MANIFEST_VERSION
+def verify_bundle(bundle: Path) -> Manifest:
+    """The bundle's typed manifest, after checking every listed file's sha256 (InputError if
+    not, or if a key is missing)."""
     from compress.common.files import sha256_file
 
     path = bundle / "manifest.json"
-    if not path.is_file():
-        raise InputError(f"{path}: no bundle manifest (run the package stage first)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{path}: not valid JSON ({e})") from None
-    files = manifest.get("files") if isinstance(manifest, dict) else None
-    if not isinstance(files, dict) or not all(isinstance(e, dict) for e in files.values()) \
-            or not isinstance(manifest.get("model"), dict) or "mobile_onnx" not in manifest["model"]:
-        raise InputError(f"{path}: expected a bundle manifest (an object with 'files' of "
-                         "{name: {sha256, bytes}} and 'model')")
-    if manifest.get("manifest_version") != MANIFEST_VERSION:
-        raise InputError(f"{path}: unknown manifest_version {manifest.get('manifest_version')!r} "
-                         f"(expected {MANIFEST_VERSION})")
+    manifest = read_manifest(path)
     root = bundle.resolve()
-    for name, entry in files.items():
+    for name, entry in manifest.files.items():
         f = bundle / name
         if Path(name).is_absolute() or ".." in Path(name).parts \
                 or not f.resolve().is_relative_to(root):
             raise InputError(f"{path}: file path {name!r} leaves the bundle")
-        if not f.is_file() or sha256_file(f) != entry.get("sha256"):
+        if not f.is_file() or sha256_file(f) != entry.sha256:
             raise InputError(f"{f}: missing or sha256 mismatch (the bundle was changed)")
     return manifest
 
@@ -107,13 +97,13 @@ def provider_plan(profile: TargetProfile) -> tuple[list[str], list[str]]:
     return wanted, notices
 
 
-def deploy_target(run_dir: Path, target: str) -> tuple[Path, dict[str, Any]]:
-    """Write ``RUN_DIR/deploy/<target>/`` from ``RUN_DIR/bundle`` and the target profile.
+def deploy_target(run_dir: Path, target: str) -> tuple[Path, Manifest]:
+    """Write ``RUN_DIR/deploy/<target>/`` from ``RUN_DIR/bundle`` and the target profile, with
+    ``APP.md``: the app notes generated from this folder's own manifest and preprocess.json.
 
     The folder is itself a bundle (the runner takes it). Returns ``(folder, its manifest)``.
     """
-    from compress.bundle.writer import _swap_in, convert_to_ort, ort_graph_ops
-    from compress.common.files import sha256_file, write_json
+    from compress.bundle.writer import _swap_in
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -125,30 +115,45 @@ def deploy_target(run_dir: Path, target: str) -> tuple[Path, dict[str, Any]]:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target}.", suffix=".tmp", dir=out.parent))
     try:
-        for name in manifest["files"]:
+        for name in manifest.files:
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(bundle / name, tmp / name)
-        if profile.model_format == "ort":
-            ort_path, _ = convert_to_ort(tmp / manifest["model"]["mobile_onnx"], tmp,
-                                         profile.platform, profile.ort_optimization_style,
-                                         profile.ort_optimization_level)
-            manifest["model"].update(ort_graph_ops=ort_graph_ops(ort_path),
-                                     ort_platform=profile.platform,
-                                     ort_optimization_style=profile.ort_optimization_style,
-                                     ort_optimization_level=profile.ort_optimization_level)
-        providers, notices = provider_plan(profile)
-        manifest["files"] = {p.relative_to(tmp).as_posix(): {"sha256": sha256_file(p),
-                                                             "bytes": p.stat().st_size}
-                             for p in sorted(tmp.rglob("*")) if p.is_file()}
-        manifest["runtime"] = {"model": "model.ort" if profile.model_format == "ort"
-                               else "model.onnx", "providers": providers,
-                               "threads": profile.threads,
-                               "opt_level": profile.graph_optimization_level}
-        manifest["target"] = {"name": target, "profile": profile.model_dump(),
-                              "notices": notices}
-        write_json(tmp / "manifest.json", manifest)
+        manifest = _recut(tmp, manifest, profile, target)
+        write_json(tmp / "manifest.json", manifest.dump())
         _swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out, manifest
+
+
+def _recut(tmp: Path, manifest: Manifest, profile: TargetProfile, target: str) -> Manifest:
+    """The target's model file, runtime section, APP.md and file table in ``tmp``."""
+    from compress.bundle.notes import app_notes
+    from compress.bundle.writer import convert_to_ort, ort_graph_ops
+    from compress.common.files import sha256_file
+
+    model = manifest.model
+    if profile.model_format == "ort":
+        ort_path, _ = convert_to_ort(tmp / model.mobile_onnx, tmp, profile.platform,
+                                     profile.ort_optimization_style,
+                                     profile.ort_optimization_level)
+        model = model.model_copy(update={
+            "ort_graph_ops": ort_graph_ops(ort_path), "ort_platform": profile.platform,
+            "ort_optimization_style": profile.ort_optimization_style,
+            "ort_optimization_level": profile.ort_optimization_level})
+    providers, notices = provider_plan(profile)
+    runtime = Runtime(model=model.ort if profile.model_format == "ort" else model.onnx,
+                      providers=providers, threads=profile.threads,
+                      opt_level=profile.graph_optimization_level)
+    pre = json.loads((tmp / manifest.preprocess.file).read_text(encoding="utf-8"))
+    io = manifest.io.model_dump()
+    (tmp / "APP.md").write_text(f"# {profile.description}\n\n"
+                                + app_notes(io, pre, runtime.model_dump(), target),
+                                encoding="utf-8")
+    files = {p.relative_to(tmp).as_posix(): FileEntry(sha256=sha256_file(p),
+                                                      bytes=p.stat().st_size)
+             for p in sorted(tmp.rglob("*")) if p.is_file()}
+    return manifest.model_copy(update={
+        "model": model, "runtime": runtime, "files": files,
+        "target": Target(name=target, profile=profile.model_dump(), notices=notices)})

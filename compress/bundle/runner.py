@@ -1,12 +1,17 @@
 """Run a compress deploy bundle on any box with ONNX Runtime: no torch, no compress.
 
-    python runner.py BUNDLE --eval                 verify hashes, evaluate eval.npz, time it
+    python runner.py BUNDLE --eval                 verify hashes, check eval.npz within tolerance
     python runner.py BUNDLE IMAGE.png ...          predict (images, or text lines / .txt files)
     python runner.py BUNDLE --bench --json OUT     latency baseline for `compress bench --baseline`
+    python -m compress.bundle.runner BUNDLE ...    the same, from an installed compress
 
 Needs onnxruntime and numpy; pillow for images and tokenizers for text, imported only then.
-Every file is checked against the manifest's sha256 before use. A refusal prints one line
-starting with ``error:`` and exits 2.
+Every file is checked against the manifest's sha256 before use, and every key it reads must be
+there (no defaults). A refusal prints one line starting with ``error:`` and exits 2; a device
+check outside the manifest's tolerance prints by how much and exits 3.
+
+The image rule below is a deliberate standalone copy of compress/data/images.py (this file
+imports nothing from compress); the rule itself is documented in compress/config/preprocess.py.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 
-MANIFEST_VERSIONS = (1,)
+MANIFEST_VERSIONS = (2,)
+PREPROCESS_VERSIONS = (1,)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm"}
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
               "tensor(double)": np.float64, "tensor(int64)": np.int64,
@@ -32,6 +38,27 @@ _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
 _ISA = {"sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
         "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "sve",
         "sve2", "i8mm", "bf16", "fphp", "asimdhp"}
+# the keys this runner reads, by section (compress/bundle/manifest.py documents them all)
+_MANIFEST_KEYS = {
+    "": ("task", "files", "runtime", "eval", "check", "preprocess", "model", "bench"),
+    "runtime": ("model", "providers", "threads", "opt_level"),
+    "eval": ("file", "samples", "labels"),
+    "check": ("precision", "outputs"),
+    "preprocess": ("file", "kind", "version"),
+    "model": ("ort_optimization_style",),
+    "bench": ("reference", "reference_version"),
+}
+_TOLERANCE_KEYS = ("output", "argmax_agreement", "max_abs_diff", "cosine_mean", "cosine_min",
+                   "basis")
+_PREPROCESS_KEYS = {
+    "image": ("input", "layout", "color", "size", "resize", "resize_shorter", "interpolation",
+              "invert", "scale", "mean", "std"),
+    "text": ("tokenizer", "max_length", "padding"),
+}
+BORDER_FRACTION, AUTO_INVERT_ABOVE = 1 / 8, 0.5  # invert: auto (compress/config/preprocess.py)
+_OPT = ("disable", "basic", "extended", "all")
+
+CLASSIFIERS = ("classification", "sequence-classification")  # tasks whose output is logits
 
 
 class Refusal(Exception):
@@ -48,23 +75,47 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise Refusal(f"{path}: not valid JSON ({e})") from None
+
+
+def _need(obj: object, keys: tuple, where: str, section: str) -> None:
+    """Refuse unless ``obj`` is an object holding every key (null values are fine)."""
+    if not isinstance(obj, dict):
+        raise Refusal(f"{where}: {section or 'top level'} is not an object")
+    for key in keys:
+        if key not in obj:
+            raise Refusal(f"{where}: missing key {(section + '.' if section else '') + key!r}")
+
+
 def load_manifest(bundle: Path) -> dict:
-    """Read BUNDLE/manifest.json and check its version."""
+    """Read BUNDLE/manifest.json, check its version and every key this runner reads."""
     if not bundle.is_dir():
         raise Refusal(f"{bundle}: not a bundle directory")
     path = bundle / "manifest.json"
     if not path.is_file():
         raise Refusal(f"{path}: missing (a bundle holds manifest.json)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise Refusal(f"{path}: not valid JSON ({e})") from None
+    manifest = _read_json(path)
     version = manifest.get("manifest_version") if isinstance(manifest, dict) else None
     if version not in MANIFEST_VERSIONS:
         raise Refusal(f"{path}: unknown manifest_version {version!r} (this runner reads "
                       f"{', '.join(map(str, MANIFEST_VERSIONS))})")
-    if not isinstance(manifest.get("files"), dict) or not manifest["files"]:
+    for section, keys in _MANIFEST_KEYS.items():
+        _need(manifest[section] if section else manifest, keys, str(path), section)
+    if not isinstance(manifest["files"], dict) or not manifest["files"]:
         raise Refusal(f"{path}: no 'files' table of sha256 hashes")
+    rt = manifest["runtime"]
+    if not isinstance(rt["threads"], int) or rt["threads"] < 1 or rt["opt_level"] not in _OPT:
+        raise Refusal(f"{path}: runtime.threads must be an integer >= 1 and runtime.opt_level "
+                      f"one of {', '.join(_OPT)} (got {rt['threads']!r}, {rt['opt_level']!r})")
+    outs = manifest["check"]["outputs"]
+    if not isinstance(outs, list) or not outs:
+        raise Refusal(f"{path}: check.outputs must list one tolerance per output")
+    for i, tol in enumerate(outs):
+        _need(tol, _TOLERANCE_KEYS, str(path), f"check.outputs[{i}]")
     return manifest
 
 
@@ -87,22 +138,27 @@ def verify(bundle: Path, manifest: dict) -> int:
         path = bundle_file(bundle, name)
         if not path.is_file():
             raise Refusal(f"{path}: missing (listed in manifest.json)")
-        if not isinstance(entry, dict) or "sha256" not in entry:
-            raise Refusal(f"{bundle}/manifest.json: no sha256 for {name!r}")
-        if path.stat().st_size != entry.get("bytes", path.stat().st_size) \
-                or _sha256(path) != entry["sha256"]:
+        if not isinstance(entry, dict) or "sha256" not in entry or "bytes" not in entry:
+            raise Refusal(f"{bundle}/manifest.json: no sha256 and bytes for {name!r}")
+        if path.stat().st_size != entry["bytes"] or _sha256(path) != entry["sha256"]:
             raise Refusal(f"{path}: sha256 mismatch (file changed or corrupt)")
-    for name in _used_files(manifest):
+    used = [manifest["runtime"]["model"], manifest["preprocess"]["file"], manifest["eval"]["file"]]
+    for name in used:
         if name not in manifest["files"]:
             raise Refusal(f"{bundle}/manifest.json: {name!r} is used but has no sha256 entry")
     return len(manifest["files"])
 
 
-def _used_files(manifest: dict) -> list[str]:
-    used = [manifest.get("runtime", {}).get("model", "model.onnx"), "preprocess.json"]
-    if "eval" in manifest:
-        used.append(manifest["eval"].get("file", "eval.npz"))
-    return used
+def load_preprocess(bundle: Path, manifest: dict) -> dict:
+    """preprocess.json, refusing an unknown version or kind and any missing key."""
+    path = bundle_file(bundle, manifest["preprocess"]["file"])
+    pre = _read_json(path)
+    _need(pre, ("preprocess_version", "kind", "labels"), str(path), "")
+    if pre["preprocess_version"] not in PREPROCESS_VERSIONS or pre["kind"] not in _PREPROCESS_KEYS:
+        raise Refusal(f"{path}: unknown preprocess_version {pre['preprocess_version']!r} or kind "
+                      f"{pre['kind']!r} (this runner reads version 1, kinds image and text)")
+    _need(pre, _PREPROCESS_KEYS[pre["kind"]], str(path), "")
+    return pre
 
 
 def open_session(bundle: Path, manifest: dict, threads: int | None = None):
@@ -110,9 +166,9 @@ def open_session(bundle: Path, manifest: dict, threads: int | None = None):
     them and the CPU otherwise. Returns ``(session, notices)``."""
     import onnxruntime as ort
 
-    rt = manifest.get("runtime", {})
-    model = bundle_file(bundle, rt.get("model", "model.onnx"))
-    wanted = list(rt.get("providers") or ["CPUExecutionProvider"])
+    rt = manifest["runtime"]
+    model = bundle_file(bundle, rt["model"])
+    wanted = list(rt["providers"])
     have = set(ort.get_available_providers())
     providers = [p for p in wanted if p in have] or ["CPUExecutionProvider"]
     notices = [f"{p} is not in this onnxruntime build ({ort.__version__}); falling back"
@@ -120,27 +176,26 @@ def open_session(bundle: Path, manifest: dict, threads: int | None = None):
     if "CPUExecutionProvider" not in providers:
         providers.append("CPUExecutionProvider")
     so = ort.SessionOptions()
-    so.intra_op_num_threads = int(threads or rt.get("threads", 1))
+    so.intra_op_num_threads = int(threads or rt["threads"])
     so.inter_op_num_threads = 1
-    so.graph_optimization_level = {
-        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    }.get(rt.get("opt_level", "all"), ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    so.graph_optimization_level = dict(zip(_OPT, (
+        ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    ), strict=True))[rt["opt_level"]]
     so.log_severity_level = 3
-    if model.suffix == ".ort" and manifest.get("model", {}).get("ort_optimization_style") == "runtime":
+    if model.suffix == ".ort" and manifest["model"]["ort_optimization_style"] == "runtime":
         # replay the optimizations saved in the .ort (the file's hash was verified above)
         so.add_session_config_entry("session.enable_saved_runtime_optimizations", "1")
     return ort.InferenceSession(str(model), so, providers=providers), notices
 
 
 def load_eval(bundle: Path, manifest: dict) -> dict[str, np.ndarray]:
-    path = bundle_file(bundle, manifest.get("eval", {}).get("file", "eval.npz"))
+    path = bundle_file(bundle, manifest["eval"]["file"])
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
 
 
-# -- running ----------------------------------------------------------------------------------
+# -- running and checking -------------------------------------------------------------------------
 
 def _step(sess) -> int:
     """The model's fixed batch, else 1: latency per call is batch-1 latency, as the run measured."""
@@ -167,24 +222,49 @@ def run_all(sess, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], 
     return {k: np.concatenate(v) for k, v in parts.items()}, np.asarray(ms)
 
 
+def compare(got: np.ndarray, want: np.ndarray) -> dict:
+    """Argmax agreement, max abs diff and cosine (mean, min) of ``got`` against ``want``."""
+    a = got.reshape(len(got), -1).astype(np.float64)
+    b = want.reshape(len(want), -1).astype(np.float64)
+    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    return {"argmax_agreement": float(np.mean(a.argmax(1) == b.argmax(1))),
+            "max_abs_diff": float(np.max(np.abs(a - b))) if a.size else 0.0,
+            "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min())}
+
+
+def check_outputs(got: dict[str, np.ndarray], data: dict[str, np.ndarray],
+                  tolerances: list[dict]) -> list[dict]:
+    """One row per (output, measure) with a tolerance: value, limit, whether it holds and the
+    margin by which it misses (0 when it holds)."""
+    rows = []
+    for tol in tolerances:
+        name = tol["output"]
+        if name not in got or f"expected__{name}" not in data:
+            raise Refusal(f"check: no output {name!r} or no expected__{name} in eval.npz")
+        measured = compare(got[name], data[f"expected__{name}"])
+        for key in ("argmax_agreement", "max_abs_diff", "cosine_mean", "cosine_min"):
+            limit = tol[key]
+            if limit is None:
+                continue
+            value, at_most = measured[key], key == "max_abs_diff"
+            miss = max(0.0, value - limit) if at_most else max(0.0, limit - value)
+            rows.append({"output": name, "measure": key, "value": value, "limit": float(limit),
+                         "rule": "<=" if at_most else ">=", "ok": miss == 0.0, "by": miss})
+    return rows
+
+
 def quality(task: str, got: dict[str, np.ndarray], data: dict[str, np.ndarray]) -> dict:
-    """Classification: accuracy on the labels and argmax agreement with the expected outputs;
-    other tasks: max abs diff and cosine to the expected vectors."""
+    """Accuracy on the labels (classification) and every comparison with expected outputs."""
     out = {}
     for name, y in got.items():
         want = data.get(f"expected__{name}")
-        if want is None:
-            continue
-        a, b = y.reshape(len(y), -1).astype(np.float64), want.reshape(len(want), -1)
-        out[f"{name}.max_abs_diff"] = float(np.max(np.abs(a - b))) if a.size else 0.0
-        if task == "classification":
-            out[f"{name}.argmax_agreement"] = float(np.mean(a.argmax(1) == b.argmax(1)))
-        else:
-            cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1),
-                                              1e-12)
-            out[f"{name}.cosine_mean"], out[f"{name}.cosine_min"] = float(cos.mean()), float(cos.min())
+        if want is not None:
+            c = compare(y, want)
+            keys = ("argmax_agreement", "max_abs_diff") if task in CLASSIFIERS else \
+                ("max_abs_diff", "cosine_mean", "cosine_min")
+            out.update({f"{name}.{k}": c[k] for k in keys})
     first = next(iter(got.values()))
-    if task == "classification" and "labels" in data:
+    if task in CLASSIFIERS and "labels" in data:
         out["accuracy"] = float(np.mean(first.reshape(len(first), -1).argmax(1) == data["labels"]))
     return out
 
@@ -204,70 +284,100 @@ def cmd_eval(bundle: Path, manifest: dict, threads: int | None) -> dict:
         raise Refusal(f"{bundle}/eval.npz: no array for model input(s) {', '.join(missing)}")
     run_all(sess, feeds)  # warm-up pass
     got, ms = run_all(sess, feeds)
-    q = quality(manifest.get("task", ""), got, data)
+    q = quality(manifest["task"], got, data)
+    rows = check_outputs(got, data, manifest["check"]["outputs"])
     lat = latency_stats(ms)
     for line in notices:
         print(f"notice    {line}")
     print(f"eval      {len(next(iter(feeds.values())))} samples, task "
-          f"{manifest.get('task')}: " + ", ".join(f"{k} {v:.6g}" for k, v in q.items()))
+          f"{manifest['task']}: " + ", ".join(f"{k} {v:.6g}" for k, v in q.items()))
+    for r in rows:
+        verdict = "ok" if r["ok"] else f"FAILED by {r['by']:.6g}"
+        print(f"check     {r['output']}.{r['measure']} {r['value']:.6g} {r['rule']} "
+              f"{r['limit']:.6g} ({manifest['check']['precision']}): {verdict}")
     print(f"latency   p50 {lat['p50']:.4f}  p90 {lat['p90']:.4f}  mean {lat['mean']:.4f} ms "
           f"per call ({lat['n']} calls, {sess.get_session_options().intra_op_num_threads} "
           f"thread(s), {sess.get_providers()[0]})")
-    return {"quality": q, "latency_ms": lat, "providers": sess.get_providers(), "notices": notices}
+    return {"quality": q, "check": {"precision": manifest["check"]["precision"], "rows": rows,
+                                    "passed": all(r["ok"] for r in rows)},
+            "latency_ms": lat, "providers": sess.get_providers(), "notices": notices}
 
 
 # -- predicting on raw inputs -------------------------------------------------------------------
 
+def _needs_invert(img, pre: dict) -> bool:
+    if pre["invert"] != "auto":
+        return pre["invert"] == "always"
+    a = np.asarray(img.convert("L"), dtype=np.float64)
+    h, w = a.shape
+    bh, bw = max(1, int(h * BORDER_FRACTION)), max(1, int(w * BORDER_FRACTION))
+    mask = np.ones_like(a, dtype=bool)
+    mask[bh:h - bh, bw:w - bw] = False
+    return float(a[mask].mean()) > AUTO_INVERT_ABOVE * 255
+
+
+def _resize_band(band, pre: dict, filters: dict):
+    band, (h, w) = band.convert("F"), pre["size"]
+    resample = filters[pre["interpolation"]]
+    if pre["resize"] == "stretch":
+        return band.resize((w, h), resample)
+    short, (iw, ih) = pre["resize_shorter"], band.size
+    nw, nh = (short, max(short, round(ih * short / iw))) if iw <= ih else \
+        (max(short, round(iw * short / ih)), short)
+    band = band.resize((nw, nh), resample)
+    left, top = (nw - w) // 2, (nh - h) // 2
+    return band.crop((left, top, left + w, top + h))
+
+
 def image_array(path: Path, pre: dict) -> np.ndarray:
-    """One image as the model's input (batch of 1), following preprocess.json exactly."""
+    """One image file as the model's input (batch of 1), following preprocess.json exactly."""
     try:
-        from PIL import Image
+        from PIL import Image, ImageOps
     except ImportError:
         raise Refusal("reading images needs pillow: pip install pillow") from None
-    h, w = pre.get("image_size", [None, None])
-    color = str(pre.get("color", "rgb")).lower()
+    filters = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
+    if pre["color"] not in ("grayscale", "rgb") or pre["interpolation"] not in filters \
+            or pre["resize"] not in ("stretch", "shorter_side_center_crop"):
+        raise Refusal(f"preprocess.json: unknown color {pre['color']!r}, interpolation "
+                      f"{pre['interpolation']!r} or resize {pre['resize']!r}")
     try:
-        img = Image.open(path)
-        img = img.convert("L" if color in ("grayscale", "gray", "l") else "RGB")
+        with Image.open(path) as raw:
+            img = raw.convert("L" if pre["color"] == "grayscale" else "RGB")
     except OSError as e:
         raise Refusal(f"{path}: not a readable image ({e})") from None
-    if h and w:
-        img = img.resize((int(w), int(h)), Image.BILINEAR)
-    x = np.asarray(img, dtype=np.float32)
-    if x.ndim == 2:
-        x = x[:, :, None]
-    if pre.get("invert"):
-        x = 255.0 - x
-    x = x * float(pre.get("scale", 1 / 255))
-    mean = np.asarray(pre.get("mean", [0.0]), np.float32)
-    std = np.asarray(pre.get("std", [1.0]), np.float32)
-    x = (x - mean) / std
-    if str(pre.get("layout", "NCHW")).upper() == "NCHW":
+    if _needs_invert(img, pre):
+        img = ImageOps.invert(img)
+    x = np.stack([np.asarray(_resize_band(b, pre, filters), np.float32) for b in img.split()], -1)
+    x = (x * np.float32(pre["scale"]) - np.asarray(pre["mean"], np.float32)) \
+        / np.asarray(pre["std"], np.float32)
+    if pre["layout"] == "NCHW":
         x = x.transpose(2, 0, 1)
-    return x[None].astype(np.float32)
+    return np.ascontiguousarray(x[None], dtype=np.float32)
 
 
-def text_feeds(bundle: Path, lines: list[str], pre: dict, sess) -> dict[str, np.ndarray]:
+def text_feeds(bundle: Path, lines: list[str], pre: dict, sess) -> list[dict[str, np.ndarray]]:
+    """One feed per call: each sentence alone, padded to itself (``padding: longest``) or to
+    ``max_length``; a model with a fixed sequence length gets that length."""
     try:
         from tokenizers import Tokenizer
     except ImportError:
         raise Refusal("reading text needs tokenizers: pip install tokenizers") from None
-    name = pre.get("tokenizer", "tokenizer.json")
-    tok = Tokenizer.from_file(str(bundle_file(bundle, name)))
-    length = int(pre.get("max_length", 128))
+    tok = Tokenizer.from_file(str(bundle_file(bundle, pre["tokenizer"])))
+    seq = sess.get_inputs()[0].shape[1] if len(sess.get_inputs()[0].shape) > 1 else None
+    fixed = seq if isinstance(seq, int) and seq > 0 else None
+    length = fixed or int(pre["max_length"])
     tok.enable_truncation(length)
-    tok.enable_padding(length=length)
-    enc = tok.encode_batch(lines)
-    arrays = {"input_ids": [e.ids for e in enc], "attention_mask": [e.attention_mask for e in enc],
-              "token_type_ids": [e.type_ids for e in enc]}
-    return {i.name: np.asarray(arrays[i.name], np.int64) for i in sess.get_inputs()}
+    if fixed or pre["padding"] == "max_length":
+        tok.enable_padding(length=length)
+    feeds = []
+    for enc in tok.encode_batch(lines):
+        arrays = {"input_ids": enc.ids, "attention_mask": enc.attention_mask,
+                  "token_type_ids": enc.type_ids}
+        feeds.append({i.name: np.asarray([arrays[i.name]], np.int64) for i in sess.get_inputs()})
+    return feeds
 
 
-def cmd_predict(bundle: Path, manifest: dict, inputs: list[str], threads: int | None) -> list:
-    pre = json.loads(bundle_file(bundle, "preprocess.json").read_text(encoding="utf-8"))
-    sess, notices = open_session(bundle, manifest, threads)
-    for line in notices:
-        print(f"notice    {line}")
+def _predict_outputs(bundle: Path, pre: dict, sess, inputs: list[str]) -> tuple[list, np.ndarray]:
     images = [p for p in inputs if Path(p).suffix.lower() in IMAGE_SUFFIXES]
     if images and len(images) != len(inputs):
         raise Refusal(f"{', '.join(p for p in inputs if p not in images)}: not an image; give "
@@ -276,23 +386,34 @@ def cmd_predict(bundle: Path, manifest: dict, inputs: list[str], threads: int | 
     if missing:
         raise Refusal(f"{missing[0]}: no such text file (one sentence a line)")
     if images:
+        if pre["kind"] != "image":
+            raise Refusal(f"{images[0]}: this bundle's model takes text, not images")
         for p in images:
             if not Path(p).is_file():
                 raise Refusal(f"{p}: no such image file")
         x = np.concatenate([image_array(Path(p), pre) for p in images])
-        feeds, keys = {sess.get_inputs()[0].name: x}, images
-    else:
-        lines = []
-        for p in inputs:
-            lines += (Path(p).read_text(encoding="utf-8").splitlines()
-                      if p.endswith(".txt") and Path(p).is_file() else [p])
-        feeds, keys = text_feeds(bundle, lines, pre, sess), lines
-    got, _ = run_all(sess, feeds)
-    y = next(iter(got.values()))
-    labels = pre.get("labels")
+        return images, run_all(sess, {pre["input"]: x})[0][sess.get_outputs()[0].name]
+    if pre["kind"] != "text":
+        raise Refusal(f"{inputs[0]}: not an image file ({', '.join(sorted(IMAGE_SUFFIXES))}); "
+                      "this bundle's model takes images")
+    lines = []
+    for p in inputs:
+        lines += (Path(p).read_text(encoding="utf-8").splitlines()
+                  if p.endswith(".txt") and Path(p).is_file() else [p])
+    ys = [sess.run(None, f)[0] for f in text_feeds(bundle, lines, pre, sess)]
+    return lines, np.concatenate(ys)
+
+
+def cmd_predict(bundle: Path, manifest: dict, inputs: list[str], threads: int | None) -> list:
+    pre = load_preprocess(bundle, manifest)
+    sess, notices = open_session(bundle, manifest, threads)
+    for line in notices:
+        print(f"notice    {line}")
+    keys, y = _predict_outputs(bundle, pre, sess, inputs)
+    labels = pre["labels"]
     results = []
     for key, row in zip(keys, y.reshape(len(y), -1), strict=True):
-        if manifest.get("task") == "classification":
+        if manifest["task"] in CLASSIFIERS:
             p = np.exp(row - row.max())
             p /= p.sum()
             k = int(row.argmax())
@@ -371,11 +492,11 @@ def _rounds(runs: list, calls: int, seconds: float, precision: float = 0.02):
 def cmd_bench(bundle: Path, manifest: dict, threads: int | None, seconds: float) -> dict:
     import onnxruntime as ort
 
-    rt = manifest.get("runtime", {})
+    rt = manifest["runtime"]
     threads = int(threads or 1)
-    opt_level = rt.get("opt_level", "all")
+    opt_level = rt["opt_level"]
     clock = "cpu" if threads == 1 else "wall"
-    ref_name = manifest.get("bench", {}).get("reference", "bench/reference.onnx")
+    ref_name = manifest["bench"]["reference"]
     if ref_name not in manifest["files"]:
         raise Refusal(f"{bundle}/manifest.json: no reference workload to bench against")
     sess, _ = open_session(bundle, {**manifest, "runtime": {**rt, "threads": threads}}, threads)
@@ -396,7 +517,7 @@ def cmd_bench(bundle: Path, manifest: dict, threads: int | None, seconds: float)
         per_call = [float(np.median(r(20))) for r in runs]
     calls = max(1, min(1000, round(2.0 / max(max(per_call), 1e-6))))
     (ratio, low, high), blocks, alls, elapsed = _rounds(runs, calls, seconds)
-    model_path = bundle_file(bundle, rt.get("model", "model.onnx"))
+    model_path = bundle_file(bundle, rt["model"])
     stats = [latency_stats(x) for x in alls]
     return {
         "format": "compress-latency-baseline", "version": 1,
@@ -406,7 +527,7 @@ def cmd_bench(bundle: Path, manifest: dict, threads: int | None, seconds: float)
         "inputs": {k: {"dtype": v.dtype.name, "shape": list(v.shape)} for k, v in feeds.items()},
         "settings": {"threads": threads, "opt_level": opt_level, "clock": clock},
         "fingerprint": _fingerprint(threads, opt_level, clock),
-        "reference": {"version": manifest.get("bench", {}).get("reference_version"),
+        "reference": {"version": manifest["bench"]["reference_version"],
                       "sha256": manifest["files"][ref_name]["sha256"]},
         "normalized": {"ratio": ratio, "low": low, "high": high},
         "stats": {"model": stats[0], "reference": stats[1], "seconds": elapsed},
@@ -428,7 +549,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="runner.py", description=__doc__.split("\n\n")[0])
     p.add_argument("bundle", type=Path, help="the bundle directory (holds manifest.json)")
     p.add_argument("inputs", nargs="*", help="images, text lines or .txt files to predict on")
-    p.add_argument("--eval", action="store_true", help="evaluate eval.npz and time it")
+    p.add_argument("--eval", action="store_true",
+                   help="evaluate eval.npz against the manifest's tolerance (exit 3 outside it)")
     p.add_argument("--bench", action="store_true", help="measure a latency baseline")
     p.add_argument("--json", type=Path, metavar="OUT", help="also write the results as JSON")
     p.add_argument("--threads", type=int, default=None, help="ORT intra-op threads")
@@ -458,6 +580,12 @@ def main(argv: list[str] | None = None) -> int:
     except Refusal as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.eval and not result["check"]["passed"]:
+        failed = [f"{r['output']}.{r['measure']} by {r['by']:.6g}"
+                  for r in result["check"]["rows"] if not r["ok"]]
+        print(f"error: outside the bundle's {result['check']['precision']} tolerance: "
+              + ", ".join(failed), file=sys.stderr)
+        return 3
     return 0
 
 

@@ -19,11 +19,12 @@ from typing import Any, Literal
 
 import numpy as np
 
+from compress.bundle.manifest import MANIFEST_VERSION, Latency, Manifest, Quality
 from compress.common.env import versions
 from compress.common.files import sha256_file, umask, write_json
+from compress.config.preprocess import PREPROCESS_VERSION, ImagePreprocess, Preprocess
 from compress.errors import InputError, StageError
 
-MANIFEST_VERSION = 1
 # The torch-free runner: a module of this package (so a wheel ships it) that imports nothing
 # from it, copied as one standalone file into every bundle.
 RUNNER = Path(__file__).resolve().with_name("runner.py")
@@ -37,14 +38,17 @@ class BundleSpec:
 
     Attributes:
         task: the model's task (``classification``, ``embedding``).
-        preprocess: how raw input becomes the model input (layout, image_size, color, mean, std,
-            scale, ...), copied verbatim into ``preprocess.json``.
+        preprocess: the data source's preprocessing record, written as ``preprocess.json``
+            (with the model's inputs, outputs and class names).
         eval_inputs: sample inputs, one array per model input name, batch first.
+        quality: the headline metric measured in the run (``Quality`` with None values when the
+            run did not measure this model).
+        latency: latency measured in the run and the session settings (``threads``,
+            ``opt_level``) it was measured with; the bundle's runtime section takes them.
+        precision: ``fp32``, ``int8`` or ``mixed``: picks the device check's tolerance.
         expected: expected outputs per output name (computed on ``model.onnx`` when empty).
         labels: true labels of the eval samples (classification), or None.
         class_names: names of the classes, index = class id, or None.
-        quality: e.g. ``{"metric": "accuracy", "value": 0.99, "split": "test"}``.
-        latency: latency measured in the run, e.g. ``{"p50": 0.1, "threads": 1}``.
         config_sha256: the pipeline config's hash.
         platform: ORT-format target, ``arm`` (phones) or ``amd64``.
         io: ``{"inputs": [{"name", "shape", "dtype"}], "outputs": [...]}``; read from the model
@@ -57,13 +61,14 @@ class BundleSpec:
     """
 
     task: str
-    preprocess: dict[str, Any]
+    preprocess: Preprocess
     eval_inputs: dict[str, np.ndarray]
+    quality: Quality
+    latency: Latency
+    precision: Literal["fp32", "int8", "mixed"] = "fp32"
     expected: dict[str, np.ndarray] = field(default_factory=dict)
     labels: np.ndarray | None = None
     class_names: list[str] | None = None
-    quality: dict[str, Any] = field(default_factory=dict)
-    latency: dict[str, Any] = field(default_factory=dict)
     config_sha256: str = ""
     platform: Literal["arm", "amd64"] = "arm"
     io: dict[str, list[dict[str, Any]]] | None = None
@@ -169,6 +174,19 @@ def _check_io(spec: BundleSpec, io: dict) -> None:
     sizes = {k: len(v) for k, v in spec.eval_inputs.items()}
     if len(set(sizes.values())) != 1:
         raise InputError(f"bundle eval_inputs: arrays differ in sample count {sizes}")
+    pre = spec.preprocess
+    if isinstance(pre, ImagePreprocess):
+        model_in = next((i for i in io["inputs"] if i["name"] == pre.input), None)
+        if model_in is None or len(io["inputs"]) != 1:
+            raise InputError(f"preprocess.input: the image record feeds {pre.input!r}; the "
+                             f"model's inputs are {names}")
+        if [d for d in model_in["shape"][1:]] != list(pre.input_shape) and \
+                all(isinstance(d, int) for d in model_in["shape"][1:]):
+            raise InputError(f"preprocess.size: the record makes {list(pre.input_shape)} "
+                             f"({pre.layout}), the model takes {model_in['shape'][1:]}")
+    elif not set(names) <= {"input_ids", "attention_mask", "token_type_ids"}:
+        raise InputError(f"preprocess: a text record feeds input_ids, attention_mask and "
+                         f"token_type_ids; the model's inputs are {names}")
 
 
 def run_model(model_path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -202,8 +220,30 @@ def _write_eval(tmp: Path, spec: BundleSpec, model: Path) -> dict[str, np.ndarra
 
 def _runtime_section(spec: BundleSpec) -> dict[str, Any]:
     return {"model": "model.onnx", "providers": ["CPUExecutionProvider"],
-            "threads": int(spec.latency.get("threads", 1)),
-            "opt_level": str(spec.latency.get("opt_level", "all"))}
+            "threads": spec.latency.threads, "opt_level": spec.latency.opt_level}
+
+
+def _check_ort(ort_path: Path, spec: BundleSpec, expected: dict[str, np.ndarray]):
+    """The device check, built from the task and precision, must hold for model.ort here."""
+    from compress.bundle.check import tolerances
+    from compress.bundle.runner import check_outputs
+
+    check = tolerances(spec.task, spec.precision, expected)
+    got = run_model(ort_path, {k: np.ascontiguousarray(v) for k, v in spec.eval_inputs.items()})
+    rows = check_outputs(got, {f"expected__{k}": v for k, v in expected.items()},
+                         [t.model_dump() for t in check.outputs])
+    failed = [f"{r['output']}.{r['measure']} {r['value']:.6g} (limit {r['limit']:.6g})"
+              for r in rows if not r["ok"]]
+    if failed:
+        raise StageError(f"model.ort is outside the bundle's own {spec.precision} tolerance: "
+                         + ", ".join(failed), "package")
+    return check
+
+
+def _preprocess_json(spec: BundleSpec, io: dict) -> dict[str, Any]:
+    return {"preprocess_version": PREPROCESS_VERSION, **spec.preprocess.model_dump(mode="json"),
+            "labels": None if spec.class_names is None else list(spec.class_names),
+            "inputs": io["inputs"], "outputs": io["outputs"]}
 
 
 def _build(model_path: Path, tmp: Path, spec: BundleSpec) -> dict[str, Any]:
@@ -214,7 +254,8 @@ def _build(model_path: Path, tmp: Path, spec: BundleSpec) -> dict[str, Any]:
     shutil.copyfile(model_path, tmp / "model.onnx")
     io = model_io(tmp / "model.onnx")
     _check_io(spec, io)
-    _write_eval(tmp, spec, tmp / "model.onnx")
+    got = _write_eval(tmp, spec, tmp / "model.onnx")
+    expected = spec.expected or got
     first = {k: np.ascontiguousarray(v[:1]) for k, v in spec.eval_inputs.items()}
     mobile = tmp / "model.mobile.onnx"
     fixes = make_mobile_variant(tmp / "model.onnx", mobile, first, spec.fix_shapes)
@@ -222,12 +263,10 @@ def _build(model_path: Path, tmp: Path, spec: BundleSpec) -> dict[str, Any]:
         mobile.unlink()
         mobile = tmp / "model.onnx"
     ort_path, _ = convert_to_ort(mobile, tmp, spec.platform, spec.ort_style, spec.ort_level)
+    check = _check_ort(ort_path, spec, expected)
     ready = readiness(mobile)
     before = readiness(tmp / "model.onnx") if fixes else ready
-    preprocess = {**spec.preprocess, "inputs": io["inputs"], "outputs": io["outputs"]}
-    if spec.class_names is not None:
-        preprocess["labels"] = list(spec.class_names)
-    write_json(tmp / "preprocess.json", preprocess)
+    write_json(tmp / "preprocess.json", _preprocess_json(spec, io))
     (tmp / "bench").mkdir()
     (tmp / "bench" / "reference.onnx").write_bytes(reference_model_bytes())
     shutil.copyfile(RUNNER, tmp / "runner.py")  # the torch-free runner travels with the bundle
@@ -236,7 +275,7 @@ def _build(model_path: Path, tmp: Path, spec: BundleSpec) -> dict[str, Any]:
     (tmp / "README.md").write_text(_readme(spec, io, fixes, ready), encoding="utf-8")
     files = {p.relative_to(tmp).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
              for p in sorted(tmp.rglob("*")) if p.is_file()}
-    return {
+    return Manifest.model_validate({
         "manifest_version": MANIFEST_VERSION,
         "producer": f"compress {__version__}",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -250,6 +289,9 @@ def _build(model_path: Path, tmp: Path, spec: BundleSpec) -> dict[str, Any]:
         "runtime": _runtime_section(spec),
         "eval": {"file": "eval.npz", "samples": len(next(iter(spec.eval_inputs.values()))),
                  "labels": spec.labels is not None},
+        "check": check,
+        "preprocess": {"file": "preprocess.json", "kind": spec.preprocess.kind,
+                       "version": PREPROCESS_VERSION},
         "mobile": {"fixes": fixes, "readiness": ready,
                    "before_fixes": {ep: {k: r[k] for k in ("supported_nodes", "nodes", "partitions")}
                                     for ep, r in before.items() if isinstance(r, dict)}},
@@ -258,7 +300,8 @@ def _build(model_path: Path, tmp: Path, spec: BundleSpec) -> dict[str, Any]:
         "latency": spec.latency,
         "config_sha256": spec.config_sha256,
         "libraries": versions(),
-    }
+        "target": None,
+    }).dump()
 
 
 def write_bundle(model_path: Path, out_dir: Path, spec: BundleSpec) -> BundleResult:
@@ -310,25 +353,27 @@ def _swap_in(tmp: Path, out_dir: Path) -> None:
 
 
 def _readme(spec: BundleSpec, io: dict, fixes: list[str], ready: dict) -> str:
-    ins = "\n".join(f"- input `{i['name']}`: {i['dtype']} {i['shape']}" for i in io["inputs"])
-    outs = "\n".join(f"- output `{o['name']}`: {o['dtype']} {o['shape']}" for o in io["outputs"])
+    from compress.bundle.notes import app_notes
+
     eps = "\n".join(f"- {ep}: {r['supported_nodes']}/{r['nodes']} nodes in {r['partitions']} "
                     f"partition(s); unsupported: {', '.join(r['unsupported_ops']) or 'none'}"
                     for ep, r in ready.items() if isinstance(r, dict))
     q = spec.quality
-    return f"""# Deploy bundle ({spec.task})
+    measured = (f"{q.metric} {q.value:.4f} on split {q.split}" if q.value is not None
+                else "not measured in the run (no benchmark stage)")
+    notes = app_notes(io, _preprocess_json(spec, io), _runtime_section(spec))
+    return f"""# Deploy bundle ({spec.task}, {spec.precision})
 
 Files (sha256 and size of each in `manifest.json`):
 - `model.onnx`: the final model; `model.ort`: ORT format for ONNX Runtime Mobile
   ({spec.platform}, optimization style {spec.ort_style}), built from `{'model.mobile.onnx' if fixes else 'model.onnx'}`
 - `{OPS_CONFIG}`: operators and types for a reduced ONNX Runtime build
 - `preprocess.json`: input names, shapes, dtypes and the exact preprocessing
-- `eval.npz`: sample inputs and expected outputs (`expected__<output>`)
+- `eval.npz`: sample inputs and expected outputs (`expected__<output>`); `manifest.json`'s
+  `check` holds the tolerance a device must meet on them
 
-{ins}
-{outs}
-
-Quality in the run: {q.get('metric', '?')} {q.get('value', '?')} on split {q.get('split', '?')}.
+{notes}
+Quality in the run: {measured}.
 
 Mobile readiness (ORT usability checker; one partition covering all nodes is the goal):
 {eps}

@@ -7,6 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from compress.config.corpus import CorpusFields
+from compress.config.preprocess import ImagePreprocess
+
 
 class _Source(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -60,7 +63,7 @@ class EvalSet(BaseModel):
         return self
 
 
-class DataConfig(_Source):
+class DataConfig(_Source, CorpusFields):
     source: Literal["digits", "npz", "image_folder", "python", "text"] = Field(
         "digits", description=_Source.model_fields["source"].description + " text: one sentence "
         "a line in 'path', or without 'path' the built-in corpus (English sentences from Python's "
@@ -87,6 +90,10 @@ class DataConfig(_Source):
     )
     transfer: TransferConfig | None = Field(
         None, description="Optional unlabeled transfer set for distillation."
+    )
+    preprocess: ImagePreprocess | None = Field(
+        None, description="How a raw image becomes the model input, when the source cannot say "
+        "(python factories, npz arrays that are not 8-bit pixels): see compress/config/preprocess.py."
     )
 
     @model_validator(mode="after")

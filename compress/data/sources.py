@@ -21,6 +21,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from compress.common.imports import import_callable
 from compress.config.data import DataConfig, TransferConfig, _Source
+from compress.config.preprocess import ImagePreprocess, Preprocess, TextPreprocess
 from compress.errors import CompressError, InputError
 from compress.tasks.base import UNLABELED
 
@@ -61,11 +62,20 @@ class _Named(Dataset):
 
 @dataclass
 class DataInfo:
-    """What the data says about the model: input shapes, classes, and the preprocessing."""
+    """What the data says about the model: input shapes, classes, and the preprocessing.
+
+    ``preprocess`` is the typed record every bundle ships (None: the source could not say, and
+    the package stage refuses, naming what is missing); ``preprocessing`` holds facts about the
+    data for the report (corpus, sentence count, median tokens); ``tokenizer_dir`` is where a
+    text source's tokenizer files are read from."""
 
     input_shape: tuple[int, ...] | None  # one sample of the single image input, when there is one
     num_classes: int | None
     preprocessing: dict[str, Any] = field(default_factory=dict)
+    preprocess: Preprocess | None = None
+    tokenizer_dir: Path | None = None
+    source: str = ""  # the source in words, for messages: "digits", "python: pkg.mod:fn", ...
+    class_names: list[str] | None = None  # index = class id (digits, folder names, a factory's)
 
 
 @dataclass
@@ -78,6 +88,7 @@ class DataBundle:
     batch_size: int
     augment_shift: int = 0
     extra: dict[str, Dataset] = field(default_factory=dict)  # data.eval_sets, by name
+    probe: Any = None  # data.probe: a compress.tasks.probe.ProbeSet (embedding's linear probe)
 
     @property
     def input_shape(self) -> tuple[int, ...] | None:
@@ -114,15 +125,26 @@ def make_loader(ds: Dataset, batch_size: int, shuffle: bool, seed: int = 0) -> D
 
 def load_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
     """Load and split the data named by ``cfg`` (YAML path ``data``)."""
+    record: Preprocess | None
+    classes = None
+    if cfg.source == "text" and (cfg.corpus or cfg.holdout or cfg.labels or cfg.probe):
+        from compress.data.corpus_split import text_data  # the built-in corpus and labelled set
+
+        t = text_data(cfg, seed, _text_eval_set)
+        info = DataInfo(None, t.num_classes, t.prep, t.preprocess, t.tokenizer_dir)
+        return DataBundle(t.train, t.val, t.test, t.transfer, info, cfg.batch_size, 0, t.extra,
+                          probe=t.probe)
     if cfg.source == "python":
-        train, val, test = _python_split(cfg, seed)
+        train, val, test, record, classes = _python_split(cfg, seed)
         prep: dict[str, Any] = {"source": "python", "python": cfg.python}
     elif cfg.source == "text":
-        train, val, test, prep, extra = _text_split(cfg, seed)
+        train, val, test, prep, extra, text_info = _text_split(cfg, seed)
     else:
-        x, y = _arrays(cfg, "data")
+        x, y, record = _arrays(cfg, "data")
         train, val, test = _stratified(x, y, cfg.val_fraction, cfg.test_fraction, seed)
-        prep = _image_preprocessing(cfg, x)
+        prep = {"source": cfg.source}
+    if cfg.source != "text":
+        record = cfg.preprocess if cfg.preprocess is not None else record
     transfer = _unlabeled(cfg.transfer) if cfg.transfer is not None else None
     if min(len(train), len(val), len(test)) == 0:
         raise InputError(f"data: needs samples in every split (train {len(train)}, val {len(val)}, "
@@ -130,7 +152,8 @@ def load_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
     inputs0, _ = train[0]
     single = len(inputs0) == 1 and next(iter(inputs0.values())).is_floating_point()
     if cfg.source == "text":
-        return DataBundle(train, val, test, None, DataInfo(None, None, prep), cfg.batch_size, 0, extra)
+        return DataBundle(train, val, test, None, DataInfo(None, None, prep, *text_info),
+                          cfg.batch_size, 0, extra)
     shape = tuple(next(iter(inputs0.values())).shape) if single else None
     num_classes = _num_classes(train, val, test)
     if transfer is not None and shape is not None and tuple(transfer[0][0][INPUT].shape) != shape:
@@ -138,7 +161,8 @@ def load_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
             f"data.transfer: inputs have shape {list(transfer[0][0][INPUT].shape)}, "
             f"the training data {list(shape)}"
         )
-    info = DataInfo(shape, num_classes, prep)
+    info = DataInfo(shape, num_classes, prep, record, source=_describe(cfg, train),
+                    class_names=_class_names(cfg, num_classes, classes))
     extra = {e.name: _python_eval_set(e, i) for i, e in enumerate(cfg.eval_sets)}
     return DataBundle(train, val, test, transfer, info, cfg.batch_size, cfg.augment_shift, extra)
 
@@ -157,6 +181,32 @@ def load_data_guarded(cfg: DataConfig, seed: int) -> DataBundle:
         raise InputError(f"data: loading failed: {type(e).__name__}: {e}") from e
 
 
+def _class_names(cfg: DataConfig, num_classes: int | None,
+                 given: list[str] | None) -> list[str] | None:
+    if given is not None:
+        if num_classes is not None and len(given) != num_classes:
+            raise InputError(f"data.python: {cfg.python} returned {len(given)} class names for "
+                             f"{num_classes} classes")
+        return [str(c) for c in given]
+    if num_classes is None:
+        return None
+    if cfg.source == "digits":
+        return [str(i) for i in range(10)]
+    if cfg.source == "image_folder":
+        return sorted(p.name for p in Path(cfg.path).iterdir() if p.is_dir())
+    return None
+
+
+def _describe(cfg: DataConfig, train: Dataset) -> str:
+    if cfg.source == "python":
+        return f"python: {cfg.python}"
+    if cfg.source == "npz" and isinstance(train, NamedDataset):
+        x = train.inputs[INPUT]
+        return (f"npz {cfg.path}:{cfg.x_key}, values {float(x.min()):.4g}..{float(x.max()):.4g}, "
+                "not 8-bit pixels")
+    return f"{cfg.source}" + (f" {cfg.path}" if cfg.path else "")
+
+
 def _text_split(cfg: DataConfig, seed: int):
     """Sentences (a file, or the built-in corpus) split at random with the seed, tokenized with
     the teacher's tokenizer and truncated to ``max_length`` tokens (padded per batch later)."""
@@ -167,6 +217,8 @@ def _text_split(cfg: DataConfig, seed: int):
         sentences, corpus = read_lines(cfg.path), str(cfg.path)
     else:
         sentences, corpus = pydoc_sentences(docstrings=True), "built-in: pydoc topics + docstrings"
+    from compress.models.hf import TOKENIZER_FILES
+
     tok_dir = resolve_hf_dir(cfg.tokenizer, "data.tokenizer")
     tokenizer = load_tokenizer(tok_dir)
     parts = split_sentences(sentences, cfg.val_fraction, cfg.test_fraction, seed)
@@ -174,10 +226,13 @@ def _text_split(cfg: DataConfig, seed: int):
     extra = {e.name: _text_eval_set(e, tokenizer, cfg.max_length) for e in cfg.eval_sets}
     lengths = sorted(len(test[i][0]["input_ids"]) for i in range(len(test)))
     prep = {"kind": "text", "corpus": corpus, "sentences": len(sentences),
-            "tokenizer_dir": str(tok_dir), "max_length": cfg.max_length,
-            "padding": "right, per batch; attention_mask 1 for tokens",
-            "median_tokens": lengths[len(lengths) // 2]}
-    return train, val, test, prep, extra
+            "max_length": cfg.max_length, "median_tokens": lengths[len(lengths) // 2]}
+    record = TextPreprocess(
+        tokenizer_files=[n for n in TOKENIZER_FILES if (Path(tok_dir) / n).is_file()],
+        max_length=cfg.max_length, padding="longest",
+        note="the teacher's tokenizer, truncated to max_length; training padded per batch to its "
+             "longest sentence (right, attention_mask 0 on padding)")
+    return train, val, test, prep, extra, (record, Path(tok_dir))
 
 
 def _text_eval_set(e, tokenizer, max_length: int) -> Dataset:
@@ -213,82 +268,17 @@ def _num_classes(*splits: Dataset) -> int | None:
     return max(labels) + 1 if labels else None
 
 
-def _image_preprocessing(cfg: DataConfig, x: torch.Tensor) -> dict[str, Any]:
-    """How raw images become model inputs, recorded where it is done (for deploy bundles)."""
-    return {"layout": "NCHW", "channels": int(x.shape[1]), "image_size": cfg.image_size,
-            "scale": "pixel / max_value, then (v - mean) / std", "mean": 0.5, "std": 0.5,
-            "max_value": 16.0 if cfg.source == "digits" else 255.0, "source": cfg.source}
+def _arrays(cfg: _Source, where: str) -> tuple[torch.Tensor, torch.Tensor, ImagePreprocess | None]:
+    """Inputs, labels and the preprocessing record of a built-in image source."""
+    from compress.data import images
 
-
-def _arrays(cfg: _Source, where: str) -> tuple[torch.Tensor, torch.Tensor]:
     if cfg.source == "digits":
-        return _digits(cfg.image_size)
+        return (*images.digits(cfg.image_size), images.digits_record(cfg.image_size))
     if cfg.source == "npz":
-        return _npz(cfg, where)
-    return _image_folder(cfg, where)
-
-
-def _digits(size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    if size != 8:
-        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-    return (x - 0.5) / 0.5, torch.tensor(d.target, dtype=torch.long)
-
-
-def _npz(cfg: _Source, where: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    path = Path(cfg.path)
-    if not path.is_file():
-        raise InputError(f"{where}.path: file not found: {path}")
-    try:
-        arrays = np.load(path, allow_pickle=False)
-    except Exception as e:  # np.load raises several types for a bad file
-        raise InputError(f"{where}.path: cannot read {path} as .npz ({type(e).__name__})") from e
-    if cfg.x_key not in arrays:
-        raise InputError(f"{where}.x_key: {path} has no array {cfg.x_key!r} (has {sorted(arrays)})")
-    x = np.asarray(arrays[cfg.x_key], dtype=np.float32)
-    if x.ndim == 3:
-        x = x[:, None]
-    if x.ndim != 4:
-        raise InputError(f"{where}.x_key: expected (N, C, H, W) or (N, H, W), got shape {list(x.shape)}")
-    y = None
-    if isinstance(cfg, DataConfig):
-        if cfg.y_key not in arrays:
-            raise InputError(f"{where}.y_key: {path} has no array {cfg.y_key!r} (has {sorted(arrays)})")
-        y = np.asarray(arrays[cfg.y_key])
-        if y.shape != (x.shape[0],) or not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
-            raise InputError(
-                f"{where}.y_key: expected {x.shape[0]} non-negative integer labels, "
-                f"got shape {list(y.shape)} of {y.dtype}"
-            )
-        y = torch.from_numpy(y.astype(np.int64))
-    return torch.from_numpy(x), y
-
-
-def _image_folder(cfg: _Source, where: str) -> tuple[torch.Tensor, torch.Tensor]:
-    from PIL import Image
-
-    root = Path(cfg.path)
-    if not root.is_dir():
-        raise InputError(f"{where}.path: not a directory: {root}")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    files = [(f, i) for i, c in enumerate(classes) for f in sorted((root / c).iterdir()) if f.is_file()]
-    if not classes or not files:
-        raise InputError(f"{where}.path: {root} needs one subfolder of images per class")
-    mode = "L" if cfg.channels == 1 else "RGB"
-    xs = []
-    for f, _ in files:
-        try:
-            with Image.open(f) as im:
-                im = im.convert(mode).resize((cfg.image_size, cfg.image_size))
-                xs.append(np.asarray(im, dtype=np.float32) / 255.0)
-        except OSError as e:
-            raise InputError(f"{where}.path: cannot read image {f} ({e})") from e
-    x = torch.from_numpy(np.stack(xs))
-    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
-    return (x - 0.5) / 0.5, torch.tensor([i for _, i in files], dtype=torch.long)
+        x, y = images.npz(cfg, where)
+        return x, y, images.npz_record(x.numpy())
+    x, y = images.image_folder(cfg, where)
+    return x, y, images.folder_record(cfg.image_size, cfg.channels)
 
 
 def _stratified(x, y, val_fraction: float, test_fraction: float, seed: int):
@@ -306,20 +296,50 @@ def _stratified(x, y, val_fraction: float, test_fraction: float, seed: int):
 
 
 def _python_split(cfg: DataConfig, seed: int):
+    """The factory's splits, the preprocessing record and class names it returns, if any: a
+    ``{'train', 'val'[, 'test', 'preprocess', 'classes']}`` dict, or a dataset with
+    ``preprocess`` and ``classes`` attributes (the record an ``ImagePreprocess`` or a mapping)."""
     out = import_callable(cfg.python, "data.python")(**cfg.kwargs)
     if isinstance(out, dict) and {"train", "val"} <= set(out):
+        unknown = sorted(set(out) - {"train", "val", "test", "preprocess", "classes"})
+        if unknown:
+            raise InputError(f"data.python: {cfg.python} returned unknown keys {unknown} "
+                             "(expected train, val, test, preprocess, classes)")
+        record, classes = _factory_record(out.get("preprocess"), cfg), out.get("classes")
         train, val = _Named(_as_dataset(out["train"])), _Named(_as_dataset(out["val"]))
         if "test" in out:
-            return train, val, _Named(_as_dataset(out["test"]))
+            return train, val, _Named(_as_dataset(out["test"])), record, classes
         # no test split given: hold out part of train, so nothing reported is chosen on val
         n_test = max(1, int(len(train) * cfg.test_fraction))
         perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).tolist()
-        return Subset(train, perm[n_test:]), val, Subset(train, perm[:n_test])
+        return Subset(train, perm[n_test:]), val, Subset(train, perm[:n_test]), record, classes
     ds = _Named(_as_dataset(out))
+    record = _factory_record(getattr(ds.base, "preprocess", None), cfg)
+    classes = getattr(ds.base, "classes", None)
     n_val, n_test = max(1, int(len(ds) * cfg.val_fraction)), max(1, int(len(ds) * cfg.test_fraction))
     perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed)).tolist()
     return (Subset(ds, perm[n_val + n_test:]), Subset(ds, perm[:n_val]),
-            Subset(ds, perm[n_val:n_val + n_test]))
+            Subset(ds, perm[n_val:n_val + n_test]), record, classes)
+
+
+def _factory_record(raw: Any, cfg: DataConfig) -> Preprocess | None:
+    """A factory's record, checked; one stated in the YAML as well must agree with it."""
+    from pydantic import TypeAdapter, ValidationError
+
+    if raw is None:
+        return None
+    try:
+        record = raw if isinstance(raw, ImagePreprocess | TextPreprocess) else \
+            TypeAdapter(Preprocess).validate_python(dict(raw))
+    except (ValidationError, TypeError, ValueError) as e:
+        first = e.errors()[0] if isinstance(e, ValidationError) else {"loc": (), "msg": str(e)}
+        where = ".".join(str(p) for p in first["loc"])
+        raise InputError(f"data.python: {cfg.python} returned a preprocess record that is not "
+                         f"valid ({where + ': ' if where else ''}{first['msg']})") from None
+    if cfg.preprocess is not None and cfg.preprocess != record:
+        raise InputError(f"data.preprocess: differs from the record {cfg.python} returns; "
+                         "state it in one place")
+    return record
 
 
 def _as_dataset(obj) -> Dataset:
@@ -337,7 +357,7 @@ def _unlabeled(cfg: TransferConfig) -> Dataset:
     if cfg.source == "python":
         factory = import_callable(cfg.python, "data.transfer.python")
         return _Named(_as_dataset(factory(**cfg.kwargs)), label=UNLABELED)
-    x, _ = _npz(cfg, "data.transfer") if cfg.source == "npz" else _arrays(cfg, "data.transfer")
+    x = _arrays(cfg, "data.transfer")[0]
     return NamedDataset({INPUT: x}, torch.full((len(x),), UNLABELED, dtype=torch.long))
 
 

@@ -6,10 +6,13 @@ the mobile readiness (NNAPI, CoreML) of every ONNX model of the run, with the co
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from compress.artifacts import ModelArtifact, StageResult
 from compress.bundle import BundleSpec, PackageConfig, package, readiness
+from compress.bundle.mobile import EPS
+from compress.config.preprocess import ImagePreprocess, Preprocess, TextPreprocess
+from compress.errors import InputError
+from compress.stage_reports import ReadinessReport, ReadinessRow
 from compress.stages.base import Stage, StageContext
 
 BUNDLE = "bundle"
@@ -17,30 +20,53 @@ BUNDLE = "bundle"
 
 def bundle_spec(model: ModelArtifact, ctx: StageContext, cfg: PackageConfig) -> BundleSpec:
     """Everything the bundle says, taken from the run: data, task, measurements, config hash."""
+    from compress.bundle.manifest import Latency, Quality
     from compress.common.ort import make_session
     from compress.tasks.base import ort_arrays
 
+    record, extra = preprocess_record(ctx)
     inputs, targets = ort_arrays(ctx.task, ctx.data.test, make_session(model.path, 1, "basic"),
                                  cfg.eval_samples)
     measured = next((m for m in ctx.measurements if m.sha256 == model.sha256), None)
-    quality: dict[str, Any] = {}
-    latency: dict[str, Any] = {"threads": ctx.target.threads, "opt_level": ctx.target.opt_level}
     if measured is not None:
-        quality = {"metric": measured.metric, "value": measured.accuracy, "split": measured.split,
-                   **measured.quality}
-        latency.update(measured.latency_ms, machine_note="measured where the pipeline ran")
-    labels = targets if ctx.task.name == "classification" else None
-    prep = dict(ctx.data.info.preprocessing)
-    extra = {}
-    if prep.get("tokenizer_dir"):  # text models ship their tokenizer: the app needs only it
-        from compress.models.hf import TOKENIZER_FILES
+        quality = Quality(metric=measured.metric, value=measured.accuracy, split=measured.split,
+                          metrics=dict(measured.quality))
+        latency = Latency(threads=measured.threads, opt_level=measured.opt_level,
+                          ms=dict(measured.latency_ms), where="measured where the pipeline ran")
+    else:
+        quality = Quality(metric=None, value=None, split=None, metrics={})
+        latency = Latency(threads=ctx.target.threads, opt_level=ctx.target.opt_level, ms={},
+                          where="not measured (no benchmark stage before package)")
+    labels = targets if ctx.task.uses.labels else None  # classifiers (images or text)
+    return BundleSpec(task=ctx.task.name, preprocess=record, eval_inputs=inputs, labels=labels,
+                      quality=quality, latency=latency, precision=model.precision,
+                      class_names=ctx.data.info.preprocessing.get("label_names"),
+                      config_sha256=ctx.config_sha256, platform=cfg.platform,
+                      fix_shapes=cfg.fix_shapes, extra_files=extra)
 
-        tok = Path(prep.pop("tokenizer_dir"))
-        extra = {name: tok / name for name in TOKENIZER_FILES if (tok / name).is_file()}
-        prep["tokenizer_files"] = sorted(extra)
-    return BundleSpec(task=ctx.task.name, preprocess=prep, eval_inputs=inputs, labels=labels,
-                      quality=quality, latency=latency, config_sha256=ctx.config_sha256,
-                      platform=cfg.platform, fix_shapes=cfg.fix_shapes, extra_files=extra)
+
+def preprocess_record(ctx: StageContext) -> tuple[Preprocess, dict[str, Path]]:
+    """The data source's preprocessing record and the files it needs shipped; InputError (exit
+    2, one line) when the source could not supply it, naming what is missing."""
+    info = ctx.data.info
+    record = info.preprocess
+    if record is None:
+        raise InputError(
+            f"package: data ({info.source}) records no preprocessing, so the bundle cannot say how a "
+            "raw image becomes the model input: state data.preprocess in the YAML (color, size, "
+            "resize, scale, mean, std; see compress/config/preprocess.py) or return it from the "
+            "factory as {'train': ..., 'val': ..., 'preprocess': ImagePreprocess(...)}")
+    if isinstance(record, ImagePreprocess) and info.input_shape is not None \
+            and tuple(record.input_shape) != tuple(info.input_shape):
+        raise InputError(f"package: data.preprocess makes inputs of shape "
+                         f"{list(record.input_shape)}, the data's are {list(info.input_shape)}")
+    if not isinstance(record, TextPreprocess):
+        return record, {}
+    tok = info.tokenizer_dir
+    if tok is None or record.tokenizer not in record.tokenizer_files:
+        raise InputError(f"package: data.tokenizer: {tok} has no {record.tokenizer} (the "
+                         "runner and apps encode with it)")
+    return record, {name: tok / name for name in record.tokenizer_files}
 
 
 class PackageStage(Stage):
@@ -52,14 +78,10 @@ class PackageStage(Stage):
                   if m.format == "onnx" and m.sha256 != model.sha256}
         result = package(model.path, ctx.run_dir / BUNDLE, bundle_spec(model, ctx, cfg), cfg)
         ready = {model.name: result.readiness, **others}
-        metrics = {
-            "bundle": BUNDLE, "model": model.name, "files": result.sizes(),
-            "fixes": result.manifest["mobile"]["fixes"],
-            "readiness": {name: {ep: {k: r[k] for k in ("fraction", "supported_nodes", "nodes", "partitions",
-                                                         "unsupported_ops")}
-                                 for ep, r in rep.items() if isinstance(r, dict)}
-                          for name, rep in ready.items()},
-        }
+        report = ReadinessReport(
+            bundle=BUNDLE, model=model.name, files=result.sizes(), fixes=result.manifest["mobile"]["fixes"],
+            readiness={name: {ep: ReadinessRow.of(rep[ep]) for ep in EPS} for name, rep in ready.items()},
+        )
         # the bundle lives beside the stage folders (RUN_DIR/bundle); its manifest is hashed into
         # stage.json, so a resumed run re-packages when the bundle was changed or removed
-        return StageResult(model, metrics, files=[f"../{BUNDLE}/manifest.json"])
+        return StageResult(model, report, files=[f"../{BUNDLE}/manifest.json"])

@@ -1,4 +1,7 @@
-"""A tiny digits CNN (fixed batch 1, 1x32x32), its int8 QDQ copy, and bundles of both."""
+"""Bundles built as a run builds them: the pipeline's own digits data (its preprocessing record),
+a tiny CNN trained on its train split (fixed batch 1, input ``input``), its int8 QDQ copy, and a
+real ``compress pipeline`` run (an ONNX teacher, then ``package``) whose bundle the runner tests
+use: its preprocess.json and manifest.json were written by the pipeline, not by a test."""
 
 from __future__ import annotations
 
@@ -12,8 +15,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = ROOT / "compress" / "bundle" / "runner.py"
-PREPROCESS = {"layout": "NCHW", "image_size": [32, 32], "color": "grayscale",
-              "scale": 1 / 255, "mean": [0.5], "std": [0.5]}
 GUARD = '''import importlib.abc, sys
 class _Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
@@ -23,27 +24,17 @@ sys.meta_path.insert(0, _Block())
 '''
 
 
-def digits_32() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's digits (0..16) as 0..255 pixels upsampled 4x, normalized like PREPROCESS."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    pixels = np.kron(d.images, np.ones((4, 4))) * (255 / 16)  # 8x8 -> 32x32, 0..255
-    x = ((pixels / 255 - 0.5) / 0.5).astype(np.float32)[:, None]
-    return x, d.target.astype(np.int64)
-
-
-def _train_cnn(x: np.ndarray, y: np.ndarray):
+def _train_cnn(x: np.ndarray, y: np.ndarray, channels: int = 1, epochs: int = 4):
     import torch
     from torch import nn
 
     torch.manual_seed(0)
-    m = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+    m = nn.Sequential(nn.Conv2d(channels, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
                       nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
                       nn.MaxPool2d(4), nn.Flatten(), nn.Linear(256, 10))
     opt = torch.optim.Adam(m.parameters(), lr=0.01)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    for _ in range(4):
+    for _ in range(epochs):
         for i in range(0, len(xt), 64):
             opt.zero_grad()
             nn.functional.cross_entropy(m(xt[i:i + 64]), yt[i:i + 64]).backward()
@@ -51,15 +42,16 @@ def _train_cnn(x: np.ndarray, y: np.ndarray):
     return m.eval()
 
 
-def _export(m, path: Path, dynamic: bool) -> None:
+def export(m, path: Path, shape: tuple, dynamic: bool = False) -> Path:
     import torch
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(m, (torch.zeros(1, 1, 32, 32),), str(path), input_names=["image"],
+        torch.onnx.export(m, (torch.zeros(*shape),), str(path), input_names=["input"],
                           output_names=["logits"], dynamo=False, opset_version=17,
-                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}
                           if dynamic else None)
+    return path
 
 
 def _quantize(src: Path, dst: Path, calib: np.ndarray) -> None:
@@ -72,7 +64,7 @@ def _quantize(src: Path, dst: Path, calib: np.ndarray) -> None:
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.it = iter({"image": calib[i:i + 1]} for i in range(len(calib)))
+            self.it = iter({"input": calib[i:i + 1]} for i in range(len(calib)))
 
         def get_next(self):
             return next(self.it, None)
@@ -83,35 +75,46 @@ def _quantize(src: Path, dst: Path, calib: np.ndarray) -> None:
 
 
 @pytest.fixture(scope="session")
-def models(tmp_path_factory) -> dict:
-    """Paths of the fp32 (fixed and dynamic batch) and int8 models, plus test data."""
+def digits_data():
+    """The pipeline's own digits source at 32x32 (mobile.yaml's data section)."""
+    from compress.config.data import DataConfig
+    from compress.data.sources import load_data
+
+    return load_data(DataConfig(image_size=32), seed=0)
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory, digits_data) -> dict:
+    """Paths of the fp32 (fixed and dynamic batch) and int8 models, plus 64 test samples."""
     import torch
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("models")
-    x, y = digits_32()
-    rng = np.random.default_rng(0)
-    order = rng.permutation(len(x))
-    train, test = order[:1500], order[1500:1564]
-    m = _train_cnn(x[train], y[train])
+    x, y = digits_data.arrays("train")
+    xt, yt = digits_data.arrays("test")
+    m = _train_cnn(x, y)
     with torch.no_grad():
-        torch_logits = m(torch.from_numpy(x[test])).numpy()
-    paths = {"fp32": root / "cnn.onnx", "dynamic": root / "cnn_dyn.onnx", "int8": root / "int8.onnx"}
-    _export(m, paths["fp32"], dynamic=False)
-    _export(m, paths["dynamic"], dynamic=True)
-    _quantize(paths["fp32"], paths["int8"], x[train[:64]])
-    return {**paths, "x": x[test], "y": y[test], "torch_logits": torch_logits}
+        torch_logits = m(torch.from_numpy(xt[:64])).numpy()
+    paths = {"fp32": export(m, root / "cnn.onnx", (1, 1, 32, 32)),
+             "dynamic": export(m, root / "cnn_dyn.onnx", (1, 1, 32, 32), dynamic=True),
+             "int8": root / "int8.onnx"}
+    _quantize(paths["fp32"], paths["int8"], x[:64])
+    return {**paths, "x": xt[:64], "y": yt[:64], "torch_logits": torch_logits}
 
 
-def make_spec(models: dict, **kw):
+def make_spec(models: dict, data=None, **kw):
+    """A BundleSpec with the digits source's own preprocessing record."""
     from compress.bundle import BundleSpec
+    from compress.bundle.manifest import Latency, Quality
+    from compress.data.images import digits_record
 
     acc = float(np.mean(models["torch_logits"].argmax(1) == models["y"]))
-    base = dict(task="classification", preprocess=dict(PREPROCESS),
-                eval_inputs={"image": models["x"]}, labels=models["y"],
+    base = dict(task="classification", preprocess=digits_record(32),
+                eval_inputs={"input": models["x"]}, labels=models["y"],
                 class_names=[str(i) for i in range(10)],
-                quality={"metric": "accuracy", "value": acc, "split": "test"},
-                latency={"p50": 0.05, "threads": 1}, config_sha256="ab" * 32)
+                quality=Quality(metric="accuracy", value=acc, split="test", metrics={}),
+                latency=Latency(threads=1, opt_level="all", ms={"p50": 0.05}, where="test"),
+                config_sha256="ab" * 32)
     return BundleSpec(**{**base, **kw})
 
 
@@ -121,14 +124,45 @@ def bundles(models, tmp_path_factory) -> dict:
 
     root = tmp_path_factory.mktemp("bundles")
     return {"fp32": write_bundle(models["fp32"], root / "fp32" / "bundle", make_spec(models)),
-            "int8": write_bundle(models["int8"], root / "int8" / "bundle", make_spec(models))}
+            "int8": write_bundle(models["int8"], root / "int8" / "bundle",
+                                 make_spec(models, precision="int8"))}
+
+
+def run_pipeline(folder: Path, cfg: dict) -> tuple[int, str]:
+    """``compress pipeline`` on ``cfg`` into ``folder/run``: (exit code, output)."""
+    import yaml
+    from click.testing import CliRunner
+
+    from compress.cli import cli
+
+    path = folder / "pipe.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    res = CliRunner().invoke(cli, ["pipeline", str(path), "--out", str(folder / "run"),
+                                   "--no-progress"])
+    return res.exit_code, res.output
+
+
+def onnx_teacher_config(onnx: Path, data: dict, name: str) -> dict:
+    return {"version": 1, "name": name, "seed": 0, "device": "cpu",
+            "target": {"runs": 20, "warmup": 2}, "data": data, "teacher": {"onnx": str(onnx)},
+            "stages": [{"package": {}}]}
+
+
+@pytest.fixture(scope="session")
+def pipeline_bundle(models, tmp_path_factory) -> Path:
+    """RUN_DIR/bundle of a real pipeline run on the digits data (mobile.yaml's data section)."""
+    folder = tmp_path_factory.mktemp("pipeline")
+    cfg = onnx_teacher_config(models["fp32"], {"source": "digits", "image_size": 32}, "digits")
+    code, out = run_pipeline(folder, cfg)
+    assert code == 0, out
+    return folder / "run" / "bundle"
 
 
 @pytest.fixture()
-def bundle_copy(bundles, tmp_path) -> Path:
-    """A private copy of the fp32 bundle, free to break."""
+def bundle_copy(pipeline_bundle, tmp_path) -> Path:
+    """A private copy of the pipeline's bundle, free to break."""
     dst = tmp_path / "bundle"
-    shutil.copytree(bundles["fp32"].path, dst)
+    shutil.copytree(pipeline_bundle, dst)
     return dst
 
 

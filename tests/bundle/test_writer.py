@@ -16,7 +16,7 @@ from tests.bundle.conftest import make_spec
 
 def test_ort_matches_onnx_fp32(bundles, models):
     b = bundles["fp32"].path
-    x = {"image": models["x"]}
+    x = {"input": models["x"]}
     onnx_out, ort_out = run_model(b / "model.onnx", x), run_model(b / "model.ort", x)
     diff = np.max(np.abs(onnx_out["logits"] - ort_out["logits"]))
     assert diff <= 1e-5, diff
@@ -27,7 +27,7 @@ def test_ort_matches_onnx_fp32(bundles, models):
 
 def test_int8_ort_matches_onnx_on_argmax(bundles, models):
     b = bundles["int8"].path
-    x = {"image": models["x"]}
+    x = {"input": models["x"]}
     a, o = run_model(b / "model.onnx", x)["logits"], run_model(b / "model.ort", x)["logits"]
     assert np.array_equal(a.argmax(1), o.argmax(1))
     assert np.mean(o.argmax(1) == models["torch_logits"].argmax(1)) >= 0.95
@@ -40,9 +40,9 @@ def test_manifest_hashes_every_file(bundles):
     for name, entry in manifest["files"].items():
         data = (b / name).read_bytes()
         assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-    assert manifest["manifest_version"] == 1
+    assert manifest["manifest_version"] == 2
     assert manifest["producer"].startswith("compress ")
-    assert manifest["io"]["inputs"] == [{"name": "image", "shape": [1, 1, 32, 32],
+    assert manifest["io"]["inputs"] == [{"name": "input", "shape": [1, 1, 32, 32],
                                          "dtype": "float32"}]
     assert json.loads((b / "manifest.json").read_text()) == manifest
 
@@ -50,11 +50,13 @@ def test_manifest_hashes_every_file(bundles):
 def test_bundle_contents(bundles, models):
     b = bundles["fp32"].path
     pre = json.loads((b / "preprocess.json").read_text())
-    assert pre["mean"] == [0.5] and pre["std"] == [0.5] and pre["image_size"] == [32, 32]
+    assert (pre["preprocess_version"], pre["kind"], pre["color"], pre["size"], pre["scale"],
+            pre["mean"], pre["std"], pre["invert"]) == (1, "image", "grayscale", [32, 32],
+                                                        1 / 255, [0.5], [0.5], "auto")
     assert pre["labels"] == [str(i) for i in range(10)]
     with np.load(b / "eval.npz") as z:
-        assert sorted(z.files) == ["expected__logits", "image", "labels"]
-        assert np.array_equal(z["image"], models["x"]) and np.array_equal(z["labels"], models["y"])
+        assert sorted(z.files) == ["expected__logits", "input", "labels"]
+        assert np.array_equal(z["input"], models["x"]) and np.array_equal(z["labels"], models["y"])
     ops = (b / "required_operators_and_types.config").read_text()
     assert "# - model.ort\n" in ops and ".tmp" not in ops
     assert "ai.onnx;11;Conv" in ops or "ai.onnx;1;Conv" in ops, ops
@@ -85,13 +87,13 @@ def test_readiness_int8_coreml_refuses_qdq(bundles):
 
 def test_dynamic_batch_fixed_for_mobile(models, tmp_path):
     before = readiness(models["dynamic"])
-    assert before["dynamic_inputs"] == ["image"]
+    assert before["dynamic_inputs"] == ["input"]
     assert before["nnapi"]["supported_nodes"] == 0
     res = write_bundle(models["dynamic"], tmp_path / "b", make_spec(models))
-    assert res.manifest["mobile"]["fixes"][0] == "fixed shape: input 'image' batch -> 1"
+    assert res.manifest["mobile"]["fixes"][0] == "fixed shape: input 'input' batch -> 1"
     assert res.manifest["io"]["inputs"][0]["shape"] == ["batch", 1, 32, 32]  # model.onnx as given
     assert (res.readiness["nnapi"]["fraction"], res.readiness["nnapi"]["partitions"]) == (1.0, 1)
-    out = run_model(tmp_path / "b" / "model.ort", {"image": models["x"]})["logits"]
+    out = run_model(tmp_path / "b" / "model.ort", {"input": models["x"]})["logits"]
     assert np.max(np.abs(out - models["torch_logits"])) <= 1e-4
 
 
@@ -116,7 +118,7 @@ def test_failed_write_keeps_old_bundle(bundles, models, tmp_path):
     out = tmp_path / "bundle"
     shutil.copytree(bundles["fp32"].path, out)
     old = (out / "manifest.json").read_bytes()
-    with pytest.raises(InputError, match=r"eval_inputs: need one array per model input \['image'\]"):
+    with pytest.raises(InputError, match=r"eval_inputs: need one array per model input \['input'\]"):
         write_bundle(models["fp32"], out, make_spec(models, eval_inputs={"x": models["x"]}))
     assert (out / "manifest.json").read_bytes() == old
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]  # no temp folder left
