@@ -56,17 +56,21 @@ def _build_hf(spec: dict[str, Any], where: str) -> nn.Module:
     """An HF encoder as a sentence embedder, or a layer-drop copy of one (``layers``)."""
     from compress.models.hf import (
         SentenceEmbedder,
+        SequenceClassifier,
         layer_drop_student,
         load_hf_model,
         resolve_hf_dir,
     )
 
     if spec.get("layers") is not None:
-        teacher = _build_hf({"hf": spec["teacher_hf"], "trust_remote_code": spec.get("trust_remote_code")},
-                            "teacher")
+        teacher = _build_hf({"hf": spec["teacher_hf"], "trust_remote_code": spec.get("trust_remote_code"),
+                             "num_labels": spec.get("num_labels")}, "teacher")
         return layer_drop_student(teacher, list(spec["layers"]), f"{where}.layers")
     path = resolve_hf_dir(spec["hf"], f"{where}.hf")
-    return SentenceEmbedder(load_hf_model(path, trust_remote_code=bool(spec.get("trust_remote_code"))))
+    encoder = load_hf_model(path, trust_remote_code=bool(spec.get("trust_remote_code")))
+    if spec.get("num_labels"):  # a sequence classifier: the encoder plus a new linear head
+        return SequenceClassifier(encoder, int(spec["num_labels"]))
+    return SentenceEmbedder(encoder)
 
 
 def read_state_dict(path: str | Path, where: str) -> dict[str, torch.Tensor]:

@@ -169,6 +169,45 @@ class SentenceEmbedder(nn.Module):
                               tuple(out.attentions) if return_attentions else None)
 
 
+@dataclass
+class ClassifierOutput:
+    """The logits plus what the layer-wise distillation losses read."""
+
+    logits: torch.Tensor  # [B, num_labels]
+    hidden_states: tuple[torch.Tensor, ...]
+    attentions: tuple[torch.Tensor, ...] | None
+
+
+class SequenceClassifier(nn.Module):
+    """An HF encoder, mean pooling over the unmasked tokens (the pooling a sentence-transformers
+    encoder was trained with), dropout and a linear head: ``(input_ids, attention_mask)`` ->
+    ``[B, num_labels]`` logits. ``return_hidden`` gives a :class:`ClassifierOutput`."""
+
+    def __init__(self, encoder: nn.Module, num_labels: int, dropout: float = 0.1):
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(encoder.config.hidden_size, num_labels)
+
+    @property
+    def config(self):
+        return self.encoder.config
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                return_hidden: bool = False, return_attentions: bool = False):
+        extra = return_hidden or return_attentions
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                           output_hidden_states=extra, output_attentions=return_attentions,
+                           return_dict=True)
+        mask = attention_mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
+        pooled = (out.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        logits = self.classifier(self.dropout(pooled))
+        if not extra:
+            return logits
+        return ClassifierOutput(logits, tuple(out.hidden_states),
+                                tuple(out.attentions) if return_attentions else None)
+
+
 def with_attention(embedder: SentenceEmbedder, attn_implementation: str) -> SentenceEmbedder:
     """A copy of ``embedder`` whose encoder computes attention with ``attn_implementation``
     (``eager``, ``sdpa``); the weights are the same tensors' values, loaded strictly.
@@ -182,7 +221,11 @@ def with_attention(embedder: SentenceEmbedder, attn_implementation: str) -> Sent
     from compress.models.widths import apply_widths_, record_widths
 
     config = copy.deepcopy(encoder.config)
-    rebuilt = SentenceEmbedder(type(encoder)._from_config(config, attn_implementation=attn_implementation))
+    fresh = type(encoder)._from_config(config, attn_implementation=attn_implementation)
+    if isinstance(embedder, SequenceClassifier):
+        rebuilt = SequenceClassifier(fresh, embedder.classifier.out_features, embedder.dropout.p)
+    else:
+        rebuilt = SentenceEmbedder(fresh)
     apply_widths_(rebuilt, record_widths(embedder))  # a pruned student keeps its narrower layers
     rebuilt.load_state_dict(embedder.state_dict(), strict=True)
     return rebuilt.eval()
@@ -218,13 +261,21 @@ def _check_layers(layers: list[int], n: int, where: str) -> None:
         raise InputError(f"{where}: layer indices must be strictly increasing (got {list(layers)})")
 
 
-def layer_drop_student(teacher: SentenceEmbedder | PreTrainedModel, layers: list[int] | None = None,
-                       where: str = "student.layers") -> SentenceEmbedder:
+def layer_drop_student(teacher: SentenceEmbedder | SequenceClassifier | PreTrainedModel,
+                       layers: list[int] | None = None,
+                       where: str = "student.layers") -> SentenceEmbedder | SequenceClassifier:
     """A DistilBERT-style student: a deep copy of ``teacher`` keeping only encoder ``layers``.
 
-    Embeddings, pooler and the kept layers are copied exactly; ``config.num_hidden_layers`` is
+    Embeddings, pooler and the kept layers are copied exactly (a classifier's head too: the
+    student of a fine-tuned teacher starts from its weights); ``config.num_hidden_layers`` is
     updated so ``save_pretrained`` / ``from_pretrained`` rebuild the same shape.
     """
+    if isinstance(teacher, SequenceClassifier):
+        student = copy.deepcopy(teacher)
+        student.encoder = layer_drop_student(teacher.encoder, layers, where).encoder
+        for p in student.parameters():  # a frozen teacher's copy still trains
+            p.requires_grad_(True)
+        return student
     encoder = teacher.encoder if isinstance(teacher, SentenceEmbedder) else teacher
     n = len(encoder_layers(encoder)[2])
     layers = default_layers(n) if layers is None else list(layers)
@@ -240,6 +291,8 @@ def layer_drop_student(teacher: SentenceEmbedder | PreTrainedModel, layers: list
     for key in ("num_hidden_layers", "n_layers", "num_layers"):
         if hasattr(student.config, key):
             setattr(student.config, key, len(layers))
+    for p in student.parameters():  # a frozen teacher's copy still trains
+        p.requires_grad_(True)
     return SentenceEmbedder(student)
 
 
