@@ -6,7 +6,7 @@ EXTRAS ?= dev,hf,qat
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow lint clean
+.PHONY: setup demo test test-slow lint clean setup-web setup-arm64
 
 setup: $(STAMP)
 
@@ -29,6 +29,17 @@ test-slow: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+# The web target's runtime: pinned npm packages (deploy/web/package-lock.json) and Debian's
+# chromium for the headless check. ONNXRUNTIME_NODE_INSTALL=skip: no CUDA download at install.
+setup-web: $(STAMP)
+	cd deploy/web && PUPPETEER_SKIP_DOWNLOAD=1 ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
+# arm64 under qemu user emulation: qemu-user 10 from bookworm-backports, an arm64 Python 3.11 root
+# from Debian and aarch64 wheels from PyPI, all under .cache/ (no system change).
+setup-arm64: $(STAMP)
+	$(PY) benchmarks/arm64_check.py setup
 
 clean:
 	rm -rf runs .pytest_cache
