@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 from compress.common.files import atomic_write, sha256_file, write_json
+from compress.stage_reports import StageReport
 
 
 @dataclass
@@ -69,6 +70,25 @@ def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def count_macs(module: nn.Module, example: Any, exporter: str = "torchscript",
+               path: Path | None = None) -> int:
+    """MACs of ``module`` on ``example`` (a tensor, a tuple of positional tensors or named ones),
+    counted on its exported ONNX graph with ``compress.bench.macs``: the counter every model in
+    the report is measured with (torch-pruning's module hooks miss Conv2d subclasses and
+    functional convs). ``path``: export there (else a temp file)."""
+    import tempfile
+
+    from compress.bench.macs import onnx_macs
+    from compress.export.torch_onnx import export_onnx
+
+    if isinstance(example, tuple):
+        example = {f"input_{i}": t for i, t in enumerate(example)}  # exported positionally
+    if path is not None:
+        return onnx_macs(export_onnx(module, example, path, exporter=exporter)).total
+    with tempfile.TemporaryDirectory() as tmp:
+        return onnx_macs(export_onnx(module, example, Path(tmp) / "model.onnx", exporter=exporter)).total
+
+
 @dataclass
 class ModelMeasurement:
     """One model measured in ONNX Runtime on the file that ships: the report.json model entry.
@@ -102,6 +122,7 @@ class ModelMeasurement:
     speedup_vs_teacher: float | None = None
     latency_by_length: dict[str, dict[str, float]] | None = None  # sequence models: p50 etc. per length
     eval_sets: dict[str, dict[str, float]] | None = None  # quality on data.eval_sets, by name
+    clock: str | None = None  # latency clock: "cpu" (calling thread's CPU time, 1 thread) or "wall"
 
     @property
     def p50(self) -> float:
@@ -118,12 +139,22 @@ class ModelMeasurement:
 
 @dataclass
 class StageResult:
-    """A stage's output: the model passed on, the named models to benchmark, its metrics (data
-    for the report: numbers and tables as rows, never rendered text), the measurements of a
+    """A stage's output: the model passed on, its typed report (data for the report: numbers
+    and rows, never rendered text), the named models to benchmark, the measurements of a
     benchmark, and the extra files it wrote (hashed into stage.json, checked on resume)."""
 
     model: ModelArtifact
-    metrics: dict[str, Any] = field(default_factory=dict)
+    report: StageReport
     publish: list[ModelArtifact] = field(default_factory=list)
     files: list[str] = field(default_factory=list)  # relative to the stage folder
     measurements: list[ModelMeasurement] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.report, StageReport):
+            raise TypeError(f"StageResult.report must be a compress.stage_reports.StageReport, "
+                            f"got {type(self.report).__name__}")
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """The report as report.json stores it under the stage's ``metrics``."""
+        return self.report.as_dict()

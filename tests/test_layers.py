@@ -16,7 +16,7 @@ FLOORS = {
     "__init__": 1, "errors": 1, "common": 1,
     "config": 2,
     "tasks": 3, "models": 3, "data": 3,
-    "train": 4, "export": 4, "quant": 4, "bench": 4, "artifacts": 4,
+    "train": 4, "export": 4, "quant": 4, "bench": 4, "artifacts": 4, "stage_reports": 4,
     "stages": 5, "report": 5, "bundle": 5, "gates": 5,
     "engine": 6, "search": 6,
     "cli": 7,

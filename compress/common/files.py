@@ -78,3 +78,19 @@ def read_json(path: str | Path) -> Any:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
+
+
+def load_json(path: str | Path, expected: str) -> Any:
+    """The parsed JSON file; InputError (exit 2) naming the file when it is missing or not JSON.
+    ``expected`` says what the file should be, for the message."""
+    from compress.errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: not found (expected {expected})")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not valid JSON (not UTF-8 text)") from None
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None

@@ -10,6 +10,7 @@ from typing import Any
 from compress.artifacts import ModelMeasurement
 from compress.common.env import machine, versions
 from compress.common.files import read_json
+from compress.stage_reports import StageReport, Unread, read_report
 
 
 @dataclass
@@ -50,6 +51,12 @@ def assemble(pipeline: str, config_sha256: str, device: str, records: list[StepR
         "versions": versions(),
         "machine": machine(),
     }
+
+
+def read_stage(stage: dict) -> StageReport | Unread:
+    """A stored stage's metrics (report.json) as its stage's typed report, or ``Unread`` with why
+    not (a failed stage, or a report of another version)."""
+    return read_report(str(stage.get("kind", "")), stage.get("metrics") or {})
 
 
 def _previous(run_dir: Path) -> dict | None:

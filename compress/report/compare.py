@@ -9,13 +9,12 @@ fingerprints are compared and a difference is said out loud.
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any
 
+from compress.common.files import load_json
 from compress.errors import InputError
-from compress.report.html import fmt_quality, human, is_percent
+from compress.report.formats import fmt_quality, human, is_percent, num
 
 FINGERPRINT_KEYS = ("cpu", "cores", "machine", "os", "flags")
 
@@ -26,14 +25,7 @@ def load_run(path: Path) -> dict:
     file = path if path.suffix == ".json" and path.is_file() else path / "report.json"
     if not path.exists():
         raise InputError(f"{path}: no such run directory")
-    if not file.is_file():
-        raise InputError(f"{file}: not found (expected a run directory holding report.json)")
-    try:
-        report = json.loads(file.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise InputError(f"{file}: not valid JSON (not UTF-8 text)") from None
-    except json.JSONDecodeError as err:
-        raise InputError(f"{file}: not valid JSON (line {err.lineno}: {err.msg})") from None
+    report = load_json(file, "a run directory holding report.json")
     models = report.get("models") if isinstance(report, dict) else None
     if not isinstance(models, list) or not all(isinstance(m, dict) and "name" in m for m in models):
         raise InputError(f"{file}: expected a JSON object with a 'models' list of objects "
@@ -41,33 +33,27 @@ def load_run(path: Path) -> dict:
     return report
 
 
-def _num(v: Any) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        return None
-    return float(v) if math.isfinite(v) else None
-
-
 def _p50(m: dict | None) -> float | None:
-    return _num(((m or {}).get("latency_ms") or {}).get("p50"))
+    return num(((m or {}).get("latency_ms") or {}).get("p50"))
 
 
 def _ratio(b: Any, a: Any) -> float | None:
-    x, y = _num(b), _num(a)
+    x, y = num(b), num(a)
     return x / y if x is not None and y is not None and y > 0 else None
 
 
 def _side(m: dict | None) -> dict | None:
     if m is None:
         return None
-    return {"quality": _num(m.get("accuracy")), "metric": m.get("metric", "accuracy"),
-            "split": m.get("split"), "p50_ms": _p50(m), "bytes": _num(m.get("bytes")),
+    return {"quality": num(m.get("accuracy")), "metric": m.get("metric", "accuracy"),
+            "split": m.get("split"), "p50_ms": _p50(m), "bytes": num(m.get("bytes")),
             "precision": m.get("precision"), "threads": m.get("threads"),
             "opt_level": m.get("opt_level")}
 
 
 def model_row(name: str, a: dict | None, b: dict | None) -> dict:
     """One model of either run: both sides and the deltas (B - A, B / A) where both exist."""
-    qa, qb = _num((a or {}).get("accuracy")), _num((b or {}).get("accuracy"))
+    qa, qb = num((a or {}).get("accuracy")), num((b or {}).get("accuracy"))
     return {"name": name, "in": "both" if a and b else ("a" if a else "b"),
             "a": _side(a), "b": _side(b),
             "quality_delta": qb - qa if qa is not None and qb is not None else None,

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 import re
 from pathlib import Path
 from typing import Any
 
 from compress.report import plots
+from compress.report.search import search_section
+from compress.report.assemble import read_stage
+from compress.report.formats import fmt_ms, fmt_num, fmt_quality, human, is_percent, num
+from compress.stage_reports import PruneReport, QuantizeReport, ReadinessReport, StageReport, Unread
 
 CSS = """
 body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;margin:24px;color:#222;
@@ -31,56 +34,11 @@ img{max-width:100%;border:1px solid #eee;margin:4px 0}
 .kv td:first-child{text-align:left;font-weight:600;background:#fafafa}.kv td{text-align:left}
 p.note{font-size:12px;color:#555;margin:2px 0 8px}
 """
-PERCENT_HINTS = ("accuracy", "acc_", "recall", "precision", "top1", "top5", "agreement", "f1")
 
 
 def e(value: Any) -> str:
     """Text escaped for HTML."""
     return html.escape(str(value), quote=True)
-
-
-def _num(v: Any) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        return None
-    return float(v) if math.isfinite(v) else None
-
-
-def is_percent(metric: str) -> bool:
-    """True for metrics shown as percentages (accuracy-like fractions)."""
-    return any(h in metric.lower() for h in PERCENT_HINTS)
-
-
-def fmt_quality(metric: str, v: Any) -> str:
-    """A quality value: ``99.44%`` for accuracy-like metrics, ``0.9731`` otherwise."""
-    x = _num(v)
-    if x is None:
-        return "-"
-    return f"{x * 100:.2f}%" if is_percent(metric) else f"{x:.4f}"
-
-
-def fmt_ms(v: Any) -> str:
-    """Milliseconds with the digits that matter: ``0.0310``, ``0.830``, ``14.9``."""
-    x = _num(v)
-    if x is None:
-        return "-"
-    return f"{x:.4f}" if x < 0.1 else f"{x:.3f}" if x < 10 else f"{x:.1f}"
-
-
-def fmt_num(v: Any, digits: int = 4) -> str:
-    """A plain number, ``-`` when missing."""
-    x = _num(v)
-    return "-" if x is None else f"{x:.{digits}g}"
-
-
-def human(n: Any, unit: str = "") -> str:
-    """``2723000`` -> ``2.72M`` (with ``unit`` appended)."""
-    x = _num(n)
-    if x is None:
-        return "-"
-    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(x) >= div:
-            return f"{x / div:.2f}{suffix}{unit}"
-    return f"{x:g}{unit}"
 
 
 def _cls(good: bool | None) -> str:
@@ -91,7 +49,7 @@ def quality_delta(m: dict, ref: dict | None) -> str:
     """Quality change of ``m`` against ``ref`` as a coloured cell body (points for percents)."""
     if ref is None or ref is m:
         return '<span class="muted">-</span>'
-    a, b = _num(m.get("accuracy")), _num(ref.get("accuracy"))
+    a, b = num(m.get("accuracy")), num(ref.get("accuracy"))
     if a is None or b is None:
         return "-"
     metric = m.get("metric", "accuracy")
@@ -106,7 +64,7 @@ def ratio_cell(a: Any, b: Any, ref_is_self: bool = False, speed: bool = False) -
 
     With ``speed`` the inverse follows in words (``3.2x faster``), easier to read than 0.04x.
     """
-    x, y = _num(a), _num(b)
+    x, y = num(a), num(b)
     if ref_is_self:
         return '<span class="muted">-</span>'
     if x is None or y is None or y <= 0 or x <= 0:
@@ -240,8 +198,11 @@ def stages_section(report: dict) -> str:
     rows = []
     for s in stages:
         status = str(s.get("status", "?"))
-        seconds = _num(s.get("seconds"))
+        seconds = num(s.get("seconds"))
+        typed = read_stage(s)
         note = s.get("error") or _scalars(s.get("metrics") or {})
+        if isinstance(typed, Unread) and s.get("metrics"):
+            note += f" (stored in another version's shape, {typed.problem})"
         rows.append(f'<tr><td class="l">{e(s.get("dir", s.get("name", "?")))}</td>'
                     f'<td class="l">{e(s.get("kind", ""))}</td>'
                     f'<td class="l status-{e(status)}">{e(status)}</td>'
@@ -257,7 +218,9 @@ def training_section(report: dict, plot_dir: Path) -> str:
     parts = []
     for s in report.get("stages") or []:
         name = str(s.get("dir") or s.get("name", "stage"))
-        png = plots.training_plot(s, plot_dir / f"training-{_slug(name)}.png")
+        typed = read_stage(s)
+        runs = typed.histories() if isinstance(typed, StageReport) else []
+        png = plots.training_plot(name, runs, plot_dir / f"training-{_slug(name)}.png")
         if png is not None:
             parts.append(f"<h3>{e(name)}</h3>" + img_tag(png, f"training curves of {name}"))
     return "<h2>Training curves</h2>" + "".join(parts) if parts else ""
@@ -275,47 +238,33 @@ def prune_section(report: dict, plot_dir: Path) -> str:
     """Each prune stage's trajectory: a table and a plot."""
     parts = []
     for s in report.get("stages") or []:
-        traj = (s.get("metrics") or {}).get("trajectory")
-        if not isinstance(traj, list) or not traj:
+        typed = read_stage(s)
+        if not isinstance(typed, PruneReport) or not typed.trajectory:
             continue
         name = str(s.get("dir") or s.get("name", "prune"))
-        rows = [{**r, "params": human(r.get("params")), "macs": human(r.get("macs"))}
-                for r in traj if isinstance(r, dict)]
-        png = plots.prune_plot(traj, plot_dir / f"prune-{_slug(name)}.png")
+        rows = [{**r.as_dict(), "params": human(r.params), "macs": human(r.macs)} for r in typed.trajectory]
+        png = plots.prune_plot(typed.trajectory, plot_dir / f"prune-{_slug(name)}.png")
         parts.append(f"<h3>{e(name)}</h3>" + simple_table(rows, PRUNE_COLUMNS, table_id="prune")
                      + img_tag(png, f"prune trajectory of {name}"))
     return "<h2>Prune trajectory</h2>" + "".join(parts) if parts else ""
 
 
-def _kept_matcher(kept: Any):
-    def row_class(i: int, r: dict) -> str:
-        if isinstance(kept, bool) or kept is None:
-            return ""
-        if isinstance(kept, int):
-            return "kept" if i == kept else ""
-        if isinstance(kept, list):
-            return "kept" if list(r.get("float_layers") or []) == kept else ""
-        if isinstance(kept, dict):
-            return "kept" if r.get("float_layers") == kept.get("float_layers") else ""
-        return ""
-    return row_class
-
-
 def quantize_section(report: dict) -> str:
-    """Each quantize stage's trials (which layers stayed float) and which one was kept, and why."""
+    """Each quantize stage's trials (which layers stayed float), the one kept, and why."""
     parts = []
     for s in report.get("stages") or []:
-        m = s.get("metrics") or {}
-        if not isinstance(m.get("trials"), list) or not m["trials"]:
+        typed = read_stage(s)
+        if not isinstance(typed, QuantizeReport) or not typed.trials:
             continue
         name = str(s.get("dir") or s.get("name", "quantize"))
-        trials = [t for t in m["trials"] if isinstance(t, dict)]
-        kept = m.get("kept")
-        note = (f"kept: {_cell(kept)}" if kept is not None else "") + (
-            f" - {m['reason']}" if m.get("reason") else "")
+        kept = typed.kept_trial()
+        rows = [t.as_dict() for t in typed.trials]
+        note = (f"kept: {typed.kept}" + (f" ({_cell(typed.int8.float_layers)} in float)" if kept is not None
+                                          else " (the input model)") + f" - {typed.reason}")
         parts.append(f"<h3>{e(name)}</h3>"
-                     + simple_table(trials, TRIAL_COLUMNS, _kept_matcher(kept), "trials")
-                     + (f'<p class="note">{e(note.strip(" -"))}</p>' if note else ""))
+                     + simple_table(rows, TRIAL_COLUMNS, lambda i, _r, k=kept: "kept" if i == k else "",
+                                    "trials")
+                     + f'<p class="note">{e(note)}</p>')
     return "<h2>Quantization trials</h2>" + "".join(parts) if parts else ""
 
 
@@ -323,12 +272,13 @@ def readiness_section(report: dict) -> str:
     """Which share of each model's graph mobile execution providers (NNAPI, CoreML) would take."""
     rows = []
     for s in report.get("stages") or []:
-        ready = (s.get("metrics") or {}).get("readiness")
-        for model, eps in (ready or {}).items():
-            for ep, r in (eps or {}).items():
-                if isinstance(r, dict):
-                    rows.append({"model": model, "target": ep, **r,
-                                 "fraction": fmt_quality("accuracy", r.get("fraction"))})
+        typed = read_stage(s)
+        if not isinstance(typed, ReadinessReport):
+            continue
+        for model, eps in typed.readiness.items():
+            for ep, r in eps.items():
+                rows.append({"model": model, "target": ep, **r.as_dict(),
+                             "fraction": fmt_quality("accuracy", r.fraction)})
     if not rows:
         return ""
     cols = [("model", "model"), ("target", "execution provider"), ("fraction", "supported nodes"),
@@ -385,7 +335,7 @@ def render_html(report: dict, run_dir: Path) -> str:
         body.append("<h2>Latency distribution</h2>" + img_tag(latency, "latency per model"))
     body += [stages_section(report), training_section(report, plot_dir),
              prune_section(report, plot_dir), quantize_section(report),
-             readiness_section(report), machine_section(report)]
+             readiness_section(report), search_section(report, plot_dir), machine_section(report)]
     title = f"compress run: {report.get('pipeline', '?')}"
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{e(title)}</title><style>{CSS}</style></head><body>"

@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from compress.report.formats import num
+
+if TYPE_CHECKING:
+    from compress.stage_reports import History, PruneStep
 
 DPI = 110
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
@@ -53,17 +58,10 @@ def _save(fig, path: Path, layout: bool = True) -> Path:
                                                       metadata={"Software": None}))
 
 
-def _num(v: Any) -> float | None:
-    """A finite float, or None for missing, non-numeric, NaN and inf values."""
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        return None
-    return float(v) if math.isfinite(v) else None
-
-
 def model_point(m: dict) -> tuple[float, float] | None:
     """(p50 ms, headline quality) of a model, or None when either is missing."""
-    lat = _num((m.get("latency_ms") or {}).get("p50"))
-    q = _num(m.get("accuracy"))
+    lat = num((m.get("latency_ms") or {}).get("p50"))
+    q = num(m.get("accuracy"))
     if lat is None or q is None or lat <= 0:
         return None
     return lat, q
@@ -92,7 +90,7 @@ def pareto_plot(models: list[dict], path: Path) -> Path | None:
         return None
     fig, (ax,) = _figure(7.5, 4.6)
     higher = bool(pts[0][0].get("higher_is_better", True))
-    sizes = [_num(m.get("bytes")) or 0.0 for m, _ in pts]
+    sizes = [num(m.get("bytes")) or 0.0 for m, _ in pts]
     biggest = max(sizes) or 1.0
     labels = []
     for k, ((m, (x, y)), b) in enumerate(zip(pts, sizes, strict=True)):
@@ -219,25 +217,14 @@ def latency_plot(models: list[dict], run_dir: Path, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def history_runs(metrics: dict) -> list[tuple[str, list[dict]]]:
-    """(label, per-epoch rows) for each training history a stage's metrics hold."""
-    runs = []
-    if isinstance(metrics.get("history"), list) and metrics["history"]:
-        runs.append(("training", metrics["history"]))
-    for k, h in enumerate(metrics.get("histories") or []):
-        if isinstance(h, list) and h:
-            runs.append((f"step {k + 1} recovery", h))
-    return runs
-
-
 def _val_key(rows: list[dict]) -> str | None:
     keys = [k for r in rows for k in r if k.startswith("val_")]
     return keys[0] if keys else None
 
 
-def training_plot(stage: dict, path: Path) -> Path | None:
-    """Loss and the validation metric per epoch of one stage (prune recovery runs included)."""
-    runs = history_runs(stage.get("metrics") or {})
+def training_plot(name: str, runs: list[tuple[str, History]], path: Path) -> Path | None:
+    """Loss and the validation metric per epoch of one stage's training runs (a stage report's
+    ``histories()``: prune recovery runs follow one another)."""
     if not runs:
         return None
     from matplotlib.ticker import MaxNLocator
@@ -249,16 +236,15 @@ def training_plot(stage: dict, path: Path) -> Path | None:
         key = _val_key(rows)
         val_name = val_name or key
         xs = [offset + (int(r.get("epoch", i + 1))) for i, r in enumerate(rows)]
-        loss = [_num(r.get("loss")) for r in rows]
+        loss = [num(r.get("loss")) for r in rows]
         ax_loss.plot(xs, [v if v is not None else math.nan for v in loss], marker="o",
                      markersize=3, color=color, label=label)
         if key:
-            val = [_num(r.get(key)) for r in rows]
+            val = [num(r.get(key)) for r in rows]
             ax_val.plot(xs, [v if v is not None else math.nan for v in val], marker="o",
                         markersize=3, color=color, label=label)
         if len(runs) > 1:  # recovery runs follow one another along one axis
             offset = xs[-1]
-    name = stage.get("dir") or stage.get("name", "")
     ax_loss.set_title(f"{name}: training loss")
     ax_val.set_title(f"{name}: {val_name or 'validation metric'}")
     for ax in (ax_loss, ax_val):
@@ -272,17 +258,16 @@ def training_plot(stage: dict, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def prune_plot(trajectory: list[dict], path: Path) -> Path | None:
+def prune_plot(rows: list[PruneStep], path: Path) -> Path | None:
     """Quality after each prune step (raw, BN-recalibrated, recovered) and the speedup."""
-    rows = [r for r in trajectory if isinstance(r, dict)]
     if not rows:
         return None
     fig, (ax_q, ax_s) = _figure(9, 3.4, ncols=2)
-    xs = [_num(r.get("ratio")) or float(r.get("step", i + 1)) for i, r in enumerate(rows)]
-    xlabel = "pruning ratio" if all(_num(r.get("ratio")) is not None for r in rows) else "step"
+    xs = [r.ratio for r in rows]
+    xlabel = "pruning ratio"
     for k, (key, label) in enumerate((("acc_pruned", "just pruned"), ("acc_bn", "BN recalibrated"),
                                       ("acc_recovered", "after recovery"))):
-        ys = [_num(r.get(key)) for r in rows]
+        ys = [num(getattr(r, key)) for r in rows]
         if any(v is not None for v in ys):
             ax_q.plot(xs, [v if v is not None else math.nan for v in ys], marker="o",
                       color=COLORS[k], label=label)
@@ -290,14 +275,14 @@ def prune_plot(trajectory: list[dict], path: Path) -> Path | None:
     ax_q.set_title("Prune trajectory: validation quality")
     ax_q.set_xlabel(xlabel)
     ax_q.legend(fontsize=7)
-    speed = [_num(r.get("speedup")) for r in rows]
-    macs = [_num(r.get("macs")) for r in rows]
+    speed = [num(r.speedup) for r in rows]
+    macs = [num(r.macs) for r in rows]
     if any(v is not None for v in speed):
         ax_s.plot(xs, [v if v is not None else math.nan for v in speed], marker="o",
                   color=COLORS[0], label="measured speedup")
     if macs[0]:
         ax_s.plot(xs, [macs[0] / v if v else math.nan for v in macs], marker="s",
-                  linestyle="--", color=COLORS[3], label="MAC reduction")
+                  linestyle="--", color=COLORS[3], label="MAC reduction (ONNX count)")
     ax_s.set_title("Prune trajectory: speedup (x)")
     ax_s.set_xlabel(xlabel)
     ax_s.legend(fontsize=7)

@@ -6,7 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from compress.common.files import write_json, write_text
-from compress.report.html import human
+from compress.report.assemble import read_stage
+from compress.report.formats import human
+from compress.stage_reports import (
+    DistillReport,
+    ParityReport,
+    PruneReport,
+    PruneStep,
+    QuantizeReport,
+    TeacherReport,
+    Unread,
+)
 
 
 def _quality(m: dict) -> str:
@@ -40,44 +50,42 @@ def _pct(v: float | None) -> str:
     return "-" if v is None else f"{v * 100:.2f}%"
 
 
-def trajectory_table(rows: list[dict]) -> str:
-    """A prune stage's trajectory (validation-split quality per step)."""
+def trajectory_table(rows: list[PruneStep]) -> str:
+    """A prune stage's trajectory (validation-split quality per step; MACs counted on ONNX)."""
     lines = [
         "| step | ratio | params | MACs | ORT p50 ms | speedup | val pruned | val after BN | val recovered |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        p50 = "-" if r.get("p50_ms") is None else f"{r['p50_ms']:.4f}"
-        speed = "-" if r.get("speedup") is None else f"{r['speedup']:.2f}x"
+        p50 = "-" if r.p50_ms is None else f"{r.p50_ms:.4f}"
+        speed = "-" if r.speedup is None else f"{r.speedup:.2f}x"
         lines.append(
-            f"| {r['step']} | {r['ratio']:.2f} | {r['params']:,} | {r['macs']:,} | {p50} | {speed} "
-            f"| {_pct(r.get('acc_pruned'))} | {_pct(r.get('acc_bn'))} | {_pct(r.get('acc_recovered'))} |"
+            f"| {r.step} | {r.ratio:.2f} | {r.params:,} | {r.macs:,} | {p50} | {speed} "
+            f"| {_pct(r.acc_pruned)} | {_pct(r.acc_bn)} | {_pct(r.acc_recovered)} |"
         )
     return "\n".join(lines)
 
 
-def quantize_table(m: dict) -> str:
+def quantize_table(m: QuantizeReport) -> str:
     """A quantize stage's fp32-vs-int8 comparison and fallback trials (validation split)."""
-    fp32, int8 = m["fp32"], m["int8"]
+    fp32, int8 = m.fp32, m.int8
     lines = [
         "| model | precision | size | ORT accuracy (val) | top-1 agreement | cosine | p50 ms | speedup |",
         "|---|---|---|---|---|---|---|---|",
-        f"| fp32 | fp32 | {fp32['bytes'] / 1e3:.1f} kB | {_pct(fp32.get('accuracy'))} | 100% | 1 "
-        f"| {fp32['p50_ms']:.4f} | 1.00x |",
-        f"| int8 | {int8['precision']} | {int8['bytes'] / 1e3:.1f} kB | {_pct(int8.get('accuracy'))} "
-        f"| {int8['top1_agreement'] * 100:.1f}% | {int8['cosine']:.4f} | {int8['p50_ms']:.4f} "
-        f"| {int8['speedup']:.2f}x |",
+        f"| fp32 | fp32 | {fp32.bytes / 1e3:.1f} kB | {_pct(fp32.accuracy)} | 100% | 1 | {fp32.p50_ms:.4f} | 1.00x |",
+        f"| int8 | {int8.precision} | {int8.bytes / 1e3:.1f} kB | {_pct(int8.accuracy)} "
+        f"| {int8.top1_agreement * 100:.1f}% | {int8.cosine:.4f} | {int8.p50_ms:.4f} | {int8.speedup:.2f}x |",
         "",
-        f"Mode **{m['mode']}**, target **{m['target']}** ({m['target_evidence']}: {m['target_note']}); "
-        "fused ops in ORT: " + (", ".join(f"{k} {v}" for k, v in m["fused_ops"].items()) or "none")
-        + f" ({m['conv_count']} Conv in fp32). Float layers: "
-        + (", ".join(m["float_modules"] or m["float_layers"]) or "none")
-        + f". Kept: **{m['kept']}** ({m['reason']}).",
+        f"Mode **{m.mode}**, target **{m.scheme}** ({m.scheme_evidence}: {m.scheme_why}); "
+        "fused ops in ORT: " + (", ".join(f"{k} {v}" for k, v in m.fused_ops.items()) or "none")
+        + f" ({m.conv_count} Conv in fp32). Float layers: "
+        + (", ".join(m.float_modules or m.float_layers) or "none")
+        + f". Kept: **{m.kept}** ({m.reason}).",
     ]
-    if len(m["trials"]) > 1:  # the fallback's steps: what each float layer bought and cost
+    if len(m.trials) > 1:  # the fallback's steps: what each float layer bought and cost
         lines += ["", "| float nodes | ORT accuracy | p50 ms | fp32 p50 ms | speedup |", "|---|---|---|---|---|"]
-        lines += [f"| {', '.join(t['float_layers']) or 'none'} | {_pct(t['accuracy'])} | {t['p50_ms']:.4f} "
-                  f"| {t['fp32_p50_ms']:.4f} | {t['speedup']:.2f}x |" for t in m["trials"]]
+        lines += [f"| {', '.join(t.float_layers) or 'none'} | {_pct(t.accuracy)} | {t.p50_ms:.4f} "
+                  f"| {t.fp32_p50_ms:.4f} | {t.speedup:.2f}x |" for t in m.trials]
     return "\n".join(lines)
 
 
@@ -102,25 +110,27 @@ def render_markdown(report: dict) -> str:
 
 
 def _stage_table(stage: dict) -> str | None:
-    m = stage.get("metrics", {})
-    if stage["kind"] == "prune" and m.get("trajectory"):
-        return trajectory_table(m["trajectory"])
-    if stage["kind"] == "quantize" and m.get("trials"):
-        return quantize_table(m)
+    typed = read_stage(stage)
+    if isinstance(typed, PruneReport) and typed.trajectory:
+        return trajectory_table(typed.trajectory)
+    if isinstance(typed, QuantizeReport) and typed.trials:
+        return quantize_table(typed)
     return None
 
 
 def _stage_notes(stage: dict) -> str:
-    m = stage.get("metrics", {})
+    typed = read_stage(stage)
+    if isinstance(typed, Unread):
+        return f"metrics not read: {typed.problem}" if typed.metrics else ""
     parts = []
-    for key, value in m.items():
-        if key.startswith("val_") and isinstance(value, float) and not key.endswith("_before"):
-            parts.append(f"{key.replace('_', ' ')} {value:.4f} (torch, val)")
-    if "max_abs_diff" in m:
-        agree = m.get("top1_agreement")
-        parts.append(f"parity max abs diff {m['max_abs_diff']:.2e}"
+    if isinstance(typed, DistillReport | TeacherReport | PruneReport) and typed.val is not None:
+        parts.append(f"val {typed.metric.replace('_', ' ')} {typed.val:.4f} (torch, val)")
+    if isinstance(typed, ParityReport):
+        agree = typed.top1_agreement
+        parts.append(f"parity max abs diff {typed.max_abs_diff:.2e}"
                      + (f", agreement {agree * 100:.1f}%" if agree is not None else ""))
-    parts += [str(n) for n in m.get("notes", [])]
+    if isinstance(typed, PruneReport):
+        parts += typed.notes
     return "; ".join(parts)
 
 

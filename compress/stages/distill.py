@@ -5,24 +5,28 @@ from __future__ import annotations
 
 from torch import nn
 
-from compress.artifacts import ModelArtifact, StageResult, count_params, save_torch
+from compress.artifacts import ModelArtifact, StageResult, count_macs, count_params, save_torch
 from compress.config.stages import DistillConfig
+from compress.config.train import SoftTargets
 from compress.data.sources import DataBundle, with_transfer
 from compress.errors import ConfigError
-from compress.models.build import build_model, load_checkpoint_, model_summary
+from compress.models.build import build_model, load_checkpoint_
+from compress.stage_reports import DistillReport
 from compress.stages.base import Stage, StageContext
 from compress.tasks.base import Task
-from compress.train.loop import KD, FitResult, TrainConfig, fit_
+from compress.train.checkpoint import TrainingScope
+from compress.train.loop import KD, FitData, FitPlan, FitResult, TrainConfig, fit_
 
 
 def distill(student: nn.Module, teacher: nn.Module, task: Task, data: DataBundle, cfg: DistillConfig,
-            device, seed: int = 0, progress: bool = True) -> FitResult:
-    """Train ``student`` in place against ``teacher``; the best epoch is chosen on ``data.val``."""
+            device, seed: int = 0, progress: bool = True,
+            scope: TrainingScope | None = None) -> FitResult:
+    """Train ``student`` in place against ``teacher``; the best epoch is chosen on ``data.val``
+    (``scope``: the engine's checkpoints and teacher cache; None in a notebook)."""
     train = with_transfer(data.train, data.transfer if cfg.use_transfer else None, cfg.use_labels)
-    kd = KD(cfg.temperature, cfg.alpha, [(h.student, h.teacher) for h in cfg.hints], cfg.hint_weight)
-    return fit_(student, task, train, data.val, TrainConfig.of(cfg), data.batch_size, device,
-                teacher=teacher, kd=kd, augment_shift=data.augment_shift, seed=seed,
-                desc="distill", progress=progress)
+    kd = KD(teacher, SoftTargets.of(cfg), [(h.student, h.teacher) for h in cfg.hints], cfg.hint_weight)
+    return fit_(student, task, FitData.of(data, train),
+                FitPlan(TrainConfig.of(cfg), device, seed, "distill", progress), kd, scope)
 
 
 class DistillStage(Stage):
@@ -38,27 +42,27 @@ class DistillStage(Stage):
             raise ConfigError(f"{ctx.where}: needs a teacher model in torch form")
         spec = _student_spec(scfg, ctx)
         info = ctx.data.info
-        student = build_model(spec, info.input_shape[0] if info.input_shape else None,
-                              info.num_classes, "student")
+        if scfg.layers is not None:  # copied from the teacher as trained (a fine-tuned head too)
+            from compress.models.hf import layer_drop_student
+
+            student = layer_drop_student(ctx.teacher.module, list(scfg.layers), "student.layers")
+        else:
+            student = build_model(spec, info.input_shape[0] if info.input_shape else None,
+                                  info.num_classes, "student")
         if scfg.checkpoint:
             load_checkpoint_(student, scfg.checkpoint, "student.checkpoint")
         _check_hints(cfg, student, ctx.teacher.module, ctx.where)
         task = _training_task(ctx, cfg, scfg)
         result = distill(student, ctx.teacher.module, task, ctx.data, cfg, ctx.device, ctx.seed,
-                         ctx.progress)
+                         ctx.progress, ctx.scope)
         student.cpu().eval()
-        summary = model_summary(student, ctx.example())
-        art = ModelArtifact("student", "torch", student, spec, meta={**summary, "stage": ctx.stage_name})
-        save_torch(art, ctx.stage_dir)
-        metrics = {
-            f"val_{ctx.task.metric}": result.best_val,
-            "best_epoch": result.best_epoch,
-            "samples_per_s": round(result.samples_per_s, 1),
-            "history": result.history,
-            "params": count_params(student),
-            "macs": summary["macs"],
-        }
-        return StageResult(art, metrics)
+        params, macs = count_params(student), count_macs(student, ctx.example())
+        meta = {"params": params, "macs": macs, "stage": ctx.stage_name}
+        art = save_torch(ModelArtifact("student", "torch", student, spec, meta=meta), ctx.stage_dir)
+        report = DistillReport(metric=ctx.task.metric, val=result.best_val, best_epoch=result.best_epoch,
+                               samples_per_s=round(result.samples_per_s, 1), history=result.history,
+                               params=params, macs=macs)
+        return StageResult(art, report)
 
 
 def _student_spec(scfg, ctx: StageContext) -> dict:
@@ -66,7 +70,8 @@ def _student_spec(scfg, ctx: StageContext) -> dict:
         return scfg.spec()
     # a layer-drop copy of the hf teacher: rebuilt from the teacher's directory and these layers
     return {"layers": list(scfg.layers), "teacher_hf": ctx.teacher.spec["hf"],
-            "trust_remote_code": bool(ctx.teacher.spec.get("trust_remote_code"))}
+            "trust_remote_code": bool(ctx.teacher.spec.get("trust_remote_code")),
+            **({"num_labels": ctx.teacher.spec["num_labels"]} if "num_labels" in ctx.teacher.spec else {})}
 
 
 def _training_task(ctx: StageContext, cfg: DistillConfig, scfg) -> Task:

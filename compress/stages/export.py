@@ -6,6 +6,7 @@ from __future__ import annotations
 from compress.artifacts import ModelArtifact, StageResult
 from compress.config.stages import ExportConfig
 from compress.export.checked import export_checked
+from compress.stage_reports import ExportReport
 from compress.stages.base import Stage, StageContext
 
 
@@ -16,8 +17,7 @@ class ExportStage(Stage):
         cfg: ExportConfig = self.cfg
         path = ctx.stage_dir / "model.onnx"
         metrics = export_checked(model.module, ctx.task, ctx.example(cfg.batch_size), path, cfg,
-                                 ctx.data.test)
+                                 ctx.data.test).metrics()
         meta = {**model.meta, "stage": ctx.stage_name}
         art = ModelArtifact.from_onnx(model.name, path, model.precision, **meta)
-        metrics["bytes"] = path.stat().st_size
-        return StageResult(art, metrics, publish=[art])
+        return StageResult(art, ExportReport(**metrics, bytes=path.stat().st_size), publish=[art])

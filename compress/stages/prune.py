@@ -3,7 +3,8 @@ ONNX Runtime latency budget; re-estimate BatchNorm and recover by training after
 
 Three questions, three objects: DepGraph says what is coupled, an importance says what matters,
 the step schedule says how much to cut. Budget targets close the loop with the runtime: after each
-step the model is exported and timed on ORT with the pipeline's benchmark settings.
+step the model is exported, its MACs counted on that graph (the report's one MAC counter,
+compress.bench.macs) and, for latency, timed on ORT with the pipeline's target settings.
 """
 
 from __future__ import annotations
@@ -12,40 +13,34 @@ import copy
 import fnmatch
 import math
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from compress.artifacts import ModelArtifact, StageResult, save_torch
+from compress.artifacts import ModelArtifact, StageResult, count_macs, count_params, save_torch
 from compress.config.stages import PruneConfig, TargetConfig
+from compress.config.train import SoftTargets
 from compress.data.sources import DataBundle
 from compress.errors import ConfigError, GateError, StageError
-from compress.models.build import model_summary
 from compress.models.widths import attention_heads, record_widths, sync_attention_heads_
+from compress.stage_reports import PruneReport, PruneStep
 from compress.stages.base import Stage, StageContext
 from compress.tasks.base import Task, run_torch
-from compress.train.loop import KD, TrainConfig, evaluate_headline, fit_, recalibrate_bn_
+from compress.train.checkpoint import TrainingScope
+from compress.train.loop import (
+    KD,
+    FitData,
+    FitPlan,
+    TrainConfig,
+    evaluate_headline,
+    fit_,
+    recalibrate_bn_,
+)
 
 Example = torch.Tensor | tuple | dict
-
-
-@dataclass
-class StepRecord:
-    """One row of the trajectory; step 0 is the unpruned input."""
-
-    step: int
-    ratio: float
-    params: int
-    macs: int
-    p50_ms: float | None = None
-    speedup: float | None = None  # step-0 p50 / this p50, timed interleaved in one run
-    acc_pruned: float | None = None
-    acc_bn: float | None = None
-    acc_recovered: float | None = None
-    history: list[dict] = field(default_factory=list)  # the recovery training's epochs
 
 
 @dataclass
@@ -60,6 +55,7 @@ class Recovery:
     workdir: Path | None = None
     seed: int = 0
     progress: bool = False
+    scope: TrainingScope | None = None  # the engine's, for fit_ (None in a notebook)
     _val_ref: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     def headline(self, model: nn.Module) -> float:
@@ -72,7 +68,7 @@ class Recovery:
 @dataclass
 class PruneOutcome:
     model: nn.Module
-    trajectory: list[StepRecord]
+    trajectory: list[PruneStep]
 
 
 def prune_channels(
@@ -116,20 +112,17 @@ def prune_schedule_(
         timed = False
     model.cpu().eval()
     with tempfile.TemporaryDirectory() as tmp:
-        clock = _Clock(example, Path(rec.workdir or tmp), rec.target, cfg.exporter) if timed else None
-        return _run_steps(model, example, cfg, rec, where, clock)
+        meter = _Meter(example, Path(rec.workdir or tmp), rec.target, cfg.exporter, timed)
+        return _run_steps(model, example, cfg, rec, where, meter)
 
 
-def _run_steps(model, example, cfg: PruneConfig, rec: Recovery, where: str, clock) -> PruneOutcome:
+def _run_steps(model, example, cfg: PruneConfig, rec: Recovery, where: str, meter: _Meter) -> PruneOutcome:
     out_shapes = _output_shapes(model, example)
-    base_macs, base_params = count(model, example)
-    row0 = StepRecord(0, 0.0, base_params, base_macs)
-    if clock:
-        row0.p50_ms, row0.speedup = clock.time(model, 0), 1.0
+    row0 = meter.measure(model, 0, 0.0)
     if rec.data is not None:
         row0.acc_recovered = rec.headline(model)
     trajectory = [row0]
-    budget = _budget(cfg, base_macs)
+    budget = _budget(cfg, row0.macs)
     if budget is not None and _met(cfg, row0, budget):
         return PruneOutcome(model, trajectory)  # already within budget: nothing to cut
 
@@ -151,11 +144,7 @@ def _run_steps(model, example, cfg: PruneConfig, rec: Recovery, where: str, cloc
         if shapes != out_shapes:
             raise StageError(f"pruning changed the output shapes {out_shapes} -> {shapes}; add the "
                              f"layers that produce the outputs to {where}.ignore")
-        macs, params = count(model, example)
-        row = StepRecord(k, round(final * k / n_steps, 4), params, macs)
-        if clock:
-            row.p50_ms = clock.time(model, k)
-            row.speedup = clock.speedup
+        row = meter.measure(model, k, round(final * k / n_steps, 4))
         _recover(model, cfg, rec, row, k)
         trajectory.append(row)
         if budget is not None and _met(cfg, row, budget):
@@ -248,7 +237,7 @@ def output_layers(model: nn.Module, example: Example) -> list[nn.Module]:
     return list(dict.fromkeys(found))
 
 
-def _recover(model: nn.Module, cfg: PruneConfig, rec: Recovery, row: StepRecord, k: int) -> None:
+def _recover(model: nn.Module, cfg: PruneConfig, rec: Recovery, row: PruneStep, k: int) -> None:
     data = rec.data
     if data is None:
         return
@@ -261,9 +250,9 @@ def _recover(model: nn.Module, cfg: PruneConfig, rec: Recovery, row: StepRecord,
         return
     teacher = rec.teacher if cfg.recovery == "kd" else None
     train_cfg = TrainConfig.of(cfg)
-    result = fit_(model, rec.task, data.train, data.val, train_cfg, data.batch_size, rec.device, teacher=teacher,
-                  kd=KD(cfg.temperature, cfg.alpha), augment_shift=data.augment_shift,
-                  seed=rec.seed + k, desc=f"prune step {k}", progress=rec.progress)
+    result = fit_(model, rec.task, FitData.of(data),
+                  FitPlan(train_cfg, rec.device, rec.seed + k, f"prune step {k}", rec.progress),
+                  KD(teacher, SoftTargets.of(cfg)) if teacher is not None else None, scope=rec.scope)
     model.cpu().eval()
     row.acc_recovered = result.best_val
     row.history = result.history
@@ -285,11 +274,11 @@ def _budget(cfg: PruneConfig, base_macs: int) -> float | None:
     return cfg.latency_ms
 
 
-def _met(cfg: PruneConfig, row: StepRecord, budget: float) -> bool:
+def _met(cfg: PruneConfig, row: PruneStep, budget: float) -> bool:
     return (row.macs if cfg.target == "macs" else row.p50_ms) <= budget
 
 
-def _unreachable(cfg: PruneConfig, rows: list[StepRecord], budget: float, where: str) -> None:
+def _unreachable(cfg: PruneConfig, rows: list[PruneStep], budget: float, where: str) -> None:
     if cfg.target == "macs":
         best = min(rows, key=lambda r: r.macs)
         raise GateError(
@@ -303,36 +292,43 @@ def _unreachable(cfg: PruneConfig, rows: list[StepRecord], budget: float, where:
     )
 
 
-class _Clock:
-    """Exports each step to ONNX and times it interleaved with the unpruned model, so the
-    speedup of every step comes from one measurement."""
+class _Meter:
+    """Exports each step to ONNX once: its MACs are counted on that graph and, when ``timed``,
+    it is timed interleaved with the unpruned model, so every step's speedup comes from one
+    measurement."""
 
-    def __init__(self, example: Example, workdir: Path, target: TargetConfig, exporter: str):
+    def __init__(self, example: Example, workdir: Path, target: TargetConfig, exporter: str, timed: bool):
+        from compress.export.torch_onnx import INPUT_NAME
+
+        self.named = example if isinstance(example, dict) else {INPUT_NAME: example}
         self.example, self.workdir, self.target, self.exporter = example, workdir, target, exporter
+        self.timed = timed
         self.base: Path | None = None  # the unpruned model's ONNX, timed beside every step
-        self.speedup = 1.0
 
-    def time(self, model: nn.Module, step: int) -> float:
+    def measure(self, model: nn.Module, step: int, ratio: float) -> PruneStep:
+        path = self.workdir / f"step{step}.onnx"
+        macs = count_macs(model, self.example, self.exporter, path)
+        row = PruneStep(step=step, ratio=ratio, params=count_params(model), macs=macs)
+        if self.timed:
+            row.p50_ms, row.speedup = self._time(path)
+        return row
+
+    def _time(self, path: Path) -> tuple[float, float]:
         from compress.bench.latency import measure_interleaved
-        from compress.export.torch_onnx import INPUT_NAME, export_onnx
 
-        named = self.example if isinstance(self.example, dict) else {INPUT_NAME: self.example}
-        path = export_onnx(model, named, self.workdir / f"step{step}.onnx", exporter=self.exporter)
         paths = [path] if self.base is None else [self.base, path]
         b = self.target
-        feeds = [{k: v.numpy() for k, v in named.items()}] * len(paths)
+        feeds = [{k: v.numpy() for k, v in self.named.items()}] * len(paths)
         res = measure_interleaved(paths, feeds, b.threads, b.opt_level, b.runs, b.warmup)
         if self.base is None:
             self.base = path
-            return res[0].stats.p50
-        self.speedup = res[0].stats.p50 / res[1].stats.p50
-        return res[1].stats.p50
+            return res[0].stats.p50, 1.0
+        return res[1].stats.p50, res[0].stats.p50 / res[1].stats.p50
 
 
 def count(model: nn.Module, example: Example) -> tuple[int, int]:
-    """(MACs, params); see ``model_summary``."""
-    summary = model_summary(model, example)
-    return summary["macs"], summary["params"]
+    """(MACs counted on the exported ONNX graph, params)."""
+    return count_macs(model, example), count_params(model)
 
 
 def _call(model: nn.Module, example: Example):
@@ -374,7 +370,8 @@ class PruneStage(Stage):
             raise StageError(f"{model.name!r} has no spec to rebuild it from; cannot save pruned widths")
         net = copy.deepcopy(model.module).cpu().eval()  # the input artifact stays unpruned
         teacher = ctx.teacher.module if ctx.teacher is not None and cfg.recovery == "kd" else None
-        rec = Recovery(ctx.task, ctx.data, teacher, ctx.device, ctx.target, None, ctx.seed, ctx.progress)
+        rec = Recovery(ctx.task, ctx.data, teacher, ctx.device, ctx.target, None, ctx.seed, ctx.progress,
+                       ctx.scope)
         named = ctx.example()
         example = next(iter(named.values())) if len(named) == 1 else named
         outcome = prune_schedule_(net, example, cfg, rec, ctx.where)
@@ -382,24 +379,19 @@ class PruneStage(Stage):
         spec = {**model.spec, "widths": record_widths(net)}
         meta = {"params": last.params, "macs": last.macs, "stage": ctx.stage_name}
         art = save_torch(ModelArtifact(f"{model.name}-pruned", "torch", net, spec, meta=meta), ctx.stage_dir)
-        metrics: dict[str, Any] = {
-            "target": {cfg.target: getattr(cfg, cfg.target)},
-            "ratio": last.ratio,
-            "params_before": first.params, "params": last.params,
-            "macs_before": first.macs, "macs": last.macs,
-            "p50_ms_before": first.p50_ms, "p50_ms": last.p50_ms, "speedup": last.speedup,
-            f"val_{ctx.task.metric}_before": first.acc_recovered,
-            f"val_{ctx.task.metric}": last.acc_recovered, "metric": ctx.task.metric,
-            "threads": ctx.target.threads, "opt_level": ctx.target.opt_level,
-            "trajectory": [{k: v for k, v in asdict(r).items() if k != "history"}
-                           for r in outcome.trajectory],
-            "histories": [r.history for r in outcome.trajectory[1:]],
-            "notes": [_summary(first, last, ctx.target.threads)],
-        }
-        return StageResult(art, metrics)
+        report = PruneReport(
+            target={cfg.target: getattr(cfg, cfg.target)}, ratio=last.ratio,
+            params_before=first.params, params=last.params, macs_before=first.macs, macs=last.macs,
+            p50_ms_before=first.p50_ms, p50_ms=last.p50_ms, speedup=last.speedup,
+            val_before=first.acc_recovered, val=last.acc_recovered, metric=ctx.task.metric,
+            threads=ctx.target.threads, opt_level=ctx.target.opt_level, trajectory=outcome.trajectory,
+            histories=[r.history for r in outcome.trajectory[1:]],
+            notes=[_summary(first, last, ctx.target.threads)],
+        )
+        return StageResult(art, report)
 
 
-def _summary(first: StepRecord, last: StepRecord, threads: int) -> str:
+def _summary(first: PruneStep, last: PruneStep, threads: int) -> str:
     if last.params == first.params:
         return "nothing pruned: no layer has channels to spare at this ratio, round_to and max_ratio"
     text = f"channels -{last.ratio:.0%}: MACs {first.macs / 1e6:.2f}M -> {last.macs / 1e6:.2f}M"

@@ -2,22 +2,25 @@
 
 Every int8 model is measured against its fp32 input in the same run: ORT accuracy, top-1
 agreement and interleaved latency. When int8 loses too much accuracy the most sensitive layers
-stay in float; when int8 is not faster the fp32 model is kept, and the metrics say so.
-The ONNX Runtime helpers live in compress/quant/ptq.py.
+stay in float; when int8 is not faster the fp32 model is kept, and the reason gives the figures.
+``quantize(onnx_path, cfg, task, data, target)`` does the PTQ work without a pipeline; the stage
+calls it. The ONNX Runtime helpers live in compress/quant/ptq.py.
 """
 
 from __future__ import annotations
 
 import copy
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from compress.artifacts import ModelArtifact, StageResult
 from compress.common.files import atomic_write
-from compress.config.stages import QATConfig, QuantizeConfig
+from compress.config.stages import QATConfig, QuantizeConfig, TargetConfig
+from compress.config.train import SoftTargets
 from compress.errors import ConfigError, GateError
 from compress.export.torch_onnx import export_onnx, strip_debug_metadata_
 from compress.quant import qat as qatq
@@ -35,23 +38,70 @@ from compress.quant.ptq import (
     quantize_static_onnx,
     rank_sensitive_nodes,
 )
+from compress.stage_reports import (
+    AutoChoice,
+    Calibration,
+    Fp32Side,
+    Int8Side,
+    QatTraining,
+    QuantizeReport,
+    QuantTrial,
+    SensitiveTensor,
+)
 from compress.stages.base import Stage, StageContext
-from compress.train.loop import KD, TrainConfig, fit_
+from compress.train.loop import KD, FitData, FitPlan, TrainConfig, fit_
+
+if TYPE_CHECKING:
+    from compress.data.sources import DataBundle
+    from compress.tasks.base import Task
 
 
-def quantize_onnx(src: Path, dst: Path, cfg: QuantizeConfig, target: Target, exclude: list[str],
-                  calib: dict[str, np.ndarray] | None = None) -> Path:
-    """Quantize a pre-processed ONNX model as ``cfg.mode`` says (static needs ``calib``).
+@dataclass
+class Job:
+    """One quantization: what to measure with and where the files go."""
 
-    Args:
-        exclude: ONNX node names kept in float.
-        calib: training-split inputs for static calibration.
-    """
-    if cfg.mode == "static":
-        return quantize_static_onnx(src, dst, calib, target, exclude, per_channel=cfg.per_channel,
-                                    calibrate_method=cfg.calibrate_method, op_types=cfg.op_types)
-    return quantize_dynamic_onnx(src, dst, target, exclude, per_channel=cfg.per_channel,
-                                 op_types=cfg.op_types)
+    cfg: QuantizeConfig
+    task: Task
+    data: DataBundle
+    target: TargetConfig
+    out: Path  # trial files and model.int8.onnx
+    seed: int = 0
+    where: str = "quantize"  # YAML path, for messages
+
+    @property
+    def scheme(self) -> tuple[str, str, Target]:
+        """The int8 preset for the target CPU: (name, evidence, preset)."""
+        isa = self.target.isa
+        name, evidence = detect_target() if isa == "auto" else (isa, "configured")
+        return name, evidence, TARGETS[name]
+
+
+@dataclass
+class QuantizeOutcome:
+    """The int8 model written and the stage's report: which model to keep (``report.kept``) and
+    why (``report.reason``), with every candidate tried."""
+
+    path: Path
+    precision: str  # int8, or mixed when layers stayed in float
+    report: QuantizeReport
+
+    @property
+    def keep_int8(self) -> bool:
+        return self.report.kept == "int8"
+
+
+def quantize(onnx_path: Path, cfg: QuantizeConfig, task: Task, data: DataBundle, target: TargetConfig,
+             out_dir: Path | None = None, seed: int = 0, where: str = "quantize") -> QuantizeOutcome:
+    """Post-training int8 (``cfg.mode`` static, dynamic or auto) of an fp32 ONNX model, judged
+    against it on ``data.val`` and timed as ``target`` says; writes ``out_dir/model.int8.onnx``
+    (default: beside the input). Raises GateError when the accuracy limit is not met and
+    ``cfg.if_not_met`` is fail."""
+    if cfg.mode == "qat":
+        raise ConfigError(f"{where}.mode: qat trains a torch model; quantize() takes an ONNX file "
+                          "(use static, dynamic or auto, or a pipeline's quantize stage)")
+    out = Path(out_dir) if out_dir is not None else Path(onnx_path).parent
+    out.mkdir(parents=True, exist_ok=True)
+    return _quantize(Path(onnx_path), Job(cfg, task, data, target, out, seed, where))
 
 
 # -- judging a candidate against its fp32 input -------------------------------------------------
@@ -71,10 +121,20 @@ class Trial:
     def speedup(self) -> float:
         return self.fp32_p50 / self.p50
 
-    def row(self) -> dict:
-        return {"float_layers": self.excluded, "accuracy": self.accuracy, "top1_agreement": self.agreement,
-                "cosine": round(self.cosine, 5), "p50_ms": round(self.p50, 5),
-                "fp32_p50_ms": round(self.fp32_p50, 5), "speedup": round(self.speedup, 3)}
+    def record(self) -> QuantTrial:
+        return QuantTrial(float_layers=self.excluded, accuracy=self.accuracy, top1_agreement=self.agreement,
+                          cosine=round(self.cosine, 5), p50_ms=round(self.p50, 5),
+                          fp32_p50_ms=round(self.fp32_p50, 5), speedup=round(self.speedup, 3))
+
+
+@dataclass
+class Found:
+    """What one mode tried: its best candidate, every trial, and the sensitivity ranking used."""
+
+    mode: str  # static | dynamic | qat
+    best: Trial
+    trials: list[Trial]
+    ranking: list[dict] = field(default_factory=list)
 
 
 class Judge:
@@ -82,13 +142,13 @@ class Judge:
     on it): ORT accuracy for classifiers, top-1 agreement, output cosine, and p50 latency
     interleaved with fp32."""
 
-    def __init__(self, fp32: Path, ctx: StageContext, cfg: QuantizeConfig):
+    def __init__(self, fp32: Path, job: Job):
         from compress.common.ort import make_session, timing_feed
         from compress.tasks.base import ort_arrays
 
-        self.fp32, self.ctx, self.cfg = fp32, ctx, cfg
+        self.fp32, self.job, self.cfg, self.level = fp32, job, job.cfg, job.target.opt_level
         sess = make_session(fp32, 1, "basic")
-        self.feeds, self.y = ort_arrays(ctx.task, ctx.data.val, sess)
+        self.feeds, self.y = ort_arrays(job.task, job.data.val, sess)
         if {i.name for i in sess.get_inputs()} != set(self.feeds):
             # a model the data does not fit (an ONNX file brought as is): judge on seeded inputs
             from compress.bench.latency import random_feeds
@@ -96,33 +156,34 @@ class Judge:
             rows = [random_feeds(sess, seed=i) for i in range(8)]
             self.feeds = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
             self.y = np.full(len(next(iter(self.feeds.values()))), -1)
-        self.labeled = ctx.task.name == "classification" and bool((self.y >= 0).any())
+        self.labeled = job.task.uses.labels and bool((self.y >= 0).any())
         self.ref = self._outputs(fp32)
         self.fp32_accuracy = self._accuracy(self.ref)
         self.timing_feed = timing_feed(sess, self.feeds)
 
-    @property
-    def _level(self) -> str:
-        return self.ctx.target.opt_level
-
     def _outputs(self, path: Path) -> np.ndarray:
         from compress.common.ort import make_session, run_batched
 
-        return run_batched(make_session(path, 1, self._level), self.feeds)[0]
+        return run_batched(make_session(path, 1, self.level), self.feeds)[0]
 
     def _accuracy(self, out: np.ndarray) -> float | None:
-        return self.ctx.task.quality(out, self.y)["accuracy"] if self.labeled else None
+        return self.job.task.quality(out, self.y)["accuracy"] if self.labeled else None
 
     def trial(self, path: Path, excluded: list[str]) -> Trial:
-        from compress.bench.latency import measure_interleaved
-
         out = self._outputs(path)
         agree = float((out.argmax(-1) == self.ref.argmax(-1)).mean())
-        b = self.ctx.target
-        fp32_m, m = measure_interleaved([self.fp32, path], [self.timing_feed] * 2, b.threads, self._level,
-                                        b.runs, b.warmup)
+        fp32_p50, p50 = self.time(path)
         return Trial(path, list(excluded), self._accuracy(out), agree, mean_cosine(self.ref, out),
-                     fp32_m.stats.p50, m.stats.p50)
+                     fp32_p50, p50)
+
+    def time(self, path: Path) -> tuple[float, float]:
+        """p50 (ms) of the fp32 model and of ``path``, timed interleaved in one run."""
+        from compress.bench.latency import measure_interleaved
+
+        b = self.job.target
+        fp32_m, m = measure_interleaved([self.fp32, path], [self.timing_feed] * 2, b.threads, self.level,
+                                        b.runs, b.warmup)
+        return fp32_m.stats.p50, m.stats.p50
 
     def drop(self, t: Trial) -> float:
         """ORT top-1 accuracy lost vs fp32, as a fraction (0 for models without labels)."""
@@ -133,12 +194,189 @@ class Judge:
             return self.drop(t) <= self.cfg.max_accuracy_drop + 1e-9
         return t.cosine >= self.cfg.min_cosine
 
+    def shortfall(self, t: Trial) -> str:
+        """The measured quality of ``t`` against the limit it missed."""
+        if self.labeled:
+            return f"best drop {self.drop(t) * 100:.2f} points, limit {self.cfg.max_accuracy_drop * 100:g} points"
+        return f"best mean cosine {t.cosine:.4f}, min_cosine {self.cfg.min_cosine:g}"
+
     def better(self, a: Trial, b: Trial | None) -> bool:
         """Best so far: the most accurate, then the fastest."""
         if b is None:
             return True
         qa, qb = (a.accuracy, b.accuracy) if self.labeled else (a.cosine, b.cosine)
         return (qa, -a.p50) > (qb, -b.p50)
+
+
+# -- the work -----------------------------------------------------------------------------------
+
+
+def _quantize(fp32: Path, job: Job, given: Path | None = None,
+              qat: QatTraining | None = None) -> QuantizeOutcome:
+    """Find the int8 candidates (``given``: the one QAT trained), keep the best, report."""
+    judge = Judge(fp32, job)
+    if given is not None:
+        found, auto = Found("qat", judge.trial(given, []), []), None
+        found.trials = [found.best]
+    elif job.cfg.mode == "auto":
+        found, auto = _auto(judge, fp32, job)
+    else:
+        found, auto = _search(judge, fp32, job, job.cfg.mode), None
+    _settle(judge, found.best, job)
+    final = job.out / "model.int8.onnx"
+    if found.best.path != final:
+        found.best.path.replace(final)
+        found.best.path = final
+    _strip_debug_metadata(final)
+    for extra in job.out.glob("trial-*.onnx"):
+        extra.unlink()
+    precision = "mixed" if found.best.excluded else "int8"
+    report = _report(judge, found, auto, qat, final, precision)
+    return QuantizeOutcome(final, precision, report)
+
+
+def _auto(judge: Judge, fp32: Path, job: Job) -> tuple[Found, AutoChoice]:
+    """Static and dynamic both, judged alike: the fastest that meets the accuracy limit wins
+    (else the most accurate). Static QDQ fuses well on CNNs and collapses MiniLM; dynamic is
+    the transformer path and runs CNNs 5x slower: measured, not assumed."""
+    found = {m: _search(judge, fp32, job, m, prefix=f"{m}-") for m in ("static", "dynamic")}
+    accurate = [m for m in found if judge.accurate(found[m].best)]
+    if accurate:
+        mode = min(accurate, key=lambda m: found[m].best.p50)
+    else:
+        mode = max(found, key=lambda m: (found[m].best.accuracy or 0, found[m].best.cosine))
+    return found[mode], AutoChoice(chosen=mode, static=found["static"].best.record(),
+                                   dynamic=found["dynamic"].best.record())
+
+
+def _search(judge: Judge, fp32: Path, job: Job, mode: str, prefix: str = "") -> Found:
+    """Quantize in ``mode``; static keeps the most sensitive layers in float until the accuracy
+    limit holds (dynamic quantizes no activations ahead of time, so it has no such fallback)."""
+    from compress.common.ort import make_session
+    from compress.tasks.base import ort_arrays
+
+    cfg = job.cfg
+    calib = ort_arrays(job.task, job.data.calibration(cfg.calibration_samples, seed=job.seed),
+                       make_session(fp32, 1, "basic"))[0]
+    if set(calib) != set(judge.feeds):  # a model the data does not fit: its seeded inputs
+        calib = judge.feeds
+    src = preprocess(fp32, job.out / f"trial-{prefix}pre.onnx")
+    scheme = job.scheme[2]
+
+    def make(excluded: list[str], k: int) -> Path:
+        dst = job.out / f"trial-{prefix}{k}.onnx"
+        if mode == "static":
+            return quantize_static_onnx(src, dst, calib, scheme, excluded, per_channel=cfg.per_channel,
+                                        calibrate_method=cfg.calibrate_method, op_types=cfg.op_types)
+        return quantize_dynamic_onnx(src, dst, scheme, excluded, per_channel=cfg.per_channel,
+                                     op_types=cfg.op_types)
+
+    excluded = list(cfg.exclude)
+    first = judge.trial(make(excluded, 0), excluded)
+    found = Found(mode, first, [first])
+    if judge.accurate(first) or cfg.max_float_layers == 0 or mode != "static":
+        return found
+    ranking = rank_sensitive_nodes(src, first.path, {k: v[:64] for k, v in calib.items()})
+    for group in ranking:
+        if len(found.trials) > cfg.max_float_layers:
+            break
+        if all(n in excluded for n in group["nodes"]):
+            continue
+        excluded += [n for n in group["nodes"] if n not in excluded]
+        t = judge.trial(make(excluded, len(found.trials)), excluded)
+        found.trials.append(t)
+        if judge.better(t, found.best) or judge.accurate(t):
+            found.best = t
+        if judge.accurate(t):
+            break
+    found.ranking = ranking[: max(cfg.max_float_layers, 2)]
+    return found
+
+
+def _settle(judge: Judge, best: Trial, job: Job) -> None:
+    """Fail (exit 3) when no candidate met the accuracy limit and the config says fail."""
+    cfg = job.cfg
+    if judge.accurate(best) or cfg.if_not_met == "keep_fp32":
+        return
+    if judge.labeled:
+        got = (f"best {best.accuracy * 100:.2f}% vs fp32 {judge.fp32_accuracy * 100:.2f}% "
+               f"({judge.drop(best) * 100:.2f} points, limit {cfg.max_accuracy_drop * 100:g} points)")
+    else:
+        got = f"best mean cosine {best.cosine:.4f} (min_cosine {cfg.min_cosine:g})"
+    floats = ", ".join(best.excluded) or "none"
+    raise GateError(f"{job.where}: int8 accuracy limit not met: {got}, with {len(best.excluded)} "
+                    f"layer(s) in float ({floats}), p50 {best.p50:.4f} ms vs fp32 {best.fp32_p50:.4f} ms")
+
+
+def _verdict(judge: Judge, best: Trial, job: Job) -> tuple[str, str, float | None]:
+    """Keep int8 or fp32, the reason in measured figures, and ORT's per-call floor when timed."""
+    name, _, scheme = job.scheme
+    min_speedup = job.cfg.min_speedup
+    machine = {"arm64": "aarch64", "amd64": "x86_64"}.get(platform.machine().lower(), platform.machine().lower())
+    if not judge.accurate(best):
+        return "fp32", f"no int8 model met the accuracy limit ({judge.shortfall(best)}; if_not_met: keep_fp32)", None
+    if machine != scheme.arch:  # speed is only judged on the CPU the target describes
+        return "int8", f"latency measured on {platform.machine()}, not on the {name} target: verify there", None
+    timing = f"p50 {best.p50:.4f} ms vs fp32 {best.fp32_p50:.4f} ms, {best.speedup:.2f}x"
+    if best.speedup >= min_speedup:
+        return "int8", f"int8 is faster: {timing} (min_speedup {min_speedup:g})", None
+    floor = _call_floor_ms(judge)
+    return "fp32", (f"int8 is not faster: {timing} (min_speedup {min_speedup:g}); ORT's per-call "
+                    f"time on an Identity graph with the same input is {floor:.4f} ms, "
+                    f"{floor / best.fp32_p50:.0%} of fp32's p50"), floor
+
+
+def _call_floor_ms(judge: Judge) -> float:
+    """p50 (ms) of a graph that only passes its inputs through: what every call costs in ORT
+    before any layer runs, timed interleaved with the fp32 model."""
+    import onnx
+    from onnx import helper
+
+    inputs = [i for i in onnx.load(str(judge.fp32), load_external_data=False).graph.input
+              if i.name in judge.timing_feed]
+    outs = [helper.make_tensor_value_info(f"{i.name}_out", i.type.tensor_type.elem_type, None)
+            for i in inputs]
+    nodes = [helper.make_node("Identity", [i.name], [f"{i.name}_out"]) for i in inputs]
+    model = helper.make_model(helper.make_graph(nodes, "call_floor", inputs, outs),
+                              opset_imports=[helper.make_opsetid("", 18)])
+    path = judge.job.out / "trial-call-floor.onnx"
+    atomic_write(path, lambda tmp: onnx.save(model, str(tmp)))
+    try:
+        return judge.time(path)[1]
+    finally:
+        path.unlink()
+
+
+def _report(judge: Judge, found: Found, auto: AutoChoice | None, qat: QatTraining | None, int8: Path,
+            precision: str) -> QuantizeReport:
+    job, best, fp32 = judge.job, found.best, judge.fp32
+    name, evidence, scheme = job.scheme
+    kept, reason, floor = _verdict(judge, best, job)
+    ops = fused_ops(int8, judge.level)
+    calib = Calibration(method=job.cfg.calibrate_method, samples=job.cfg.calibration_samples, split="train")
+    return QuantizeReport(
+        mode=f"auto: {found.mode}" if auto else found.mode, scheme=name, scheme_evidence=evidence,
+        activation_type=scheme.activation, weight_type=scheme.weight, reduce_range=scheme.reduce_range,
+        per_channel=job.cfg.per_channel, scheme_why=scheme.why, qat=qat, auto=auto,
+        fp32=Fp32Side(bytes=fp32.stat().st_size, accuracy=judge.fp32_accuracy, p50_ms=round(best.fp32_p50, 5)),
+        int8=Int8Side(**best.record().model_dump(), bytes=int8.stat().st_size, precision=precision),
+        split="val", fused_ops={k: ops[k] for k in FUSED_OPS if k in ops}, conv_count=count_ops(fp32, "Conv"),
+        ort_ops=ops, float_layers=best.excluded, float_modules=modules_of(fp32, best.excluded),
+        trials=[t.record() for t in found.trials],
+        sensitivity=[SensitiveTensor(**g) for g in found.ranking],
+        kept=kept, reason=reason, threads=job.target.threads, opt_level=judge.level,
+        calibration=calib if found.mode == "static" else None, call_floor_ms=floor,
+    )
+
+
+def _strip_debug_metadata(path: Path) -> None:
+    """Rewrite an ONNX file without per-node debug metadata, if it has any: an fp32 input exported
+    outside this project can carry local paths, and ORT's quantizers copy them to the int8 nodes."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    if strip_debug_metadata_(proto):
+        atomic_write(path, lambda tmp: onnx.save(proto, str(tmp)))
 
 
 # -- the stage ----------------------------------------------------------------------------------
@@ -157,191 +395,44 @@ class QuantizeStage(Stage):
 
     def run(self, model: ModelArtifact, ctx: StageContext) -> StageResult:
         cfg: QuantizeConfig = self.cfg
-        self.ranking: list[dict] = []
-        want = "torch" if cfg.mode == "qat" else "onnx"
-        if model.format != want:
-            place = "before the export stage" if want == "torch" else "after an export stage"
-            raise ConfigError(f"{ctx.where}.mode: {cfg.mode} quantization needs a {want} model (put "
-                              f"this stage {place}); the previous stage produced a {model.format} model")
-        if ctx.target.opt_level in ("disable", "basic"):
-            raise ConfigError(f"target.opt_level {ctx.target.opt_level!r} leaves QDQ int8 "
-                              "models unfused and slower than fp32; use 'extended' or 'all'")
-        isa = ctx.target.isa
-        name, evidence = detect_target() if isa == "auto" else (isa, "configured")
-        target = TARGETS[name]
-        metrics: dict = {"mode": cfg.mode, "target": name, "target_evidence": evidence,
-                         "activation_type": target.activation, "weight_type": target.weight,
-                         "reduce_range": target.reduce_range, "per_channel": cfg.per_channel,
-                         "target_note": target.why}
-        publish: list[ModelArtifact] = []
+        job = Job(cfg, ctx.task, ctx.data, ctx.target, ctx.stage_dir, ctx.seed, ctx.where)
         meta = {**model.meta, "stage": ctx.stage_name}
-        if cfg.mode == "qat":
-            fp32_path, int8_path, metrics["qat"] = self._qat(model, ctx, target)
+        publish: list[ModelArtifact] = []
+        if self.trains():
+            fp32_path, int8_path, qat = _qat(cfg.qat, model, ctx, job.scheme[2])
             fp32_art = ModelArtifact.from_onnx(model.name, fp32_path, "fp32", **meta)
             publish.append(fp32_art)
+            outcome = _quantize(fp32_path, job, int8_path, qat)
         else:
-            fp32_path, fp32_art, int8_path = model.path, model, None
-        judge = Judge(fp32_path, ctx, cfg)
-        if cfg.mode == "auto":
-            best, trials, metrics["auto"] = self._auto(judge, fp32_path, ctx, cfg, target)
-            metrics["mode"] = f"auto: {metrics['auto']['chosen']}"
-        else:
-            best, trials = self._search(judge, fp32_path, int8_path, ctx, cfg, target)
-        final = ctx.stage_dir / "model.int8.onnx"
-        if best.path != final:
-            best.path.replace(final)
-            best.path = final
-        _strip_debug_metadata(final)
-        precision = "mixed" if best.excluded else "int8"
-        int8_art = ModelArtifact.from_onnx(f"{model.name}-int8", final, precision, **meta)
+            fp32_art, outcome = model, _quantize(model.path, job)
+        int8_art = ModelArtifact.from_onnx(f"{model.name}-int8", outcome.path, outcome.precision, **meta)
         publish.append(int8_art)
-        for extra in ctx.stage_dir.glob("trial-*.onnx"):
-            extra.unlink()
-
-        kept, reason = "int8", f"{best.speedup:.2f}x faster than fp32 at p50"
-        machine = {"arm64": "aarch64", "amd64": "x86_64"}.get(platform.machine().lower(), platform.machine().lower())
-        on_target = machine == target.arch  # speed is only judged on the CPU the target describes
-        if not judge.accurate(best):
-            limit = (f"best drop {judge.drop(best) * 100:.2f} points, limit {cfg.max_accuracy_drop * 100:g} "
-                     "points; " if judge.labeled else "")
-            kept, reason = "fp32", f"no int8 model met the accuracy limit ({limit}if_not_met: keep_fp32)"
-        elif best.speedup < cfg.min_speedup and on_target:
-            kept, reason = "fp32", (f"int8 is not faster: {best.speedup:.2f}x at p50 "
-                                    f"(min_speedup {cfg.min_speedup:g}); per-call overhead dominates")
-        elif not on_target:
-            reason = f"latency measured on {platform.machine()}, not on the {name} target: verify there"
-        metrics.update(self._report(judge, best, trials, fp32_path, final, precision, kept, reason, ctx))
-        out = int8_art if kept == "int8" else fp32_art
-        return StageResult(out, metrics, publish=publish)
-
-    def _auto(self, judge: Judge, fp32_path: Path, ctx: StageContext, cfg: QuantizeConfig,
-              target: Target) -> tuple[Trial, list[Trial], dict]:
-        """Static and dynamic both, judged alike: the fastest that meets the accuracy limit wins
-        (else the most accurate). Static QDQ fuses well on CNNs and collapses MiniLM; dynamic is
-        the transformer path and runs CNNs 5x slower: measured, not assumed."""
-        found: dict[str, tuple[Trial, list[Trial]]] = {}
-        for mode in ("static", "dynamic"):
-            sub = cfg.model_copy(update={"mode": mode, "if_not_met": "keep_fp32"})
-            found[mode] = self._search(judge, fp32_path, None, ctx, sub, target, prefix=f"{mode}-")
-        accurate = [m for m in found if judge.accurate(found[m][0])]
-        if accurate:
-            mode = min(accurate, key=lambda m: found[m][0].p50)
-        else:
-            mode = max(found, key=lambda m: (found[m][0].accuracy or 0, found[m][0].cosine))
-        self.chosen_mode = mode
-        best, trials = self._settle(judge, found[mode][0], found[mode][1], cfg, ctx)
-        return best, trials, {"chosen": mode, **{m: t[0].row() for m, t in found.items()}}
-
-    def _search(self, judge: Judge, fp32_path: Path, int8_path: Path | None, ctx: StageContext,
-                cfg: QuantizeConfig, target: Target, prefix: str = "") -> tuple[Trial, list[Trial]]:
-        """Quantize, then keep the most sensitive layers in float until the accuracy limit holds."""
-        if int8_path is not None:  # qat: the trained model is the one candidate
-            trials = [judge.trial(int8_path, [])]
-            return self._settle(judge, trials[0], trials, cfg, ctx)
-        from compress.common.ort import make_session
-        from compress.tasks.base import ort_arrays
-
-        calib = ort_arrays(ctx.task, ctx.data.calibration(cfg.calibration_samples, seed=ctx.seed),
-                           make_session(fp32_path, 1, "basic"))[0]
-        if set(calib) != set(judge.feeds):  # a model the data does not fit: its seeded inputs
-            calib = judge.feeds
-        src = preprocess(fp32_path, ctx.stage_dir / f"trial-{prefix}pre.onnx")
-
-        def make(excluded: list[str], k: int) -> Path:
-            return quantize_onnx(src, ctx.stage_dir / f"trial-{prefix}{k}.onnx", cfg, target, excluded,
-                                 calib)
-
-        excluded = list(cfg.exclude)
-        first = judge.trial(make(excluded, 0), excluded)
-        trials, best = [first], first
-        if judge.accurate(first) or cfg.max_float_layers == 0 or cfg.mode != "static":
-            return self._settle(judge, best, trials, cfg, ctx)
-        ranking = rank_sensitive_nodes(src, first.path, {k: v[:64] for k, v in calib.items()})
-        for group in ranking:
-            if len(trials) > cfg.max_float_layers:
-                break
-            if all(n in excluded for n in group["nodes"]):
-                continue
-            excluded += [n for n in group["nodes"] if n not in excluded]
-            t = judge.trial(make(excluded, len(trials)), excluded)
-            trials.append(t)
-            if judge.better(t, best) or judge.accurate(t):
-                best = t
-            if judge.accurate(t):
-                break
-        self.ranking = ranking[: max(cfg.max_float_layers, 2)]
-        return self._settle(judge, best, trials, cfg, ctx)
-
-    def _settle(self, judge: Judge, best: Trial, trials: list[Trial], cfg: QuantizeConfig,
-                ctx: StageContext) -> tuple[Trial, list[Trial]]:
-        if judge.accurate(best) or cfg.if_not_met == "keep_fp32":
-            return best, trials
-        if judge.labeled:
-            got = (f"best {best.accuracy * 100:.2f}% vs fp32 {judge.fp32_accuracy * 100:.2f}% "
-                   f"({judge.drop(best) * 100:.2f} points, limit {cfg.max_accuracy_drop * 100:g} points)")
-        else:
-            got = f"best mean cosine {best.cosine:.4f} (min_cosine {cfg.min_cosine:g})"
-        floats = ", ".join(best.excluded) or "none"
-        raise GateError(f"{ctx.where}: int8 accuracy limit not met: {got}, with {len(best.excluded)} "
-                        f"layer(s) in float ({floats}), p50 {best.p50:.4f} ms vs fp32 {best.fp32_p50:.4f} ms")
-
-    def _mode(self) -> str:
-        return getattr(self, "chosen_mode", self.cfg.mode)
-
-    def _qat(self, model: ModelArtifact, ctx: StageContext, target: Target) -> tuple[Path, Path, dict]:
-        q: QATConfig = self.cfg.qat
-        example = ctx.task.example(ctx.data.test, q.batch_size_onnx)
-        fp32_path = export_onnx(model.module, example, ctx.stage_dir / "model.fp32.onnx", q.opset,
-                                output_names=ctx.task.output_names)
-        scheme = qatq.QATScheme("int8" if target.activation == "QInt8" else "uint8",
-                                7 if target.reduce_range else 8)
-        if len(example) != 1:
-            raise ConfigError(f"{ctx.where}.mode: qat handles models with one input "
-                              f"(this one has {', '.join(example)}); use mode: dynamic or static")
-        trace = next(iter(ctx.task.example(ctx.data.calibration(4, seed=ctx.seed), 4).values()))
-        prepared = qatq.prepare_qat(copy.deepcopy(model.module).cpu(), trace, scheme, q.fold_bn)
-        teacher = ctx.teacher.module if ctx.teacher is not None else None
-        train_cfg = TrainConfig.of(q)
-        fit = fit_(prepared, ctx.task, ctx.data.train, ctx.data.val, train_cfg, ctx.data.batch_size,
-                   ctx.device, teacher=teacher, kd=KD(q.temperature, q.alpha),
-                   augment_shift=ctx.data.augment_shift, seed=ctx.seed, desc="qat", progress=ctx.progress)
-        converted = qatq.convert_qat(prepared)
-        int8_path = qatq.export_qdq_onnx(converted, next(iter(example.values())),
-                                         ctx.stage_dir / "trial-qat.onnx", q.opset)
-        return fp32_path, int8_path, {f"val_{ctx.task.metric}_fake_quant": fit.best_val,
-                                      "best_epoch": fit.best_epoch, "kd": teacher is not None,
-                                      "history": fit.history}
-
-    def _report(self, judge: Judge, best: Trial, trials: list[Trial], fp32: Path, int8: Path,
-                precision: str, kept: str, reason: str, ctx: StageContext) -> dict:
-        ops = fused_ops(int8, judge._level)
-        fused = {k: ops[k] for k in FUSED_OPS if k in ops}
-        convs = count_ops(fp32, "Conv")
-        m = {
-            "fp32": {"bytes": fp32.stat().st_size, "accuracy": judge.fp32_accuracy,
-                     "p50_ms": round(best.fp32_p50, 5)},
-            "int8": {**best.row(), "bytes": int8.stat().st_size, "precision": precision},
-            "split": "val",
-            "fused_ops": fused, "conv_count": convs, "ort_ops": ops,
-            "float_layers": best.excluded, "float_modules": modules_of(fp32, best.excluded),
-            "trials": [t.row() for t in trials],
-            "sensitivity": self.ranking,
-            "kept": kept, "reason": reason, "threads": ctx.target.threads, "opt_level": judge._level,
-            "calibration": {"method": self.cfg.calibrate_method, "samples": self.cfg.calibration_samples,
-                            "split": "train"} if self._mode() == "static" else None,
-        }
-
-        return m
+        return StageResult(int8_art if outcome.keep_int8 else fp32_art, outcome.report, publish=publish)
 
 
-def _strip_debug_metadata(path: Path) -> None:
-    """Rewrite an ONNX file without per-node debug metadata, if it has any: an fp32 input exported
-    outside this project can carry local paths, and ORT's quantizers copy them to the int8 nodes."""
-    import onnx
-
-    proto = onnx.load(str(path))
-    if strip_debug_metadata_(proto):
-        atomic_write(path, lambda tmp: onnx.save(proto, str(tmp)))
+def _qat(q: QATConfig, model: ModelArtifact, ctx: StageContext, target: Target) -> tuple[Path, Path, QatTraining]:
+    """Fake-quant training in PyTorch, then the fp32 and the converted int8 model as ONNX."""
+    example = ctx.task.example(ctx.data.test, q.batch_size_onnx)
+    fp32_path = export_onnx(model.module, example, ctx.stage_dir / "model.fp32.onnx", q.opset,
+                            output_names=ctx.task.output_names)
+    scheme = qatq.QATScheme("int8" if target.activation == "QInt8" else "uint8",
+                            7 if target.reduce_range else 8)
+    if len(example) != 1:
+        raise ConfigError(f"{ctx.where}.mode: qat handles models with one input "
+                          f"(this one has {', '.join(example)}); use mode: dynamic or static")
+    trace = next(iter(ctx.task.example(ctx.data.calibration(4, seed=ctx.seed), 4).values()))
+    prepared = qatq.prepare_qat(copy.deepcopy(model.module).cpu(), trace, scheme, q.fold_bn)
+    teacher = ctx.teacher.module if ctx.teacher is not None else None
+    train_cfg = TrainConfig.of(q)
+    fit = fit_(prepared, ctx.task, FitData.of(ctx.data),
+               FitPlan(train_cfg, ctx.device, ctx.seed, "qat", ctx.progress),
+               KD(teacher, SoftTargets.of(q)) if teacher is not None else None, scope=ctx.scope)
+    converted = qatq.convert_qat(prepared)
+    int8_path = qatq.export_qdq_onnx(converted, next(iter(example.values())),
+                                     ctx.stage_dir / "trial-qat.onnx", q.opset)
+    return fp32_path, int8_path, QatTraining(metric=ctx.task.metric, val_fake_quant=fit.best_val,
+                                             best_epoch=fit.best_epoch, kd=teacher is not None,
+                                             history=fit.history)
 
 
 STAGE = QuantizeStage

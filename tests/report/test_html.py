@@ -114,11 +114,29 @@ def test_tables_of_prune_quantize_readiness(full):
     trials = data_rows(page, "trials")
     assert [t[0] for t in trials] == ["none", "conv1"]
     assert '<tr class="kept"><td>conv1</td>' in text  # the kept trial is marked
-    assert "kept: conv1 - accuracy drop 0.83 pp &gt; 0.5 pp with all int8" in text
+    assert "kept: int8 (conv1 in float) - accuracy drop 0.83 pp &gt; 0.5 pp with all int8" in text
     ready = data_rows(page, "readiness")
     assert ready == [["student-int8", "nnapi", "100.00%", "1", "none"],
                      ["student-int8", "coreml", "80.00%", "2", "Flatten, QuantizeLinear"]]
     assert "Intel(R) Xeon(R) Platinum 8480+" in text and "1.32.0" in text
+
+
+def test_fp32_kept_marks_no_trial(report, run_dir):
+    quantize = next(s for s in report["stages"] if s["kind"] == "quantize")
+    quantize["metrics"].update(kept="fp32", reason="int8 is not faster: p50 0.0310 ms vs fp32 0.0300 ms")
+    _, text = parse(write_html(report, run_dir))
+    assert 'class="kept"' not in text
+    assert "kept: fp32 (the input model) - int8 is not faster: p50 0.0310 ms vs fp32 0.0300 ms" in text
+
+
+def test_stage_of_another_shape_is_named_not_half_read(report, run_dir):
+    """A stored quantize stage without ``kept`` (another version's shape) gets no trials table,
+    and the stages table says which key it lacked."""
+    quantize = next(s for s in report["stages"] if s["kind"] == "quantize")
+    del quantize["metrics"]["kept"]
+    page, text = parse(write_html(report, run_dir))
+    assert "trials" not in page.ids
+    assert "(stored in another version&#x27;s shape, kept: Field required)" in text
 
 
 def test_failed_run_renders_escaped(tmp_path):

@@ -23,7 +23,7 @@ from compress.quant.ptq import (
     quantize_dynamic_onnx,
     run_outputs,
 )
-from compress.stages.quantize import QuantizeStage
+from compress.stages.quantize import QuantizeStage, quantize
 
 OUTLIER_WEIGHT = "stages.1.0.conv2.weight"
 
@@ -83,7 +83,10 @@ def test_static_int8_keeps_accuracy_and_fuses_every_conv(tmp_path, data, fp32):
     assert r.model is pub and m["kept"] == "int8"
     from compress.report.render import quantize_table
 
-    assert "| int8 | int8 |" in quantize_table(m) and m["split"] == "val"
+    assert "| int8 | int8 |" in quantize_table(r.report) and m["split"] == "val"
+    assert r.metrics["reason"] == (f"int8 is faster: p50 {r.report.int8.p50_ms:.4f} ms vs fp32 "
+                                   f"{r.report.int8.fp32_p50_ms:.4f} ms, {r.report.int8.speedup:.2f}x "
+                                   "(min_speedup 0.01)")
 
 
 def test_auto_mode_measures_static_and_dynamic_and_keeps_the_faster(tmp_path, data, fp32):
@@ -100,8 +103,14 @@ def test_not_faster_keeps_fp32_and_says_so(tmp_path, data, fp32):
     # no int8 model is 100x faster: the guard must keep the fp32 input and still publish int8
     cfg = QuantizeConfig(mode="static", min_speedup=100, calibration_samples=32)
     r = QuantizeStage(cfg).run(fp32[1], context(tmp_path, data, runs=10))
-    assert r.metrics["kept"] == "fp32"
-    assert r.metrics["reason"].startswith("int8 is not faster: ")
+    rep = r.report
+    assert rep.kept == "fp32" and rep.kept_trial() is None
+    # the reason is built from this run's figures: both p50s, the ratio, the per-call floor
+    assert rep.reason == (
+        f"int8 is not faster: p50 {rep.int8.p50_ms:.4f} ms vs fp32 {rep.int8.fp32_p50_ms:.4f} ms, "
+        f"{rep.int8.speedup:.2f}x (min_speedup 100); ORT's per-call time on an Identity graph with the "
+        f"same input is {rep.call_floor_ms:.4f} ms, {rep.call_floor_ms / rep.int8.fp32_p50_ms:.0%} of fp32's p50")
+    assert 0 < rep.call_floor_ms < rep.int8.fp32_p50_ms  # an Identity call costs less than the net
     assert r.model is fp32[1]
     assert [p.name for p in r.publish] == ["student-int8"]
 
@@ -125,7 +134,24 @@ def test_fallback_keeps_the_outlier_layer_in_float(tmp_path, data, outlier):
     assert len(m["trials"]) == 2 and m["trials"][1]["fp32_p50_ms"] > 0
     from compress.report.render import quantize_table
 
-    assert "| float nodes | ORT accuracy | p50 ms | fp32 p50 ms | speedup |" in quantize_table(m)
+    assert "| float nodes | ORT accuracy | p50 ms | fp32 p50 ms | speedup |" in quantize_table(r.report)
+    assert r.report.kept == "int8" and r.report.kept_trial() == 1
+
+
+def test_html_marks_the_kept_trial_of_a_real_stage_result(tmp_path, data, outlier):
+    """report.html from a real QuantizeStage result: the fallback's second trial (the outlier
+    layers in float) is the kept one, and only that row is marked."""
+    from compress.report.html import write_html
+
+    cfg = QuantizeConfig(mode="static", max_accuracy_drop=0.005, min_speedup=0.01, calibration_samples=64)
+    r = QuantizeStage(cfg).run(outlier, context(tmp_path, data, runs=10))
+    stage = {"name": "quantize", "kind": "quantize", "dir": "03-quantize", "status": "done", "seconds": 1.0,
+             "metrics": r.metrics}
+    text = write_html({"pipeline": "t", "stages": [stage], "models": []}, tmp_path).read_text()
+    rows = re.findall(r'<table id="trials">.*?</table>', text)[0].split("<tr")[2:]  # the data rows
+    assert len(rows) == len(r.report.trials) == 2
+    assert [row.startswith(' class="kept">') for row in rows] == [False, True]
+    assert f"<td>{', '.join(r.report.int8.float_layers)}</td>" in rows[1]
 
 
 def test_fallback_not_met_fails_with_the_best_result(tmp_path, data, outlier):
@@ -141,8 +167,9 @@ def test_fallback_not_met_fails_with_the_best_result(tmp_path, data, outlier):
     keep = QuantizeConfig(mode="static", max_float_layers=0, calibration_samples=64, if_not_met="keep_fp32")
     r = QuantizeStage(keep).run(outlier, context(tmp_path, data, runs=10))
     assert r.metrics["kept"] == "fp32" and r.model is outlier
-    assert re.fullmatch(r"no int8 model met the accuracy limit \(best drop ([\d.]+) points, limit 0.5 points; "
-                        r"if_not_met: keep_fp32\)", r.metrics["reason"])
+    drop = (r.report.fp32.accuracy - r.report.int8.accuracy) * 100
+    assert r.report.reason == (f"no int8 model met the accuracy limit (best drop {drop:.2f} points, limit 0.5 "
+                               "points; if_not_met: keep_fp32)")
 
 
 def test_int8_file_has_no_debug_metadata_of_its_input(tmp_path, data, fp32):
@@ -161,22 +188,23 @@ def test_int8_file_has_no_debug_metadata_of_its_input(tmp_path, data, fp32):
     assert r.metrics["fused_ops"]["QLinearConv"] == 9  # the same fully fused graph as export_onnx's
 
 
-def test_mode_and_input_format_must_match(tmp_path, data, fp32):
+def test_quantize_function_without_a_pipeline(tmp_path, data, fp32):
+    """The notebook call: an ONNX file in, model.int8.onnx and the typed report out."""
+    from _util import TASK
+
+    from compress.config.stages import TargetConfig
+
+    target = TargetConfig(threads=1, runs=10, warmup=2)
+    cfg = QuantizeConfig(mode="static", min_speedup=0.01, calibration_samples=64)
+    out = quantize(fp32[1].path, cfg, TASK, data, target, tmp_path / "q")
+    assert out.path == tmp_path / "q" / "model.int8.onnx" and out.path.is_file()
+    assert sorted(p.name for p in (tmp_path / "q").iterdir()) == ["model.int8.onnx"]  # trials gone
+    assert out.keep_int8 and out.precision == "int8" and out.report.fused_ops["QLinearConv"] == 9
+    assert out.report.fp32.accuracy - out.report.int8.accuracy <= cfg.max_accuracy_drop
     with pytest.raises(ConfigError) as e:
-        QuantizeStage(QuantizeConfig(mode="qat")).run(fp32[1], context(tmp_path, data))
-    assert str(e.value) == (
-        "stages[2].quantize.mode: qat quantization needs a torch model (put this stage before the "
-        "export stage); the previous stage produced a onnx model"
-    )
-    torch_art = ModelArtifact("student", "torch", module=fp32[0])
-    with pytest.raises(ConfigError, match=r"static quantization needs a onnx model \(put this stage "
-                       r"after an export stage\)"):
-        QuantizeStage(QuantizeConfig()).run(torch_art, context(tmp_path, data))
-
-
-def test_low_benchmark_opt_level_is_refused(tmp_path, data, fp32):
-    with pytest.raises(ConfigError, match="target.opt_level 'basic' leaves QDQ int8 models unfused"):
-        QuantizeStage(QuantizeConfig()).run(fp32[1], context(tmp_path, data, opt_level="basic"))
+        quantize(fp32[1].path, QuantizeConfig(mode="qat"), TASK, data, target, tmp_path / "q")
+    assert str(e.value) == ("quantize.mode: qat trains a torch model; quantize() takes an ONNX file "
+                            "(use static, dynamic or auto, or a pipeline's quantize stage)")
 
 
 def test_config_rules():
