@@ -23,6 +23,9 @@ class _Group(click.Group):
         except CompressError as e:
             click.echo(f"error: {e}", err=True)
             ctx.exit(e.exit_code)
+        except KeyboardInterrupt:  # Ctrl-C: 128 + SIGINT, as shells report it
+            click.echo("error: interrupted", err=True)
+            ctx.exit(130)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,11 +48,16 @@ def cli() -> None:
 @click.option("--nproc", type=click.IntRange(1, 1024), default=1, show_default=True,
               help="Train with N processes on this machine (DDP through torchrun's launcher; "
                    "one GPU each on CUDA).")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+              help="Where finished teacher steps are shared between run directories "
+                   "(default $COMPRESS_CACHE, else ~/.cache/compress).")
 def pipeline(config: Path, out: Path | None, overrides: tuple[str, ...], device: str,
-             no_resume: bool, progress: bool, quiet: bool, log_json: Path | None, nproc: int) -> None:
+             no_resume: bool, progress: bool, quiet: bool, log_json: Path | None, nproc: int,
+             cache_dir: Path | None) -> None:
     """Run the pipeline described by CONFIG (a YAML file). Under torchrun, every rank runs it."""
     import os
 
+    from compress.bench.onnx_io import check_teacher_config
     from compress.common.console import Console, use
     from compress.config.pipeline import check_files, load_config
 
@@ -57,11 +65,14 @@ def pipeline(config: Path, out: Path | None, overrides: tuple[str, ...], device:
     console = use(Console(quiet=quiet or rank != 0, json_path=log_json if rank == 0 else None))
     cfg, raw = load_config(config, overrides)
     check_files(cfg, config, overrides)
+    check_teacher_config(cfg, config)
     if nproc > 1:
+        if cache_dir is not None:  # the workers read it from the environment
+            os.environ["COMPRESS_CACHE"] = str(cache_dir)
         _launch(nproc, config, out, overrides, device, no_resume, progress, quiet, log_json)
         return
     run_dir = out or Path("runs") / cfg.name
-    _run_pipeline(cfg, raw, run_dir, device, not no_resume, progress and not quiet, console)
+    _run_pipeline(cfg, raw, run_dir, device, not no_resume, progress and not quiet, console, cache_dir)
 
 
 def _launch(nproc: int, config: Path, out: Path | None, overrides: tuple[str, ...], device: str,
@@ -86,14 +97,14 @@ def _launch(nproc: int, config: Path, out: Path | None, overrides: tuple[str, ..
 
 
 def _run_pipeline(cfg, raw: dict, run_dir: Path, device: str, resume: bool, progress: bool,
-                  console) -> None:
+                  console, cache_dir: Path | None = None) -> None:
     from compress.engine.run import Engine
     from compress.report.render import models_table
     from compress.train.distributed import shutdown
 
     try:
         report = Engine(cfg, raw, run_dir, device, resume=resume, progress=progress,
-                        log=console.info).run()
+                        log=console.info, cache_dir=cache_dir).run()
     finally:
         shutdown()
     if report is None:  # a rank other than 0: rank 0 prints the summary
@@ -108,10 +119,12 @@ def _run_pipeline(cfg, raw: dict, run_dir: Path, device: str, resume: bool, prog
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE")
 def validate(config: Path, overrides: tuple[str, ...]) -> None:
     """Check CONFIG against the schema and check that the files it names exist."""
+    from compress.bench.onnx_io import check_teacher_config
     from compress.config.pipeline import check_files, load_config
 
     cfg, _ = load_config(config, overrides)
     check_files(cfg, config, overrides)
+    check_teacher_config(cfg, config)
     click.echo(f"{config}: valid ({len(cfg.stages)} stages: {', '.join(k for k, _ in cfg.stage_list())})")
 
 
@@ -128,10 +141,12 @@ def _register_subsystems() -> None:
     from compress.bench.cli import register as register_bench
     from compress.bundle.cli import register as register_deploy
     from compress.report.cli import register as register_report
+    from compress.search.cli import register as register_search
 
     register_bench(cli)
     register_report(cli)
     register_deploy(cli)
+    register_search(cli)
 
 
 _register_subsystems()

@@ -144,6 +144,7 @@ class Measurement:
     session_ms: float
     bytes: int
     samples_ms: list[float] = field(repr=False, default_factory=list)
+    clock: str = "wall"  # "cpu": the calling thread's CPU time (see time_runs), "wall": elapsed
 
     def as_dict(self) -> dict:
         return {
@@ -155,6 +156,7 @@ class Measurement:
             "throughput_per_s": round(self.stats.throughput, 2),
             "session_create_ms": round(self.session_ms, 3),
             "bytes": self.bytes,
+            "clock": self.clock,
         }
 
 
@@ -166,8 +168,14 @@ def measure_interleaved(
     runs: int = 200,
     warmup: int = 20,
     block: int = 10,
+    clock: str = "auto",
 ) -> list[Measurement]:
-    """Measure several models in interleaved blocks (A B C A B C ...) so drift hits all alike."""
+    """Measure several models in interleaved blocks (A B C A B C ...) so drift hits all alike.
+
+    ``clock="auto"`` times the calling thread's CPU time at one thread (a busy machine preempts
+    the thread without changing it) and wall time otherwise; ``Measurement.clock`` says which.
+    """
+    clock = pick_clock(clock, threads)
     sessions, created = [], []
     for p in paths:
         t0 = time.perf_counter()
@@ -181,10 +189,10 @@ def measure_interleaved(
     while done < runs:
         n = min(block, runs - done)
         for i, (s, f) in enumerate(zip(sessions, feeds, strict=True)):
-            samples[i].extend(time_runs(s, f, n).tolist())
+            samples[i].extend(time_runs(s, f, n, clock=clock).tolist())
         done += n
     return [
-        Measurement(str(p), threads, opt_level, summarize(ms), c, Path(p).stat().st_size, ms)
+        Measurement(str(p), threads, opt_level, summarize(ms), c, Path(p).stat().st_size, ms, clock)
         for p, ms, c in zip(paths, samples, created, strict=True)
     ]
 

@@ -8,8 +8,8 @@ uninterrupted one gives.
 
 Under torch.distributed every rank runs this loop: rank 0 takes the run lock, runs every stage and
 writes every file; the other ranks run only the stages that train (their DDP peers), in private
-scratch folders, and then load what rank 0 wrote. A training scope around each stage tells the
-training loop where to checkpoint and how to key the teacher-output cache.
+scratch folders, and then load what rank 0 wrote. Each stage context carries a training scope (the
+stages hand it to fit_): where to checkpoint and how to key the teacher-output cache.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from compress.config.stages import ExportConfig
 from compress.data.sources import load_data_guarded
 from compress.engine.lock import RunLock
 from compress.engine.stage_folder import StageFolder
+from compress.engine.step_cache import StepCache, cache_root
 from compress.errors import CompressError, GateError, StageError
 from compress.gates import check_gates
 from compress.report.assemble import StepRecord, assemble
@@ -42,7 +43,9 @@ from compress.stages.base import Stage, StageContext
 from compress.stages.teacher import TeacherStage, TeacherStageConfig, export_key
 from compress.tasks import make_task
 from compress.train import distributed as dist
-from compress.train.checkpoint import training_scope
+from compress.train.checkpoint import TrainingScope
+
+INTERRUPTED = "interrupted (Ctrl-C); finished stages are kept: run the same command to resume"
 
 
 @dataclass
@@ -56,8 +59,12 @@ class Step:
 
 class Engine:
     def __init__(self, cfg: PipelineConfig, raw: dict, run_dir: Path, device: str = "auto",
-                 resume: bool = True, progress: bool = True, log=print):
+                 resume: bool = True, progress: bool = True, log=print,
+                 cache_dir: Path | None | bool = None):
+        """``cache_dir``: where finished teacher steps are shared between run directories
+        (None: ``$COMPRESS_CACHE`` or ``~/.cache/compress``; False: no cache)."""
         self.cfg, self.raw, self.run_dir = cfg, raw, run_dir
+        self.cache = None if cache_dir is False else StepCache(cache_root(cache_dir or None))
         self.device = dist.init_from_env(resolve_device(device if device != "auto" else cfg.device))
         self.world = dist.world()
         self.resume, self.progress, self.log = resume, progress, log
@@ -71,9 +78,14 @@ class Engine:
             self._gates_checked = False
             try:
                 return self._run()
-            except CompressError:
+            except KeyboardInterrupt:
+                if main:
+                    self._report(None, failed=True, failure={"reason": "interrupted",
+                                                             "message": INTERRUPTED})
+                raise
+            except CompressError as e:
                 if main and not self._gates_checked:  # gate failures have written their own report
-                    self._report(None, failed=True)
+                    self._report(None, failed=True, failure={"reason": "error", "message": str(e)})
                 raise
 
     def _run(self) -> dict | None:
@@ -105,10 +117,13 @@ class Engine:
         self._gates_checked = True
         if cfg.gates is not None:
             report["gates"] = check_gates(cfg.gates, self.measurements, report["final"], self.run_dir)
-            write_reports(report, self.run_dir)
             failed = [g for g in report["gates"] if not g["passed"]]
+            if failed:  # the run produced its models, but the final one fails a gate: say so
+                message = "; ".join(g["message"] for g in failed)
+                report.update(status="failed", failure={"reason": "gate", "message": message})
+            write_reports(report, self.run_dir)
             if failed:
-                raise GateError("; ".join(g["message"] for g in failed))
+                raise GateError(message)
         return report
 
     def _teacher_step(self) -> Step:
@@ -117,7 +132,8 @@ class Engine:
         stage = TeacherStage(TeacherStageConfig(teacher=cfg.teacher, export=export))
         return Step("00-teacher", "teacher", "teacher", stage, {
             "teacher": cfg.teacher.model_dump(mode="json"), "ckpt": _file_sha(cfg.teacher.checkpoint),
-            "onnx": _file_sha(cfg.teacher.onnx), "export": export_key(export)})
+            "onnx": _file_sha(cfg.teacher.onnx), "export": export_key(export),
+            "onnx_data": _external_shas(cfg.teacher.onnx)})
 
     # -- one step --------------------------------------------------------------------------
 
@@ -140,13 +156,13 @@ class Engine:
         current().event("stage_start", stage=step.name, kind=step.kind)
         t0 = time.perf_counter()
         try:
-            with self._scope(ctx, key):
-                result = step.stage.run(model, ctx)
+            result = step.stage.run(model, ctx)
+        except KeyboardInterrupt:  # Ctrl-C: the step's checkpoints (ctx.work_dir) stay for resume
+            self._failed(step, tmp_dir, t0, INTERRUPTED)
+            raise
         except Exception as e:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
             error = str(e) if isinstance(e, CompressError) else f"{type(e).__name__}: {e}"
-            self.records.append(StepRecord(step.name, step.kind, "failed", time.perf_counter() - t0, error=error))
-            current().event("stage_end", stage=step.name, kind=step.kind, status="failed", error=error)
+            self._failed(step, tmp_dir, t0, error)
             if isinstance(e, StageError) and e.stage is None:
                 raise StageError(str(e), step.name) from e
             if isinstance(e, CompressError):
@@ -157,6 +173,8 @@ class Engine:
                                "seconds": round(seconds, 3), "device": str(self.device),
                                "config": step.stage.cfg.model_dump(mode="json")}, model)
         shutil.rmtree(ctx.work_dir, ignore_errors=True)  # checkpoints are for crash recovery only
+        if step.kind == "teacher":
+            self._store(key, folder.final)
         dist.barrier()  # the peers may now load what this step wrote
         published.update({p.name: p for p in result.publish})
         self._measured(result.measurements)
@@ -165,10 +183,19 @@ class Engine:
         current().event("stage_end", stage=step.name, kind=step.kind, status="done", seconds=seconds)
         return result.model
 
+    def _failed(self, step: Step, tmp_dir: Path, t0: float, error: str) -> None:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        self.records.append(StepRecord(step.name, step.kind, "failed", time.perf_counter() - t0, error=error))
+        current().event("stage_end", stage=step.name, kind=step.kind, status="failed", error=error)
+
     def _resumed(self, step: Step, key: str, folder: StageFolder, model: ModelArtifact | None,
                  published: dict[str, ModelArtifact]) -> ModelArtifact | None:
-        """The step's outputs when a finished record matches its key (resume), else None."""
+        """The step's outputs when a finished record matches its key (resume, or the step cache
+        for the teacher), else None."""
         record = folder.record()
+        matches = bool(record and record.get("status") == "done" and record.get("key") == key)
+        cached = self.resume and not matches and step.kind == "teacher" and self._fetch(key, folder)
+        record = folder.record() if cached else record
         if not (self.resume and record and record.get("status") == "done" and record.get("key") == key):
             return None
         loaded = folder.load(record, model, self.data.info)
@@ -177,25 +204,57 @@ class Engine:
         out, pubs = loaded
         published.update({p.name: p for p in pubs})
         self._measured([ModelMeasurement.from_dict(m) for m in record.get("measurements", [])])
-        self.records.append(StepRecord(step.name, step.kind, "skipped", 0.0, record.get("metrics", {})))
-        self.log(f"[{step.name}] skipped (finished earlier, same config and inputs)")
+        seconds = float(record.get("seconds", 0.0))  # what the step took when it ran
+        self.records.append(StepRecord(step.name, step.kind, "skipped", seconds, record.get("metrics", {})))
+        self.log(f"[{step.name}] reused from the cache {self.cache.folder(key)} (same teacher, data, "
+                 f"seed and device; it took {seconds:.1f}s)" if cached else
+                 f"[{step.name}] skipped (finished earlier, same config and inputs)")
         current().event("stage_end", stage=step.name, kind=step.kind, status="skipped")
         return out
+
+    def _fetch(self, key: str, folder: StageFolder) -> bool:
+        """Swap the cached copy of a finished step into the run directory, if there is one."""
+        if self.cache is None or not self.cache.has(key):
+            return False
+        tmp = folder.fresh_tmp()
+        try:
+            self.cache.fetch(key, tmp)
+        except OSError as e:
+            self.log(f"[{folder.name}] cache {self.cache.folder(key)} unreadable ({e}); running it")
+            shutil.rmtree(tmp, ignore_errors=True)
+            return False
+        old = self.run_dir / f".{folder.name}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if folder.final.exists():
+            folder.final.rename(old)
+        tmp.rename(folder.final)
+        shutil.rmtree(old, ignore_errors=True)
+        return True
+
+    def _store(self, key: str, final: Path) -> None:
+        if self.cache is None:
+            return
+        try:
+            self.cache.store(key, final)
+        except OSError as e:  # the run stands without it: say so and go on
+            self.log(f"[{final.name}] not cached in {self.cache.root} ({e})")
 
     def _context(self, step: Step, key: str, stage_dir: Path, teacher: ModelArtifact | None,
                  published: dict[str, ModelArtifact]) -> StageContext:
         seed = stage_seed(self.cfg.seed, step.name)
         seed_everything(seed)  # each stage's randomness is its own, whatever ran before it
-        return StageContext(self.run_dir, stage_dir, self.run_dir / ".work" / key[:16], step.name,
-                            step.where, self.task, self.data, teacher, self.cfg.student, self.device,
-                            seed, self.cfg.target, dict(published), list(self.measurements),
-                            self.config_sha, self.progress and self.world.main)
+        ctx = StageContext(self.run_dir, stage_dir, self.run_dir / ".work" / key[:16], step.name,
+                           step.where, self.task, self.data, teacher, self.cfg.student, self.device,
+                           seed, self.cfg.target, dict(published), list(self.measurements),
+                           self.config_sha, self.progress and self.world.main)
+        ctx.scope = self._scope(ctx, key)
+        return ctx
 
-    def _scope(self, ctx: StageContext, key: str):
+    def _scope(self, ctx: StageContext, key: str) -> TrainingScope:
         t = ctx.teacher
-        return training_scope(work_dir=ctx.work_dir, key=key, cache_dir=self.run_dir / ".cache" / "teacher",
-                              teacher=t.module if t else None, teacher_sha256=t.sha256 if t else None,
-                              data_key=self.data_key, resume=self.resume)
+        return TrainingScope(work_dir=ctx.work_dir, key=key, cache_dir=self.run_dir / ".cache" / "teacher",
+                             teacher=t.module if t else None, teacher_sha256=t.sha256 if t else None,
+                             data_key=self.data_key, resume=self.resume)
 
     def _peer(self, step: Step, key: str, model: ModelArtifact | None, teacher: ModelArtifact | None,
               published: dict[str, ModelArtifact], folder: StageFolder) -> ModelArtifact:
@@ -205,8 +264,7 @@ class Engine:
             scratch = Path(tempfile.mkdtemp(prefix=f"compress-rank{self.world.rank}-"))
             try:
                 ctx = self._context(step, key, scratch, teacher, published)
-                with self._scope(ctx, key):
-                    step.stage.run(model, ctx)
+                step.stage.run(model, ctx)
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
         dist.barrier()
@@ -225,11 +283,27 @@ class Engine:
         names = {m.name for m in new}
         self.measurements = [m for m in self.measurements if m.name not in names] + new
 
-    def _report(self, final: str | None, failed: bool = False) -> dict:
+    def _report(self, final: str | None, failed: bool = False, failure: dict | None = None) -> dict:
+        """Assemble and write the reports; a failed run says why in ``failure`` (``reason``:
+        error, gate or interrupted; ``message``)."""
         report = assemble(self.cfg.name, self.config_sha, str(self.device), self.records,
                           self.measurements, final, failed, self.run_dir)
+        if failure is not None:
+            report["failure"] = failure
+        data = getattr(self, "data", None)  # the text corpus: each source's licence and counts
+        if data is not None and isinstance(data.info.preprocessing.get("corpus"), dict):
+            report["corpus"] = data.info.preprocessing["corpus"]
         write_reports(report, self.run_dir)
         return report
+
+
+def _external_shas(onnx: Path | None) -> dict[str, str | None]:
+    """The hashes of an onnx teacher's external data files, by name."""
+    if onnx is None or not Path(onnx).is_file():
+        return {}
+    from compress.bench.onnx_io import external_files
+
+    return {p.name: _file_sha(p) for p in external_files(onnx)}
 
 
 def _file_sha(path: Path | None) -> str | None:

@@ -19,6 +19,7 @@ from compress.artifacts import ModelArtifact, ModelMeasurement, StageResult
 from compress.common.files import atomic_write
 from compress.config.stages import BenchmarkConfig
 from compress.errors import StageError
+from compress.stage_reports import BenchmarkReport
 from compress.stages.base import Stage, StageContext
 from compress.tasks.base import Task
 
@@ -75,7 +76,8 @@ def _stats(r) -> dict[str, float]:
 
 def benchmark_models(models: list[ModelArtifact], task: Task, ds: Dataset, cfg: BenchmarkConfig,
                      target, out_dir: Path, run_dir: Path, median: int | None = None,
-                     eval_sets: dict[str, Dataset] | None = None) -> list[ModelMeasurement]:
+                     eval_sets: dict[str, Dataset] | None = None,
+                     probe=None) -> list[ModelMeasurement]:
     """Latency (interleaved, at each input length) and ORT quality on ``ds`` for each model."""
     from compress.bench.macs import onnx_macs
 
@@ -88,6 +90,12 @@ def benchmark_models(models: list[ModelArtifact], task: Task, ds: Dataset, cfg: 
     runs = {n: _time(models, task, ds, target, n) for n in lengths}
     ref = next((i for i, m in enumerate(models) if m.name == "teacher"), None)
     qualities = ort_quality(task, [m.path for m in models], ds, cfg.max_samples, target.opt_level, ref)
+    if probe is not None:  # data.probe: a linear probe on each model's frozen embeddings
+        from compress.tasks.probe import probe_models
+
+        for q, p in zip(qualities, probe_models(task, [m.path for m in models], probe,
+                                                target.opt_level, ref), strict=True):
+            q.update(p)
     extra = {name: ort_quality(task, [m.path for m in models], eset, None, target.opt_level, ref)
              for name, eset in (eval_sets or {}).items()}
     out = []
@@ -105,7 +113,7 @@ def benchmark_models(models: list[ModelArtifact], task: Task, ds: Dataset, cfg: 
             latency_ms=_stats(r), threads=target.threads, opt_level=target.opt_level, runs=r.stats.n,
             samples=str(samples.relative_to(out_dir)), throughput_per_s=round(r.stats.throughput, 1),
             session_create_ms=round(r.session_ms, 2), latency_by_length=by_length,
-            eval_sets={name: qs[i] for name, qs in extra.items()} or None))
+            eval_sets={name: qs[i] for name, qs in extra.items()} or None, clock=r.clock))
     base = out[ref] if ref is not None else None
     for m in out:
         m.speedup_vs_teacher = round(base.p50 / m.p50, 3) if base else None
@@ -128,9 +136,11 @@ class BenchmarkStage(Stage):
             raise StageError("no ONNX model to benchmark: put an export stage before benchmark")
         median = ctx.data.info.preprocessing.get("median_tokens")
         found = benchmark_models(models, ctx.task, ctx.data.test, cfg, ctx.target, ctx.stage_dir,
-                                 ctx.run_dir, median, ctx.data.extra)
+                                 ctx.run_dir, median, ctx.data.extra, ctx.data.probe)
         for m in found:  # relative to the run dir, where the stage folder lands on success
             m.samples = str(Path(ctx.stage_name) / m.samples)
         files = [str(Path("latency") / f"{m.name}.npy") for m in found]
-        return StageResult(model, {"models": [m.name for m in found], "split": "test"},
+        report = BenchmarkReport(models=[m.name for m in found], split="test",
+                                 clock=found[0].clock if found else None)
+        return StageResult(model, report,
                            files=files, measurements=found)

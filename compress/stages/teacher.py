@@ -3,17 +3,31 @@ export stage's) so every later model is measured against it in the same run."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import ConfigDict
 
 from compress.artifacts import ModelArtifact, StageResult, save_torch
+from compress.bench.onnx_io import (
+    DataShape,
+    IOPlan,
+    apply_plan_,
+    check_fit,
+    external_files,
+    plan_io,
+    ports,
+    weights_sha256,
+)
 from compress.config.pipeline import TeacherConfig
 from compress.config.stages import ExportConfig, StageConfig
 from compress.export.checked import export_checked
 from compress.models.build import build_model, load_checkpoint_, model_summary
+from compress.stage_reports import OnnxTeacherReport, TeacherReport
 from compress.stages.base import Stage, StageContext
-from compress.train.loop import fit_
+from compress.train.loop import FitData, FitPlan, fit_
+
+DATA_FILE = "model.onnx.data"  # a brought teacher's external weights, beside its model.onnx
 
 
 class TeacherStageConfig(StageConfig):
@@ -42,16 +56,15 @@ class TeacherStage(Stage):
     def run(self, model: ModelArtifact | None, ctx: StageContext) -> StageResult:
         tcfg: TeacherConfig = self.cfg.teacher
         if tcfg.onnx is not None:
-            return _onnx_teacher(tcfg.onnx, ctx)
-        data, spec = ctx.data, tcfg.spec()
+            return _onnx_teacher(tcfg, ctx)
+        data, spec = ctx.data, ctx.task.model_spec(tcfg.spec(), ctx.data.num_classes)
         net = build_model(spec, _in_channels(data), data.num_classes, "teacher")
         metrics: dict[str, Any] = {}
         if tcfg.checkpoint:
             load_checkpoint_(net, tcfg.checkpoint, "teacher.checkpoint")
         elif tcfg.train is not None:
-            fit = fit_(net, ctx.task, data.train, data.val, tcfg.train, data.batch_size, ctx.device,
-                       augment_shift=data.augment_shift, seed=ctx.seed, desc="teacher",
-                       progress=ctx.progress)
+            fit = fit_(net, ctx.task, FitData.of(data),
+                       FitPlan(tcfg.train, ctx.device, ctx.seed, "teacher", ctx.progress), scope=ctx.scope)
             metrics.update({f"val_{ctx.task.metric}": fit.best_val, "best_epoch": fit.best_epoch,
                             "history": fit.history})
         net.cpu().eval()
@@ -60,7 +73,7 @@ class TeacherStage(Stage):
         path = ctx.stage_dir / "model.onnx"
         cfg: ExportConfig = self.cfg.export
         exported = export_checked(net, ctx.task, ctx.example(cfg.batch_size), path, cfg,
-                                  ctx.data.test)
+                                  ctx.data.test).metrics()
         onnx_art = ModelArtifact.from_onnx("teacher", path, art.precision, **meta)
         metrics.update(exported, bytes=path.stat().st_size, params=meta["params"],
                        macs=meta["macs"])
@@ -68,7 +81,7 @@ class TeacherStage(Stage):
         if tcfg.optimum_baseline:
             publish.append(_optimum_baseline(onnx_art, ctx, meta))
             metrics["optimum_baseline"] = publish[-1].meta["preset"]
-        return StageResult(art, metrics, publish=publish)
+        return StageResult(art, TeacherReport.model_validate(metrics), publish=publish)
 
 
 def _optimum_baseline(teacher: ModelArtifact, ctx: StageContext, meta: dict) -> ModelArtifact:
@@ -85,22 +98,89 @@ def _in_channels(data) -> int | None:
     return data.input_shape[0] if data.input_shape else None
 
 
-def _onnx_teacher(src, ctx: StageContext) -> StageResult:
-    """A teacher brought as an ONNX file: copied in (checked), passed on as ONNX; no torch model."""
-    import math
-    import shutil
-
+def _load_onnx(src: Path):
     import onnx
 
-    from compress.common.files import atomic_write
     from compress.errors import InputError
 
     try:
-        proto = onnx.load(str(src))
+        proto = onnx.load(str(src))  # with its external data, from beside it
         onnx.checker.check_model(proto)
     except Exception as e:  # noqa: BLE001 - onnx raises several types for a bad file: name it
-        raise InputError(f"teacher.onnx: {src}: not a valid ONNX model ({type(e).__name__})") from e
-    path = atomic_write(ctx.stage_dir / "model.onnx", lambda p: shutil.copyfile(src, p))
+        missing = [p.name for p in external_files(src) if not p.is_file()] if _is_onnx(src) else []
+        why = f"its external data {missing[0]} is not beside it" if missing else type(e).__name__
+        raise InputError(f"teacher.onnx: {src}: not a valid ONNX model ({why})") from e
+    return proto
+
+
+def _is_onnx(src: Path) -> bool:
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        onnx.load(str(src), load_external_data=False)
+    except (DecodeError, OSError, ValueError):
+        return False
+    return True
+
+
+INLINE_MAX = 1 << 30  # external weights up to 1 GiB go into the .onnx (protobuf's limit is 2 GiB)
+
+
+def _save_teacher(proto, path: Path, external: bool) -> list[str]:
+    """Write the rewritten teacher; weights too big for one protobuf stay external, in
+    ``model.onnx.data`` (hashed in stage.json, and named by hash inside the .onnx so its own
+    hash follows the weights). Returns the extra files written."""
+    import onnx
+
+    from compress.common.files import atomic_write
+
+    size = sum(t.ByteSize() for t in proto.graph.initializer)
+    keep_external = external and size > INLINE_MAX
+    if keep_external:
+        props = {p.key: p.value for p in proto.metadata_props}
+        onnx.helper.set_model_props(proto, {**props, "compress.weights_sha256": weights_sha256(proto)})
+    atomic_write(path, lambda p: onnx.save_model(
+        proto, str(p), save_as_external_data=keep_external, all_tensors_to_one_file=True,
+        location=DATA_FILE, size_threshold=1024))
+    onnx.checker.check_model(str(path))
+    return [DATA_FILE] if keep_external else []
+
+
+def onnx_teacher_plan(tcfg: TeacherConfig, task, proto, data) -> IOPlan:
+    """How the brought model's names map onto the task's, checked against the data."""
+    model_in, model_out = ports(proto.graph)
+    plan = plan_io(model_in, model_out, task.name, task.input_names, task.output_names,
+                   tcfg.inputs, tcfg.outputs)
+    image = tuple(data.input_shape) if task.name == "classification" and data.input_shape else None
+    check_fit(plan, model_in, model_out, task.name, DataShape(image, data.num_classes or None))
+    return plan
+
+
+def _onnx_teacher(tcfg: TeacherConfig, ctx: StageContext) -> StageResult:
+    """A teacher brought as an ONNX file: its names mapped onto the task's (pooling added for an
+    encoder's hidden states), its external data copied beside it; passed on as ONNX."""
+    import math
+    import shutil
+
+    from compress.common.console import current
+    from compress.common.files import atomic_write
+
+    src = Path(tcfg.onnx)
+    proto = _load_onnx(src)
+    plan = onnx_teacher_plan(tcfg, ctx.task, proto, ctx.data)
+    external, changes = external_files(src), plan.changes()
+    path, files = ctx.stage_dir / "model.onnx", []
     params = sum(math.prod(t.dims) for t in proto.graph.initializer)
+    if not changes and not external:
+        atomic_write(path, lambda p: shutil.copyfile(src, p))
+    else:
+        apply_plan_(proto, plan, ctx.task.output_names)
+        files = _save_teacher(proto, path, bool(external))
+    what = "; ".join(changes) if changes else "names match the task"
+    kept = "copied beside it" if files else "taken into model.onnx (later stages read one file)"
+    current().info(f"[{ctx.stage_name}] {src.name}: {what}"
+                   + (f"; external data {', '.join(p.name for p in external)} {kept}" if external else ""))
     art = ModelArtifact.from_onnx("teacher", path, params=params, stage="teacher")
-    return StageResult(art, {"source": str(src), "params": params}, publish=[art])
+    report = OnnxTeacherReport(source=str(src), params=params, io=changes, external_data=files)
+    return StageResult(art, report, publish=[art], files=files)
