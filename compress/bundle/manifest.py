@@ -186,4 +186,6 @@ def read_manifest(path: Path) -> Manifest:
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "top level"
+        if err["type"] == "missing":
+            raise InputError(f"{path}: missing key {where!r}") from None
         raise InputError(f"{path}: {where}: {err['msg']}") from None
