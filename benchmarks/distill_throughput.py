@@ -31,7 +31,7 @@ from compress.data.sources import DataConfig, load_data, make_loader
 from compress.models.cnn import ResNet
 from compress.stages.distill import DistillConfig, distill
 from compress.tasks.classification import ClassificationTask, random_shift
-from compress.train.checkpoint import training_scope
+from compress.train.checkpoint import TrainingScope
 
 TASK = ClassificationTask()
 
@@ -57,8 +57,8 @@ def stage_rate(data, teacher, cfg, r: int, scope: dict | None = None) -> float:
     torch.manual_seed(r)
     s = ResNet(1, 10, width=8, depth=(1, 1, 1))
     t0 = time.perf_counter()
-    with training_scope(**(scope or {})):
-        distill(s, teacher, TASK, data, cfg, torch.device("cpu"), seed=r, progress=False)
+    distill(s, teacher, TASK, data, cfg, torch.device("cpu"), seed=r, progress=False,
+            scope=TrainingScope(**(scope or {})))
     return len(data.train) * cfg.epochs / (time.perf_counter() - t0)
 
 

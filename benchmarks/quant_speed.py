@@ -38,7 +38,7 @@ from compress.quant.ptq import (
     run_outputs,
 )
 from compress.tasks.classification import ClassificationTask
-from compress.train.loop import KD, TrainConfig, fit_
+from compress.train.loop import KD, FitData, FitPlan, TrainConfig, fit_
 
 TASK = ClassificationTask()
 
@@ -58,9 +58,8 @@ def variants(name: str, model: torch.nn.Module, teacher: torch.nn.Module, data, 
     trace = TASK.example(data.calibration(4, seed=seed), 4)["input"]
     prepared = qatq.prepare_qat(copy.deepcopy(model), trace)
     cfg = TrainConfig(epochs=qat_epochs, lr=5e-4, schedule="cosine")
-    fit = fit_(prepared, TASK, data.train, data.val, cfg, data.batch_size, torch.device("cpu"),
-               teacher=teacher, kd=KD(4.0, 0.7), augment_shift=data.augment_shift, seed=seed,
-               desc="qat", progress=False)
+    fit = fit_(prepared, TASK, FitData.of(data), FitPlan(cfg, torch.device("cpu"), seed, "qat", False),
+               KD(teacher))
     print(f"{name}: QAT {qat_epochs} epoch(s) in {time.perf_counter() - t0:.0f}s, "
           f"fake-quant val accuracy {fit.best_val:.4f}")
     paths["qat"] = qatq.export_qdq_onnx(qatq.convert_qat(prepared), example,

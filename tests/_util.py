@@ -10,7 +10,7 @@ import yaml
 
 from compress.models.cnn import ResNet
 from compress.tasks.classification import ClassificationTask
-from compress.train.loop import TrainConfig, fit_
+from compress.train.loop import FitData, FitPlan, TrainConfig, fit_
 
 TASK = ClassificationTask()
 
@@ -52,8 +52,8 @@ def trained_resnet(data, cache) -> ResNet:
     if path.exists():
         model.load_state_dict(torch.load(path, weights_only=True))
     else:
-        fit_(model, TASK, data.train, data.val, TrainConfig(epochs=6, lr=0.01), 64, torch.device("cpu"),
-             progress=False)
+        fit_(model, TASK, FitData(data.train, data.val, 64),
+             FitPlan(TrainConfig(epochs=6, lr=0.01), torch.device("cpu"), progress=False))
         torch.save(model.state_dict(), path)
     return model.eval()
 

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from compress.tasks.base import KDSettings, Parity, Task
+from compress.config.train import SoftTargets
+from compress.tasks.base import Task
 
 
 class VectorTask(Task):
@@ -24,7 +25,7 @@ class VectorTask(Task):
     def loss(self, out, target):
         return F.mse_loss(out.float(), target.float())
 
-    def distill_loss(self, out, teacher_out, target, kd: KDSettings):
+    def distill_loss(self, out, teacher_out, target, kd: SoftTargets):
         return F.mse_loss(out.float(), teacher_out.float())
 
     def quality(self, out, target, reference=None):
@@ -36,11 +37,6 @@ class VectorTask(Task):
         if reference is not None:
             q["cosine_to_teacher"] = float(cos(out, reference).mean())
         return q
-
-    def parity(self, ref, got, limits):
-        diff = float(np.abs(ref - got).max())
-        atol = limits.get("atol", 1e-3)
-        return Parity(len(ref), {"max_abs_diff": diff}, diff <= atol, f"max abs diff {diff:.3g}")
 
 
 class Pairs(Dataset):

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from compress.config import rules
 from compress.config import stages as sc
 from compress.config.data import DataConfig
 from compress.config.paths import apply_override, message, norm
@@ -15,7 +16,7 @@ from compress.config.train import TrainConfig
 from compress.config.yamlmap import Loc, format_path, line_of, load_yaml
 from compress.errors import ConfigError
 
-TASK_NAMES: tuple[str, ...] = ("classification", "embedding")  # compress.tasks.TASKS implements them
+TASK_NAMES: tuple[str, ...] = ("classification", "embedding", "sequence-classification")  # compress.tasks.TASKS implements them
 
 
 def must_exist(description: str) -> Any:
@@ -86,6 +87,10 @@ class TeacherConfig(ModelConfig):
     train: TrainConfig | None = Field(
         None, description="Train this teacher on the data when no checkpoint is given (cached)."
     )
+    inputs: dict[str, str] = Field(default_factory=dict, description="onnx: the task's input "
+                                   "name -> the model's, e.g. {input: image} (inferred when unambiguous).")
+    outputs: dict[str, str] = Field(default_factory=dict, description="onnx: the task's output "
+                                    "name -> the model's, e.g. {logits: output}.")
 
     optimum_baseline: bool = Field(
         False, description="hf: also quantize the full teacher with optimum's dynamic int8 preset "
@@ -108,6 +113,8 @@ class TeacherConfig(ModelConfig):
             raise ValueError("needs 'checkpoint' (trained weights) or 'train' (train it here)")
         if self.optimum_baseline and self.hf is None:
             raise ValueError("optimum_baseline needs an hf teacher")
+        if (self.inputs or self.outputs) and self.onnx is None:
+            raise ValueError("'inputs' and 'outputs' map the names of an onnx teacher")
         return self
 
 
@@ -187,56 +194,20 @@ class PipelineConfig(BaseModel):
             if self.teacher.hf is None:
                 raise ValueError("data.source text needs 'data.tokenizer' (or an hf teacher's)")
             self.data.tokenizer = self.teacher.hf
-        _check_task_fits(self)
+        stages = self.stage_list()
+        rules.check_task_fits(self.task, self.data.source, stages,
+                              self.student is not None and self.student.layers is not None,
+                              self.data.labels is not None, self.teacher.hf is None
+                              or self.teacher.train is not None or self.teacher.checkpoint is not None)
         if self.gates is not None and "benchmark" not in kinds:
             raise ValueError("'gates' need a benchmark stage: gates judge the benchmarked final model")
-        _check_stage_order(self.stage_list(), "onnx" if self.teacher.onnx is not None else "torch")
-        if "quantize" in kinds and self.target.opt_level in ("disable", "basic"):
-            raise ValueError(
-                f"target.opt_level: {self.target.opt_level!r} leaves int8 QDQ models unfused and "
-                "slower than fp32; use 'extended' or 'all'"
-            )
+        rules.check_stage_order(stages, "onnx" if self.teacher.onnx is not None else "torch")
+        rules.check_opt_level(stages, self.target)
+        rules.check_task_keys(self.task, stages)
         return self
 
     def stage_list(self) -> list[tuple[str, sc.StageConfig]]:
         return [entry.kind() for entry in self.stages]
-
-
-def _check_task_fits(cfg: PipelineConfig) -> None:
-    """The task, the data and the layer-wise losses agree, so a mismatch fails at validate."""
-    if cfg.data.source == "text" and cfg.task != "embedding":
-        raise ValueError(f"data.source text is tokenized for task: embedding (task is {cfg.task})")
-    if cfg.task == "embedding" and cfg.data.source in ("digits", "npz", "image_folder"):
-        raise ValueError(f"task embedding needs sentences: data.source text or python "
-                         f"(got {cfg.data.source})")
-    for i, (kind, scfg) in enumerate(cfg.stage_list()):
-        for key in ("hidden_weight", "attention_weight"):
-            if kind == "distill" and getattr(scfg, key):
-                if cfg.task != "embedding" or cfg.student is None or cfg.student.layers is None:
-                    raise ValueError(f"stages[{i}].distill.{key}: layer-wise losses need task: "
-                                     "embedding and student.layers (the teacher layer of each "
-                                     "student layer)")
-
-
-def _a(fmt: str) -> str:
-    return f"an {fmt}" if fmt == "onnx" else f"a {fmt}"
-
-
-def _check_stage_order(stages: list[tuple[str, sc.StageConfig]], fmt: str) -> None:
-    """Follow the model's format through the stages, as each stage declares it, so a wrong order
-    fails here and not mid-run."""
-    for i, (kind, cfg) in enumerate(stages):
-        takes = cfg.takes()
-        if fmt not in takes:
-            mode = getattr(cfg, "mode", None)
-            what = f"quantize mode {mode}" if kind == "quantize" else kind
-            needs = takes[0]
-            raise ValueError(
-                f"stages[{i}].{kind}: {what} needs {_a(needs)} model, but the stages before it give "
-                f"{_a(fmt)} model"
-                + ("; put it before export" if needs == "torch" else "; put an export stage before it")
-            )
-        fmt = cfg.gives(fmt)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,7 +251,8 @@ def _check_stage_kinds(raw: dict, path: Path, lines: dict[Loc, int]) -> None:
 
 def _explain(e: ValidationError, path: Path, lines: dict[Loc, int], overrides: tuple[str, ...]) -> str:
     err = e.errors(include_url=False)[0]
-    loc = tuple(err["loc"])
+    cause = err.get("ctx", {}).get("error")
+    loc = (*err["loc"], *cause.loc) if isinstance(cause, rules.At) else tuple(err["loc"])
     where = format_path(loc) or "(top level)"
     overridden = [o.split("=", 1)[0] for o in overrides]
     dotted = ".".join(str(p) for p in loc)
@@ -327,6 +299,12 @@ def check_files(cfg: PipelineConfig, path: Path, overrides: tuple[str, ...] = ()
         loc, p = found[0]
         _, lines = load_yaml(path)
         raise ConfigError(f"{path}:{line_of(lines, loc)} {format_path(loc)}: file not found: {p}")
+    if cfg.teacher.onnx is not None:
+        refused = rules.qdq_teacher_message(cfg.teacher.onnx, cfg.stage_list(), cfg.target)
+        if refused:
+            loc = ("teacher", "onnx")
+            _, lines = load_yaml(path)
+            raise ConfigError(f"{path}:{line_of(lines, loc)} {format_path(loc)}: {refused}")
 
 
 def json_schema() -> dict:

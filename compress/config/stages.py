@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from compress.config.train import TrainConfig
+from compress.config.train import Part, SoftTargets, TrainConfig
 
 Format = Literal["torch", "onnx"]
 ANY: tuple[Format, ...] = ("torch", "onnx")
@@ -57,11 +57,9 @@ class Hint(BaseModel):
     teacher: str = Field(description="Teacher module name whose output the student should match.")
 
 
-class DistillConfig(StageConfig, TrainConfig):
+class DistillConfig(StageConfig, TrainConfig, SoftTargets):
     epochs: int = Field(15, ge=0, le=10000, description="Passes over the training set.")
     lr: float = Field(1e-2, gt=0, le=10, description="Peak learning rate.")
-    temperature: float = Field(4.0, gt=0, le=100, description="Softmax temperature of the soft targets.")
-    alpha: float = Field(0.7, ge=0, le=1, description="Weight of the soft loss vs the hard-label loss.")
     hints: list[Hint] = Field(default_factory=list, description="FitNets hint pairs.")
     hint_weight: float = Field(1.0, ge=0, description="Weight of each hint's MSE loss.")
     use_labels: bool = Field(
@@ -83,7 +81,7 @@ class DistillConfig(StageConfig, TrainConfig):
 Importance = Literal["l1", "l2", "group_l2", "bn_scale", "taylor", "lamp", "random"]
 
 
-class PruneConfig(StageConfig, TrainConfig):
+class PruneConfig(StageConfig, TrainConfig, SoftTargets):
     """Set exactly one target: ``ratio``, ``macs`` or ``latency_ms``."""
 
     ratio: float | None = Field(None, gt=0, lt=1, description="Target: fraction of channels removed (0.5 halves each layer).")
@@ -100,8 +98,6 @@ class PruneConfig(StageConfig, TrainConfig):
     step_ratio: float = Field(0.1, gt=0, lt=1, description="macs/latency_ms targets: channel ratio added per step until the budget holds.")
     recovery: Literal["kd", "labels"] = Field("kd", description="kd: distill from the teacher (labels when there is none); labels: fine-tune.")
     epochs: int = Field(2, ge=0, le=10000, description="Recovery epochs after each step (0: BN re-estimate only).")
-    temperature: float = Field(4.0, gt=0, le=100, description="KD softmax temperature.")
-    alpha: float = Field(0.7, ge=0, le=1, description="KD weight of the soft loss vs the label loss.")
     bn_batches: int = Field(20, ge=0, le=10000, description="Batches for the BatchNorm re-estimate (0: off).")
     taylor_batches: int = Field(4, ge=1, le=1000, description="Batches of gradients for `taylor`.")
     measure_latency: bool = Field(True, description="Time every step on ORT (always on for latency_ms).")
@@ -125,7 +121,20 @@ class PruneConfig(StageConfig, TrainConfig):
 
 # -- export -------------------------------------------------------------------------------------
 
-class ExportConfig(StageConfig):
+class ParityLimits(Part):
+    """How close ONNX Runtime must come to PyTorch on the same test inputs. Every task is held to
+    ``atol``; the task says which of the others it judges (``compress.config.tasks``)."""
+
+    atol: float = Field(1e-3, gt=0, description="Parity: max abs difference of outputs vs PyTorch.")
+    min_agreement: float = Field(
+        0.99, ge=0, le=1, description="Parity, classification: top-1 agreement, at least."
+    )
+    min_cosine: float = Field(
+        0.9999, ge=0, le=1, description="Parity, embedding: least cosine of any output row."
+    )
+
+
+class ExportConfig(StageConfig, ParityLimits):
     opset: int = Field(18, ge=13, le=23, description="ONNX opset.")
     dynamic_batch: bool = Field(
         False, description="A dynamic batch axis; mobile runtimes want fixed shapes (false)."
@@ -138,9 +147,7 @@ class ExportConfig(StageConfig):
     exporter: Literal["dynamo", "torchscript"] = Field(
         "dynamo", description="torch.onnx exporter: dynamo (default) or the legacy TorchScript one."
     )
-    atol: float = Field(1e-3, gt=0, description="Parity: max abs difference of outputs vs PyTorch.")
-    min_agreement: float = Field(0.99, ge=0, le=1, description="Parity: top-1 agreement, at least.")
-    parity_samples: int = Field(256, gt=0, description="Validation inputs used for the parity check.")
+    parity_samples: int = Field(256, gt=0, description="Test inputs the parity check runs on.")
 
     def gives(self, given: Format) -> Format:
         return "onnx"
@@ -148,14 +155,12 @@ class ExportConfig(StageConfig):
 
 # -- quantize -----------------------------------------------------------------------------------
 
-class QATConfig(TrainConfig):
+class QATConfig(TrainConfig, SoftTargets):
     """Fake-quant fine-tuning; the loss is KD from the teacher when the pipeline has one."""
 
     epochs: int = Field(3, ge=1, le=10000)
     lr: float = Field(5e-4, gt=0, le=10)
     schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
-    temperature: float = Field(4.0, gt=0, le=100, description="KD softmax temperature.")
-    alpha: float = Field(0.7, ge=0, le=1, description="Weight of the soft KD loss vs the labels.")
     opset: int = Field(18, ge=13, le=23, description="Opset of the exported QDQ ONNX.")
     batch_size_onnx: int = Field(1, gt=0, le=4096, description="Fixed batch of the exported ONNX.")
     fold_bn: bool = Field(True, description="Fold batch norm into convs before QAT (frozen stats); "

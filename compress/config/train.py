@@ -1,5 +1,5 @@
-"""Optimizer, schedule, speed and recovery settings shared by every training loop (torch-free,
-for the config)."""
+"""Optimizer, schedule, speed and recovery settings shared by every training loop, and the KD pair
+every distilling loop reads (torch-free, for the config)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,28 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class TrainConfig(BaseModel):
-    """Optimizer and schedule. Shared by teacher training, distill, prune recovery and QAT."""
+class Part(BaseModel):
+    """A group of fields that several configs share, declared once and inherited flat (the YAML
+    keys stay where they are); ``of`` takes the group out of a config that extends it."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def of(cls, cfg: BaseModel):
+        """The fields of this group, read from ``cfg``."""
+        return cls(**{k: getattr(cfg, k) for k in cls.model_fields})
+
+
+class SoftTargets(Part):
+    """Hinton knowledge distillation: the soft targets' temperature and their weight. Declared
+    here once; distill, prune recovery and QAT inherit it, and a task's ``distill_loss`` reads it."""
+
+    temperature: float = Field(4.0, gt=0, le=100, description="KD softmax temperature of the soft targets.")
+    alpha: float = Field(0.7, ge=0, le=1, description="Weight of the soft KD loss vs the hard-label loss.")
+
+
+class TrainConfig(Part):
+    """Optimizer and schedule. Shared by teacher training, distill, prune recovery and QAT."""
 
     epochs: int = Field(10, ge=0, le=10000, description="Passes over the training set.")
     lr: float = Field(3e-3, gt=0, le=10, description="Peak learning rate.")
@@ -43,8 +61,3 @@ class TrainConfig(BaseModel):
         None, gt=0, le=100000, description="Keep only the teacher's k largest logits per sample in the cache "
         "(none: all of them)."
     )
-
-    @classmethod
-    def of(cls, cfg: BaseModel) -> TrainConfig:
-        """The training fields of a stage config that extends this one."""
-        return cls(**{k: getattr(cfg, k) for k in cls.model_fields if hasattr(cfg, k)})

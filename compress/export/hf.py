@@ -48,7 +48,7 @@ OUTPUT = "sentence_embedding"
 def export_embedder(embedder: SentenceEmbedder, path: str | Path, seq_len: int | None = None,
                     exporter: Exporter = DEFAULT_EXPORTER, opset: int = 18,
                     tokenizer_dir: str | Path | None = None,
-                    attention: str | None = DEFAULT_ATTENTION) -> Path:
+                    attention: str | None = DEFAULT_ATTENTION, output: str = OUTPUT) -> Path:
     """Export ``embedder`` to one checked ONNX file at ``path``.
 
     Args:
@@ -58,12 +58,16 @@ def export_embedder(embedder: SentenceEmbedder, path: str | Path, seq_len: int |
         attention: the attention implementation traced by the torch exporters (``eager``,
             ``sdpa``); ``None`` keeps the model's own. optimum reloads the saved model and
             uses its default.
+        output: the output's name (a sequence classifier's ``logits``; torch exporters only).
     """
     import onnx
 
     from compress.export.torch_onnx import strip_debug_metadata_
     from compress.models.hf import with_attention
 
+    if exporter == "optimum" and output != OUTPUT:
+        raise StageError(f"the optimum exporter appends sentence-embedding pooling; a model with "
+                         f"output {output!r} exports with torchscript or dynamo")
     if attention and exporter != "optimum":
         embedder = with_attention(embedder, attention)
 
@@ -71,7 +75,7 @@ def export_embedder(embedder: SentenceEmbedder, path: str | Path, seq_len: int |
         if exporter == "optimum":
             proto = _optimum_graph(embedder, seq_len, opset, tokenizer_dir)
         else:
-            _torch_export(embedder, tmp, seq_len, exporter == "dynamo", opset)
+            _torch_export(embedder, tmp, seq_len, exporter == "dynamo", opset, output)
             proto = onnx.load(str(tmp))
         strip_debug_metadata_(proto)
         try:
@@ -95,7 +99,7 @@ def _example(seq_len: int | None) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _torch_export(embedder: SentenceEmbedder, tmp: Path, seq_len: int | None, dynamo: bool,
-                  opset: int) -> None:
+                  opset: int, output: str = OUTPUT) -> None:
     import torch
 
     kwargs: dict = {}
@@ -105,14 +109,14 @@ def _torch_export(embedder: SentenceEmbedder, tmp: Path, seq_len: int | None, dy
         kwargs["dynamic_shapes"] = {n: {0: batch, 1: seq} for n in INPUTS}
     elif seq_len is None:
         kwargs["dynamic_axes"] = {**{n: {0: "batch", 1: "sequence"} for n in INPUTS},
-                                  OUTPUT: {0: "batch"}}
+                                  output: {0: "batch"}}
     if dynamo:
         kwargs["report"] = False
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(embedder.eval().cpu(), _example(seq_len), str(tmp),
-                          input_names=list(INPUTS), output_names=[OUTPUT], opset_version=opset,
+                          input_names=list(INPUTS), output_names=[output], opset_version=opset,
                           dynamo=dynamo, external_data=False, verbose=False, **kwargs)
 
 
@@ -200,30 +204,3 @@ def fix_shapes_(model: onnx.ModelProto, seq_len: int) -> None:
     for name in INPUTS:
         make_input_shape_fixed(model.graph, name, [1, seq_len])
     fix_output_shapes(model)
-
-
-def embedder_parity(embedder: SentenceEmbedder, onnx_path: str | Path,
-                    feeds: dict[str, np.ndarray], batch_size: int = 32,
-                    opt_level: str = "all") -> dict[str, float]:
-    """PyTorch vs ONNX Runtime (at ``opt_level``) on the same token batches: ``cosine_min``,
-    ``max_abs_diff`` and ``samples``. A fixed-shape model runs one row at a time."""
-    import numpy as np
-    import torch
-
-    from compress.common.ort import make_session
-
-    sess = make_session(onnx_path, threads=1, opt_level=opt_level)
-    fixed = isinstance(sess.get_inputs()[0].shape[0], int)
-    bs = 1 if fixed else batch_size
-    refs, gots = [], []
-    embedder.eval()
-    n = len(feeds["input_ids"])
-    for i in range(0, n, bs):
-        batch = {k: np.ascontiguousarray(feeds[k][i:i + bs]) for k in INPUTS}
-        with torch.no_grad():
-            refs.append(embedder(*(torch.from_numpy(batch[k]) for k in INPUTS)).numpy())
-        gots.append(sess.run([OUTPUT], batch)[0])
-    ref, got = np.concatenate(refs), np.concatenate(gots)
-    cos = (ref * got).sum(-1) / (np.linalg.norm(ref, axis=-1) * np.linalg.norm(got, axis=-1))
-    return {"cosine_min": float(cos.min()), "max_abs_diff": float(np.abs(ref - got).max()),
-            "samples": n}

@@ -1,15 +1,14 @@
-"""ONNX export with the checks every artifact gets: checker full_check and parity with PyTorch."""
+"""ONNX export with the check every artifact gets: onnx.checker full_check (parity with PyTorch:
+``compress.export.parity``)."""
 
 from __future__ import annotations
 
 import inspect
 import logging
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -109,34 +108,3 @@ def strip_debug_metadata_(model: onnx.ModelProto) -> int:
         cleaned += bool(node.metadata_props)
         del node.metadata_props[:]
     return cleaned
-
-
-@dataclass
-class ParityNumbers:
-    max_abs_diff: float
-    top1_agreement: float
-    samples: int
-
-
-def onnx_outputs(model: nn.Module, onnx_path: str | Path,
-                 inputs: np.ndarray | dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """The first output of PyTorch and of ONNX Runtime on the same inputs (a bare array is the
-    one input ``input``), batched as the ONNX model's batch axis allows."""
-    from compress.common.ort import make_session, run_batched
-
-    feeds = inputs if isinstance(inputs, dict) else {INPUT_NAME: inputs.astype(np.float32)}
-    got = run_batched(make_session(onnx_path, threads=1, opt_level="basic"), feeds, 64)[0]
-    model = model.eval().cpu()
-    with torch.no_grad():
-        outs = [model(*[torch.from_numpy(v[i : i + 64]) for v in feeds.values()])
-                for i in range(0, len(got), 64)]
-    ref = torch.cat([o[0] if isinstance(o, tuple | list) else o for o in outs]).float().numpy()
-    return ref, got
-
-
-def onnx_parity(model: nn.Module, onnx_path: str | Path,
-                inputs: np.ndarray | dict[str, np.ndarray]) -> ParityNumbers:
-    """Max abs difference and top-1 agreement of ONNX Runtime against PyTorch on real inputs."""
-    ref, got = onnx_outputs(model, onnx_path, inputs)
-    diff = float(np.abs(ref - got).max()) if ref.size else 0.0
-    return ParityNumbers(diff, float((ref.argmax(-1) == got.argmax(-1)).mean()), len(ref))

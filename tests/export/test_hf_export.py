@@ -1,14 +1,18 @@
 """Export of a sentence embedder to ONNX: pooling inside the graph, names, shapes, parity on real
-sentences with each exporter. (Mirrors compress/export/hf.py.)"""
+sentences with each exporter, through the parity check the stages run. (Mirrors
+compress/export/hf.py.)"""
 
 from __future__ import annotations
 
 import numpy as np
 import onnx
 import pytest
+from torch.utils.data import Subset
 
+from compress.config.stages import ParityLimits
 from compress.data.text import TextDataset, pydoc_sentences
-from compress.export.hf import embedder_parity, export_embedder
+from compress.export.hf import export_embedder
+from compress.export.parity import check_parity
 from compress.models.hf import (
     SentenceEmbedder,
     layer_drop_student,
@@ -25,6 +29,10 @@ def setup():
     student = layer_drop_student(SentenceEmbedder(load_hf_model(src)), [5])
     ds = TextDataset(pydoc_sentences()[:16], load_tokenizer(src), max_length=64)
     return src, student, ds
+
+
+def _parity(student, path, ds, n):
+    return check_parity(EmbeddingTask(), student, path, Subset(ds, range(n)), n, ParityLimits())
 
 
 def _io(path):
@@ -45,8 +53,9 @@ def test_dynamic_export_parity_and_io(setup, tmp_path):
     assert all(isinstance(d, str) for v in dims.values() for d in v)  # batch and sequence
     feeds, _ = EmbeddingTask().arrays(ds)
     assert (feeds["attention_mask"] == 0).any()
-    par = embedder_parity(student, path, feeds, batch_size=8)
-    assert par["samples"] == 16 and par["cosine_min"] > 0.9999 and par["max_abs_diff"] < 1e-4
+    par = _parity(student, path, ds, 16)
+    assert par.samples == 16 and par.cosine_min > 0.9999 and par.max_abs_diff < 1e-4
+    assert par.ok and par.top1_agreement is None  # embedders compare cosine, not top-1
 
 
 def test_fixed_shape_export(setup, tmp_path):
@@ -54,9 +63,8 @@ def test_fixed_shape_export(setup, tmp_path):
     path = export_embedder(student, tmp_path / "fixed.onnx", seq_len=32)
     dims, _, _ = _io(path)
     assert dims == {"input_ids": [1, 32], "attention_mask": [1, 32]}
-    feeds, _ = EmbeddingTask().arrays(ds, limit=4, seq_len=32)
-    par = embedder_parity(student, path, feeds)
-    assert par["samples"] == 4 and par["cosine_min"] > 0.9999 and par["max_abs_diff"] < 1e-4
+    par = _parity(student, path, ds, 4)  # padded to the file's fixed length
+    assert par.samples == 4 and par.cosine_min > 0.9999 and par.max_abs_diff < 1e-4
 
 
 def test_dynamo_output_name_is_valid(setup, tmp_path):
@@ -64,9 +72,8 @@ def test_dynamo_output_name_is_valid(setup, tmp_path):
     path = export_embedder(student, tmp_path / "d.onnx", exporter="dynamo")
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
     assert _io(path)[2] == ["sentence_embedding"]
-    feeds, _ = EmbeddingTask().arrays(ds, limit=6)
-    par = embedder_parity(student, path, feeds)
-    assert par["cosine_min"] > 0.9999 and par["max_abs_diff"] < 1e-4
+    par = _parity(student, path, ds, 6)
+    assert par.cosine_min > 0.9999 and par.max_abs_diff < 1e-4
 
 
 def test_optimum_export_with_pooling_appended(setup, tmp_path):
@@ -75,12 +82,10 @@ def test_optimum_export_with_pooling_appended(setup, tmp_path):
     dims, types, outputs = _io(path)
     assert list(dims) == ["input_ids", "attention_mask"]  # token_type_ids folded to zeros
     assert outputs == ["sentence_embedding"]
-    feeds, _ = EmbeddingTask().arrays(ds, limit=8)
-    par = embedder_parity(student, path, feeds)
-    assert par["cosine_min"] > 0.9999 and par["max_abs_diff"] < 1e-4
+    par = _parity(student, path, ds, 8)
+    assert par.cosine_min > 0.9999 and par.max_abs_diff < 1e-4
     fixed = export_embedder(student, tmp_path / "of.onnx", seq_len=16, exporter="optimum",
                             tokenizer_dir=src)
     assert _io(fixed)[0] == {"input_ids": [1, 16], "attention_mask": [1, 16]}
-    feeds, _ = EmbeddingTask().arrays(ds, limit=3, seq_len=16)
-    assert embedder_parity(student, fixed, feeds)["cosine_min"] > 0.9999
-    assert np.isfinite(par["max_abs_diff"])
+    assert _parity(student, fixed, ds, 3).cosine_min > 0.9999
+    assert np.isfinite(par.max_abs_diff)

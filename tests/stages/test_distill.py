@@ -10,7 +10,7 @@ from compress.config.stages import DistillConfig, Hint
 from compress.data.sources import DataConfig, load_data
 from compress.models.cnn import ResNet
 from compress.stages.distill import distill
-from compress.train.loop import TrainConfig, evaluate_headline, fit_
+from compress.train.loop import FitData, FitPlan, TrainConfig, evaluate_headline, fit_
 
 CPU = torch.device("cpu")
 
@@ -20,7 +20,8 @@ def setup():
     data = load_data(DataConfig(image_size=8, batch_size=32), seed=0)
     torch.manual_seed(0)
     teacher = ResNet(1, 10, width=16, depth=(1, 1))
-    fit_(teacher, TASK, data.train, data.val, TrainConfig(epochs=4, lr=0.01), 32, CPU, progress=False)
+    fit_(teacher, TASK, FitData(data.train, data.val, 32),
+         FitPlan(TrainConfig(epochs=4, lr=0.01), CPU, progress=False))
     return data, teacher
 
 

@@ -15,8 +15,8 @@ from torch import nn
 from compress.config.data import DataConfig
 from compress.data.sources import load_data
 from compress.tasks.classification import ClassificationTask
-from compress.train.checkpoint import training_scope
-from compress.train.loop import TrainConfig, fit_
+from compress.train.checkpoint import TrainingScope
+from compress.train.loop import FitData, FitPlan, TrainConfig, fit_
 
 
 class SlowMLP(nn.Module):
@@ -43,9 +43,9 @@ def run(work: Path | None, out: Path, epochs: int, shift: int, delay: float, eve
     torch.manual_seed(0)
     model = SlowMLP(8, delay)
     cfg = TrainConfig(epochs=epochs, lr=0.01, checkpoint_every_steps=every)
-    with training_scope(work_dir=work, key="test"):
-        fit_(model, ClassificationTask(), data.train, data.val, cfg, 64, torch.device("cpu"),
-             augment_shift=shift, seed=3, progress=False)
+    fit_(model, ClassificationTask(), FitData(data.train, data.val, 64, shift),
+         FitPlan(cfg, torch.device("cpu"), seed=3, progress=False),
+         scope=TrainingScope(work_dir=work, key="test"))
     if not dist.world().main:
         return
     h = hashlib.sha256()

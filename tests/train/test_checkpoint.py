@@ -90,8 +90,8 @@ def test_no_resume_ignores_a_checkpoint_left_in_the_work_folder(tmp_path):
     from compress.common.console import Console, use
     from compress.data.sources import NamedDataset
     from compress.tasks.classification import ClassificationTask
-    from compress.train.checkpoint import training_scope
-    from compress.train.loop import TrainConfig, fit_
+    from compress.train.checkpoint import TrainingScope
+    from compress.train.loop import FitData, FitPlan, TrainConfig, fit_
 
     g = torch.Generator().manual_seed(0)
     data = NamedDataset({"input": torch.randn(64, 4, generator=g)}, torch.randint(0, 3, (64,), generator=g))
@@ -100,9 +100,9 @@ def test_no_resume_ignores_a_checkpoint_left_in_the_work_folder(tmp_path):
         out = io.StringIO()
         use(Console(stream=out))
         torch.manual_seed(0)
-        with training_scope(work_dir=tmp_path, key="k", resume=resume):
-            fit_(nn.Linear(4, 3), ClassificationTask(), data, data, TrainConfig(epochs=2), 16,
-                 torch.device("cpu"), seed=0, progress=False)
+        fit_(nn.Linear(4, 3), ClassificationTask(), FitData(data, data, 16),
+             FitPlan(TrainConfig(epochs=2), torch.device("cpu"), seed=0, progress=False),
+             scope=TrainingScope(work_dir=tmp_path, key="k", resume=resume))
         use(Console())
         return out.getvalue()
 

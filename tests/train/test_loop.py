@@ -67,7 +67,6 @@ def test_fit_sizes_hints_between_real_models():
     s_taps, t_taps = _Taps(student, [a for a, _ in hints]), _Taps(teacher, [b for _, b in hints])
     regs = size_hint_regressors(TASK, student, teacher, hints, data, "cpu", s_taps, t_taps)
     assert [(r.proj.in_channels, r.proj.out_channels) for r in regs] == [(4, 16), (8, 32)]
-    assert KD().temperature == 4.0
 
 
 def test_random_shift_moves_content_by_at_most_the_limit():
@@ -97,7 +96,7 @@ def test_recalibrate_bn_restores_true_statistics():
 
 def test_teacher_logits_are_cached_exactly_when_inputs_repeat():
     from compress.data.sources import NamedDataset
-    from compress.train.loop import TrainConfig, fit_
+    from compress.train.loop import FitData, FitPlan, TrainConfig, fit_
 
     calls = []
 
@@ -113,11 +112,11 @@ def test_teacher_logits_are_cached_exactly_when_inputs_repeat():
     torch.manual_seed(0)
     data = NamedDataset({"input": torch.randn(40, 1, 2, 2)}, torch.randint(0, 3, (40,)))
     teacher, cpu = Counting(), torch.device("cpu")
-    fit_(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), TASK, data, data, TrainConfig(epochs=3), 16, cpu,
-         teacher=teacher, kd=KD(), progress=False)
+    plan = FitPlan(TrainConfig(epochs=3), cpu, progress=False)
+    fit_(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), TASK, FitData(data, data, 16), plan, KD(teacher))
     assert sum(calls) == 40  # each sample went through the teacher once, not once per epoch
     calls.clear()
     # augmented inputs differ every epoch: no cache
-    fit_(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), TASK, data, data, TrainConfig(epochs=3), 16, cpu,
-         teacher=teacher, kd=KD(), augment_shift=1, progress=False)
+    fit_(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), TASK, FitData(data, data, 16, augment_shift=1),
+         plan, KD(teacher))
     assert sum(calls) == 120

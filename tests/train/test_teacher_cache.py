@@ -11,8 +11,8 @@ from torch import nn
 from compress.config.data import DataConfig
 from compress.data.sources import load_data
 from compress.tasks.classification import ClassificationTask, kd_loss
-from compress.train.checkpoint import training_scope
-from compress.train.loop import TrainConfig, fit_
+from compress.train.checkpoint import TrainingScope
+from compress.train.loop import KD, FitData, FitPlan, TrainConfig, fit_
 from compress.train.teacher_cache import expand_topk
 
 TASK = ClassificationTask()
@@ -38,9 +38,9 @@ def data():
 def _fit(data, teacher, cache_dir, sha="t1", epochs=2, **cfg):
     torch.manual_seed(0)
     student = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
-    with training_scope(cache_dir=cache_dir, teacher=teacher, teacher_sha256=sha, data_key="d1"):
-        fit_(student, TASK, data.train, data.val, TrainConfig(epochs=epochs, lr=0.01, **cfg), 64,
-             torch.device("cpu"), teacher=teacher, seed=0, progress=False)
+    fit_(student, TASK, FitData(data.train, data.val, 64),
+         FitPlan(TrainConfig(epochs=epochs, lr=0.01, **cfg), torch.device("cpu"), progress=False),
+         KD(teacher), TrainingScope(cache_dir=cache_dir, teacher=teacher, teacher_sha256=sha, data_key="d1"))
     return student
 
 
@@ -62,10 +62,9 @@ def test_augmentation_runs_the_teacher_live_unless_forced(data, tmp_path):
     teacher = Counting()
     data.augment_shift = 1
     torch.manual_seed(0)
-    with training_scope(cache_dir=tmp_path, teacher=teacher, teacher_sha256="t", data_key="d"):
-        fit_(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), TASK, data.train, data.val,
-             TrainConfig(epochs=1, lr=0.01), 64, torch.device("cpu"), teacher=teacher, augment_shift=1,
-             progress=False)
+    fit_(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), TASK, FitData(data.train, data.val, 64, 1),
+         FitPlan(TrainConfig(epochs=1, lr=0.01), torch.device("cpu"), progress=False), KD(teacher),
+         TrainingScope(cache_dir=tmp_path, teacher=teacher, teacher_sha256="t", data_key="d"))
     data.augment_shift = 0
     assert teacher.calls == -(-len(data.train) // 64) and not list(tmp_path.iterdir())
 
@@ -120,9 +119,9 @@ def test_embedding_task_reads_its_teacher_from_the_cache(tmp_path):
     teacher = CountingEmbedder()
     torch.manual_seed(0)
     student = CountingEmbedder()
-    with training_scope(cache_dir=tmp_path, teacher=teacher, teacher_sha256="e1", data_key="d1"):
-        fit_(student, EmbeddingTask(), items[:64], items[64:], TrainConfig(epochs=3, lr=0.01), 16,
-             torch.device("cpu"), teacher=teacher, seed=0, progress=False)
+    fit_(student, EmbeddingTask(), FitData(items[:64], items[64:], 16),
+         FitPlan(TrainConfig(epochs=3, lr=0.01), torch.device("cpu"), progress=False), KD(teacher),
+         TrainingScope(cache_dir=tmp_path, teacher=teacher, teacher_sha256="e1", data_key="d1"))
     # one pass to fill the cache (batch 256: one call), one for the validation reference; none
     # in the 3 training epochs of 4 batches each
     assert teacher.calls == 2

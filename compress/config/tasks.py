@@ -1,0 +1,49 @@
+"""What each task reads of the config, torch-free, so ``compress validate`` refuses a key that the
+run's task would ignore. The task classes (``compress.tasks``) point at their entry here:
+``ClassificationTask.uses is TASK_USES["classification"]``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+ParityCheck = Literal["top1_agreement", "cosine_min"]
+
+
+@dataclass(frozen=True)
+class TaskUses:
+    """The config a task reads besides what every task reads.
+
+    Attributes:
+        soft_targets: its distillation loss takes the KD pair (``temperature``, ``alpha`` of
+            distill, prune and quantize.qat).
+        labels: its losses read labels (``distill.use_labels`` means something).
+        parity: what export parity compares besides the max abs difference (``atol``):
+            ``top1_agreement`` reads ``export.min_agreement``, ``cosine_min`` reads
+            ``export.min_cosine``.
+    """
+
+    soft_targets: bool = False
+    labels: bool = False
+    parity: tuple[ParityCheck, ...] = ()
+
+    def ignored(self, fields: frozenset[str] | set[str]) -> dict[str, str]:
+        """Of a config's ``fields``, those this task ignores, each with the reason."""
+        why = {}
+        if not self.soft_targets:
+            why |= dict.fromkeys(("temperature", "alpha"),
+                                 "its distillation loss has no soft targets")
+        if not self.labels:
+            why["use_labels"] = "its losses read no labels"
+        judged = ", ".join(("max abs diff", *self.parity))
+        for check, key in (("top1_agreement", "min_agreement"), ("cosine_min", "min_cosine")):
+            if check not in self.parity:
+                why[key] = f"its export parity judges {judged}"
+        return {k: v for k, v in why.items() if k in fields}
+
+
+TASK_USES: dict[str, TaskUses] = {
+    "classification": TaskUses(soft_targets=True, labels=True, parity=("top1_agreement",)),
+    "embedding": TaskUses(parity=("cosine_min",)),
+    "sequence-classification": TaskUses(soft_targets=True, labels=True, parity=("top1_agreement",)),
+}
