@@ -219,7 +219,7 @@ def deploy_web(run_dir: Path, bundle: Path, verified) -> tuple[Path, Any]:
         for name, src in vendor.items():
             shutil.copyfile(src, tmp / "vendor" / name)
         manifest = _web_manifest(manifest, profile, model, samples)
-        (tmp / "README.md").write_text(readme(manifest, pre), encoding="utf-8")
+        (tmp / "APP.md").write_text(app_notes(manifest, pre), encoding="utf-8")
         manifest["files"] = {p.relative_to(tmp).as_posix(): {"sha256": sha256_file(p),
                                                              "bytes": p.stat().st_size}
                              for p in sorted(tmp.rglob("*")) if p.is_file()}
@@ -248,41 +248,45 @@ def _web_manifest(manifest: dict, profile: WebProfile, model: str, samples: dict
     return m
 
 
-def readme(manifest: dict, pre: dict) -> str:
-    """What an app developer needs, read from the manifest and preprocess.json."""
-    io = manifest["io"]
-    ins = "\n".join(f"| input | `{t['name']}` | {t['dtype']} | {t['shape']} |" for t in io["inputs"])
-    outs = "\n".join(f"| output | `{t['name']}` | {t['dtype']} | {t['shape']} |"
-                     for t in io["outputs"])
-    if pre.get("kind") == "text" or "max_length" in pre:
-        how = (f"text: `{pre.get('tokenizer', 'tokenizer.json')}` with @huggingface/tokenizers, "
-               f"truncation to {pre.get('max_length')} tokens, padding `{pre.get('padding')}`")
-    else:
-        how = (f"image: {pre.get('color')}, invert `{pre.get('invert')}`, resize "
-               f"`{pre.get('resize')}` ({pre.get('interpolation')}) to {pre.get('size')} "
-               f"(height, width), `v = pixel * {pre.get('scale')}`, then `(v - {pre.get('mean')})"
-               f" / {pre.get('std')}`, layout {pre.get('layout')}")
-    tol = "\n".join(f"- `{t['output']}`: " + ", ".join(
-        f"{k} {'>=' if k != 'max_abs_diff' else '<='} {t[k]}"
-        for k in ("argmax_agreement", "max_abs_diff", "cosine_mean", "cosine_min")
-        if t.get(k) is not None) + f" ({t.get('basis', '')})"
-        for t in (manifest.get("check") or {}).get("outputs", []))
-    rt, prof = manifest["runtime"], manifest["target"]["profile"]
-    return f"""# Web bundle ({manifest['task']})
+def app_notes(manifest: dict, pre: dict) -> str:
+    """APP.md: what a web developer needs, read from this folder's manifest and preprocess.json
+    (the preprocessing in the same words as the other targets' notes)."""
+    from compress.bundle.notes import preprocessing_lines
 
-Model: `{rt['model']}` for onnxruntime-web {prof['packages'].get('onnxruntime-web')} (WASM,
+    io, rt, prof = manifest["io"], manifest["runtime"], manifest["target"]["profile"]
+    rows = "\n".join(f"| {kind} | `{t['name']}` | {t['dtype']} | {t['shape']} |"
+                     for kind in ("inputs", "outputs") for t in io[kind])
+    steps = "\n".join(f"{k}. {line}" for k, line in enumerate(preprocessing_lines(pre), 1))
+    check = manifest["check"]
+    tol = "\n".join(f"- `{t['output']}`: " + ", ".join(
+        f"{k} {'<=' if k == 'max_abs_diff' else '>='} {t[k]:.6g}"
+        for k in ("argmax_agreement", "max_abs_diff", "cosine_mean", "cosine_min")
+        if t[k] is not None) + f" ({t['basis']})" for t in check["outputs"])
+    first = io["inputs"][0]
+    call = ("bundle.classify(imageBitmap)  // Float32Array of "
+            f"{io['outputs'][0]['shape'][-1]} logits" if pre["kind"] == "image" else
+            f"bundle.embed(\"a sentence\")  // Float32Array of {io['outputs'][0]['shape'][-1]}")
+    return f"""# {prof['description']}
+
+Model `{rt['model']}` for onnxruntime-web {prof['packages']['onnxruntime-web']} (WASM,
 {rt['threads']} thread(s), graph optimization `{rt['opt_level']}`).
 
 | | name | dtype | shape |
 |---|---|---|---|
-{ins}
-{outs}
+{rows}
 
-Preprocessing ({'`preprocess.json`'}): {how}.
+Preprocessing (`preprocess.json`, done by `compress-web.mjs`):
 
-Device check (`manifest.json` `check`, precision {(manifest.get('check') or {}).get('precision')}):
-{tol or '- none recorded'}
+{steps}
 
-Serve this folder and open `index.html?check=1` to run the eval set and the check; see
-deploy/WEB.md in the compress repository for loading it from an app.
+```js
+import {{ loadBundle }} from "./compress-web.mjs";  // imports onnxruntime-web, @huggingface/tokenizers
+const bundle = await loadBundle("./");               // reads manifest.json, preprocess.json
+const y = await {call}
+// or by hand: bundle.run({{ {first['name']}: new ort.Tensor(...) }})
+```
+
+Device check (`manifest.json` `check`, precision {check['precision']}; `index.html?check=1`
+runs it on `eval.json` + `eval.bin`):
+{tol}
 """

@@ -27,54 +27,12 @@ def guest():
         pytest.skip(f"aarch64 parts unavailable: {e}")
 
 
-def _check_run(guest, run, precision):
-    results = [arm64_check.check_bundle(guest, run / "bundle"),
-               arm64_check.check_bundle(guest, arm64_check.deploy_ort(run))]
-    for r, model in zip(results, ("model.onnx", "model.ort"), strict=True):
-        manifest = json.loads((run / ("bundle" if model == "model.onnx" else
-                                      "deploy/edge-arm64") / "manifest.json").read_text())
-        assert r["model"] == model and r["precision"] == precision
-        assert r["exit"] == 0 and r["passed"], "\n".join(r["lines"])
-        assert r["verified"] == f"verified  {len(manifest['files'])} files against " \
-                                "manifest.json (sha256)"
-        rows = r["result"]["check"]["rows"]
-        assert rows and all(row["ok"] for row in rows)
-        assert {row["output"] for row in rows} == {t["output"] for t in manifest["check"]["outputs"]}
-        assert "latency_ms" not in r["result"]  # emulated time is never reported
-        assert not any(ln.startswith("latency") for ln in r["lines"])
-    return results
-
-
-def test_demo_cnn_fp32_and_arm64_int8_on_aarch64(guest, tmp_path_factory):
-    runs = demo_runs(tmp_path_factory)
-    assert guest["machine"] == "aarch64"
-    fp32 = _check_run(guest, runs["fp32"], "fp32")
-    int8 = _check_run(guest, runs["int8"], "int8")
-    # fp32 kernels agree with x86 to float rounding; the int8 ones within the int8 tolerance
-    for r in fp32:
-        assert {row["measure"]: row["value"] for row in r["result"]["check"]["rows"]}[
-            "argmax_agreement"] == 1.0
-    report = json.loads((runs["int8"] / "report.json").read_text())
-    quant = next(s for s in report["stages"] if s.get("kind", s.get("name", "")).endswith("quantize"))
-    assert "arm64" in json.dumps(quant)
-    assert all(r["result"]["quality"]["accuracy"] >= 0.8 for r in int8)
-
-
-def test_minilm_student_fp32_and_int8_on_aarch64(guest, tmp_path_factory):
-    runs = minilm_runs(tmp_path_factory)
-    for precision in ("fp32", "int8"):
-        for r in _check_run(guest, runs[precision], precision):
-            cos = {row["measure"]: row["value"] for row in r["result"]["check"]["rows"]}
-            assert cos["cosine_min"] >= (0.9999 if precision == "fp32" else 0.95)
-
-
-def test_a_bundle_outside_its_tolerance_fails_on_aarch64_saying_by_how_much(
-        guest, tmp_path_factory, tmp_path):
-    """The same bundle with its reference logits moved: hashes hold, the check fails (exit 3)."""
+def _tampered(src, folder):
+    """``src`` with its reference logits moved by 0.5 and re-hashed: hashes hold, the check
+    must fail."""
     from compress.common.files import sha256_file
 
-    src = demo_runs(tmp_path_factory)["fp32"] / "bundle"
-    bundle = tmp_path / "bundle"
+    bundle = folder / "tampered"
     shutil.copytree(src, bundle)
     with np.load(bundle / "eval.npz") as z:
         arrays = {k: z[k] for k in z.files}
@@ -85,9 +43,77 @@ def test_a_bundle_outside_its_tolerance_fails_on_aarch64_saying_by_how_much(
     manifest["files"]["eval.npz"] = {"sha256": sha256_file(bundle / "eval.npz"),
                                      "bytes": (bundle / "eval.npz").stat().st_size}
     (bundle / "manifest.json").write_text(json.dumps(manifest))
-    r = arm64_check.check_bundle(guest, bundle)
+    return bundle
+
+
+def _on_aarch64(guest, runs, extra=()):
+    """One guest process for every bundle: (precision, format) -> result, plus the extras."""
+    keys = [(p, f) for p in ("fp32", "int8") for f in ("onnx", "ort")]
+    folders = [runs[p] / "bundle" if f == "onnx" else arm64_check.deploy_ort(runs[p])
+               for p, f in keys]
+    results = arm64_check.check_bundles(guest, [*folders, *extra])
+    return dict(zip(keys, results, strict=False)), results[len(keys):], dict(zip(keys, folders,
+                                                                                  strict=True))
+
+
+@pytest.fixture(scope="module")
+def demo(guest, tmp_path_factory):
+    runs = demo_runs(tmp_path_factory)
+    bad = _tampered(runs["fp32"] / "bundle", tmp_path_factory.mktemp("arm64"))
+    by_key, extra, folders = _on_aarch64(guest, runs, [bad])
+    return runs, by_key, extra[0], folders
+
+
+@pytest.fixture(scope="module")
+def minilm(guest, tmp_path_factory):
+    runs = minilm_runs(tmp_path_factory)
+    by_key, _, folders = _on_aarch64(guest, runs)
+    return runs, by_key, folders
+
+
+def _assert_passed(by_key, folders):
+    for (precision, fmt), r in by_key.items():
+        manifest = json.loads((folders[precision, fmt] / "manifest.json").read_text())
+        assert r["model"] == f"model.{fmt}" and r["precision"] == precision
+        assert r["exit"] == 0 and r["passed"], "\n".join(r["lines"])
+        assert r["verified"] == f"verified  {len(manifest['files'])} files against " \
+                                "manifest.json (sha256)"
+        rows = r["result"]["check"]["rows"]
+        assert rows and all(row["ok"] for row in rows)
+        assert {row["output"] for row in rows} == {t["output"] for t in manifest["check"]["outputs"]}
+        assert "latency_ms" not in r["result"]  # emulated time is never reported
+        assert not any(ln.startswith("latency") for ln in r["lines"])
+
+
+def _values(r):
+    return {row["measure"]: row["value"] for row in r["result"]["check"]["rows"]}
+
+
+def test_demo_cnn_fp32_and_arm64_int8_on_aarch64(guest, demo):
+    runs, by_key, _, folders = demo
+    assert guest["machine"] == "aarch64"
+    _assert_passed(by_key, folders)
+    for fmt in ("onnx", "ort"):
+        assert _values(by_key["fp32", fmt])["argmax_agreement"] == 1.0
+        assert _values(by_key["fp32", fmt])["max_abs_diff"] < 1e-3
+        assert by_key["int8", fmt]["result"]["quality"]["accuracy"] >= 0.8
+    quant = (runs["int8"] / "report.json").read_text()
+    assert '"arm64"' in quant  # the int8 model is the arm64 preset's
+
+
+def test_minilm_student_fp32_and_int8_on_aarch64(minilm):
+    _, by_key, folders = minilm
+    _assert_passed(by_key, folders)
+    for (precision, _fmt), r in by_key.items():
+        assert _values(r)["cosine_min"] >= (0.9999 if precision == "fp32" else 0.95)
+
+
+def test_a_bundle_outside_its_tolerance_fails_on_aarch64_saying_by_how_much(demo):
+    r = demo[2]
     assert r["exit"] == 3 and not r["passed"]
+    assert r["verified"].startswith("verified")  # hashes held: it is the check that failed
     failed = [row for row in r["result"]["check"]["rows"] if not row["ok"]]
     assert [row["measure"] for row in failed] == ["max_abs_diff"]
-    assert failed[0]["by"] == pytest.approx(0.5 - failed[0]["limit"], abs=1e-4)
-    assert any("FAILED by" in ln for ln in r["lines"])
+    assert failed[0]["by"] == pytest.approx(0.5 - failed[0]["limit"], abs=1e-3)
+    assert any("outside the bundle's fp32 tolerance" in ln and "max_abs_diff by" in ln
+               for ln in r["lines"])
