@@ -195,13 +195,10 @@ class Engine:
         record = folder.record()
         matches = bool(record and record.get("status") == "done" and record.get("key") == key)
         cached = self.resume and not matches and step.kind == "teacher" and self._fetch(key, folder)
-        record = folder.record() if cached else record
-        if not (self.resume and record and record.get("status") == "done" and record.get("key") == key):
+        found = folder.resume(key, model, self.data.info) if self.resume else None
+        if found is None:
             return None
-        loaded = folder.load(record, model, self.data.info)
-        if loaded is None:
-            return None
-        out, pubs = loaded
+        record, out, pubs = found.record, found.model, found.published
         published.update({p.name: p for p in pubs})
         self._measured([ModelMeasurement.from_dict(m) for m in record.get("measurements", [])])
         seconds = float(record.get("seconds", 0.0))  # what the step took when it ran

@@ -1,5 +1,6 @@
 """A stage's folder in the run directory: written in a temp folder and swapped in whole, with a
-``stage.json`` record (key, config, hashes of the model and of every file) that resume reads."""
+``stage.json`` record (key, config, hashes of the model and of every file) that resume reads.
+A record that resume refuses says why on the console: unreadable, another key, a file changed."""
 
 from __future__ import annotations
 
@@ -9,9 +10,23 @@ from pathlib import Path
 from typing import Any
 
 from compress.artifacts import ModelArtifact, StageResult, load_torch
+from compress.common.console import current
 from compress.common.env import versions
 from compress.common.files import read_json, sha256_file, write_json
 from compress.errors import CompressError
+
+
+class Refused(Exception):
+    """Why a stage record cannot be resumed (the message completes "not resumed: ...")."""
+
+
+@dataclass
+class Resumed:
+    """A finished stage taken from its folder instead of being run again."""
+
+    record: dict[str, Any]
+    model: ModelArtifact
+    published: list[ModelArtifact]
 
 
 @dataclass
@@ -56,26 +71,62 @@ class StageFolder:
         tmp.rename(final)
         shutil.rmtree(old, ignore_errors=True)
 
+    def resume(self, key: str, given: ModelArtifact | None, info) -> Resumed | None:
+        """The outputs recorded under ``key``. None when there is no record, or, with one line on
+        the console saying why, when the record is unreadable, was written under another key, or
+        a file it lists no longer hashes as recorded."""
+        if not (self.final / "stage.json").exists():
+            return None
+        try:
+            record = self._readable()
+            if record.get("key") != key:
+                raise Refused("its resume key changed (the config, an input model, the data or the "
+                              "device differ from the recorded run)")
+            model, published = self._load(record, given, info)
+        except Refused as why:
+            current().info(f"[{self.name}] not resumed: {why}; running it again")
+            current().event("resume_refused", stage=self.name, reason=str(why))
+            return None
+        return Resumed(record, model, published)
+
     def load(self, record: dict, given: ModelArtifact | None, info) -> tuple | None:
         """``(model, published)`` from a record whose every file still hashes as recorded."""
-        folder = self.final
-        files = record.get("files", {})
-        if any(not (folder / f).is_file() or sha256_file(folder / f) != h for f, h in files.items()):
+        try:
+            return self._load(record, given, info)
+        except Refused:
             return None
+
+    def _readable(self) -> dict[str, Any]:
+        record = read_json(self.final / "stage.json")
+        if not isinstance(record, dict) or record.get("status") != "done":
+            raise Refused("stage.json is unreadable (not the JSON record of a finished stage)")
+        return record
+
+    def _load(self, record: dict, given: ModelArtifact | None, info) -> tuple:
+        folder = self.final
+        for f, h in record.get("files", {}).items():
+            if not (folder / f).is_file():
+                raise Refused(f"{f} is missing from {folder}")
+            if sha256_file(folder / f) != h:
+                raise Refused(f"{f} changed since it was recorded (its sha256 differs)")
         try:
             out = _load_art(record["output"], folder, given, info)
             pubs = [_load_art(p, folder, given, info) for p in record.get("published", [])]
-        except (OSError, KeyError, ValueError, CompressError):
-            return None
-        return None if out is None or any(p is None for p in pubs) else (out, pubs)
+        except (OSError, KeyError, ValueError, CompressError) as e:
+            raise Refused(f"stage.json is unreadable ({type(e).__name__}: {e})") from e
+        return out, pubs
 
 
-def _load_art(rec: dict, folder: Path, given: ModelArtifact | None, info) -> ModelArtifact | None:
+def _load_art(rec: dict, folder: Path, given: ModelArtifact | None, info) -> ModelArtifact:
     if rec["format"] == "passthrough":
+        if given is None:
+            raise Refused("it passed on its input model, and there is none here")
         return given
     path = folder / rec["path"]
-    if not path.exists() or sha256_file(path) != rec["sha256"]:
-        return None
+    if not path.exists():
+        raise Refused(f"{rec['path']} is missing from {folder}")
+    if sha256_file(path) != rec["sha256"]:
+        raise Refused(f"{rec['path']} changed since it was recorded (its sha256 differs)")
     if rec["format"] == "torch":
         return load_torch(path.parent, info.input_shape[0] if info.input_shape else None,
                           info.num_classes)
