@@ -59,6 +59,7 @@ def pipeline(config: Path, out: Path | None, overrides: tuple[str, ...], device:
 
     from compress.bench.onnx_io import check_teacher_config
     from compress.common.console import Console, use
+    from compress.common.imports import add_search_dir
     from compress.config.pipeline import check_files, load_config
 
     rank = int(os.environ.get("RANK", "0"))
@@ -66,6 +67,7 @@ def pipeline(config: Path, out: Path | None, overrides: tuple[str, ...], device:
     cfg, raw = load_config(config, overrides)
     check_files(cfg, config, overrides)
     check_teacher_config(cfg, config)
+    add_search_dir(config.parent)  # a `python:` factory beside the YAML imports as is
     if nproc > 1:
         if cache_dir is not None:  # the workers read it from the environment
             os.environ["COMPRESS_CACHE"] = str(cache_dir)

@@ -1,11 +1,19 @@
-"""Every test gets its own step cache (compress/engine/step_cache.py), never ~/.cache/compress:
-a teacher cached by one test must not turn another test's training into a copy."""
+"""Every test module, and every test in it, gets its own step cache (compress/engine/step_cache.py),
+never ~/.cache/compress: a teacher cached by one test must not turn another's training into a copy.
+The module-wide one serves module-scoped fixtures (they are set up before any test's own)."""
 
 from __future__ import annotations
 
 import pytest
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _module_step_cache(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("COMPRESS_CACHE", str(tmp_path_factory.mktemp("compress-cache")))
+        yield
+
+
 @pytest.fixture(autouse=True)
-def _own_step_cache(tmp_path_factory, monkeypatch):
+def _own_step_cache(_module_step_cache, tmp_path_factory, monkeypatch):
     monkeypatch.setenv("COMPRESS_CACHE", str(tmp_path_factory.mktemp("compress-cache")))

@@ -145,7 +145,9 @@ def _plain(model: Path, threads: int, opt_level: str, runs: int | None, seconds:
     spec = feed_spec(feeds)
     click.echo(f"model      {model}  ({info['bytes'] / 1e6:.2f} MB, sha256 {info['sha256'][:12]}, "
                f"quantization {info['quantization']})")
-    click.echo("inputs     " + ", ".join(f"{k} {v['dtype']}{v['shape']}" for k, v in spec.items()))
+    source = f"from {inputs}" if inputs else "seeded random values; --inputs FILE.npz for real ones"
+    click.echo("inputs     " + ", ".join(f"{k} {v['dtype']}{v['shape']}" for k, v in spec.items())
+               + f"  ({source})")
     click.echo(f"session    created in {created:.1f} ms ({threads} thread(s), opt {opt_level})")
     click.echo(f"latency    p50 {st.p50:.4f}  p90 {st.p90:.4f}  p99 {st.p99:.4f}  mean {st.mean:.4f}"
                f"  std {st.std:.4f} ms  ({st.n} runs, {clock} clock)")

@@ -183,7 +183,7 @@ def check_onnx_file(path: str | Path) -> None:
     if not path.is_file():
         raise InputError(f"{path}: not a file (expected an .onnx model)")
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model = onnx.load(str(path), format="protobuf", load_external_data=False)
     except (DecodeError, ValueError, RuntimeError) as e:
         raise InputError(f"{path}: not an ONNX model ({_first_line(e)})") from e
     # protobuf parses many byte strings leniently: a model has a graph with nodes and an opset

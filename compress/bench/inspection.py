@@ -38,7 +38,7 @@ def inspect_model(path: str | Path, dims: dict[str, int] | None = None) -> dict:
 
     check_onnx_file(path)
     path = Path(path)
-    model = onnx.load(str(path), load_external_data=False)
+    model = onnx.load(str(path), format="protobuf", load_external_data=False)
     g = model.graph
     init_names = {t.name for t in g.initializer}
     ops = Counter(n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}"

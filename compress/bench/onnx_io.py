@@ -273,7 +273,7 @@ def external_files(path: str | Path) -> list[Path]:
     from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
     try:
-        proto = onnx.load(str(path), load_external_data=False)
+        proto = onnx.load(str(path), format="protobuf", load_external_data=False)
     except (DecodeError, OSError, ValueError):
         return []  # not an ONNX file: the teacher stage says so
     locs = {ExternalDataInfo(t).location for t in proto.graph.initializer if uses_external_data(t)}
@@ -305,7 +305,7 @@ def check_teacher_config(cfg, config_path: Path) -> None:
     if src is None or not Path(src).is_file():
         return
     try:
-        proto = onnx.load(str(src), load_external_data=False)
+        proto = onnx.load(str(src), format="protobuf", load_external_data=False)
     except (DecodeError, OSError, ValueError) as e:
         raise InputError(f"teacher.onnx: {src}: not a valid ONNX model ({type(e).__name__})") from e
     task = make_task(cfg.task)

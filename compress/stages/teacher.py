@@ -104,7 +104,7 @@ def _load_onnx(src: Path):
     from compress.errors import InputError
 
     try:
-        proto = onnx.load(str(src))  # with its external data, from beside it
+        proto = onnx.load(str(src), format="protobuf")  # with its external data, from beside it
         onnx.checker.check_model(proto)
     except Exception as e:  # noqa: BLE001 - onnx raises several types for a bad file: name it
         missing = [p.name for p in external_files(src) if not p.is_file()] if _is_onnx(src) else []
@@ -118,7 +118,7 @@ def _is_onnx(src: Path) -> bool:
     from google.protobuf.message import DecodeError
 
     try:
-        onnx.load(str(src), load_external_data=False)
+        onnx.load(str(src), format="protobuf", load_external_data=False)
     except (DecodeError, OSError, ValueError):
         return False
     return True

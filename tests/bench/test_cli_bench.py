@@ -42,6 +42,9 @@ def test_plain_bench_json(models, tmp_path, capsys):
     assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"]
     assert r["throughput_per_s"] == pytest.approx(1000 / lat["mean"], rel=1e-3)
     assert "(50 runs, wall clock)" in out and "session    created in" in out
+    # a plain bench times on random values, and says so
+    assert ("inputs     x float32[1, 4, 8, 8]  (seeded random values; --inputs FILE.npz for real "
+            "ones)") in out
 
 
 def test_npz_inputs_and_wrong_name(models, tmp_path, capsys):
@@ -50,7 +53,7 @@ def test_npz_inputs_and_wrong_name(models, tmp_path, capsys):
     np.savez(good, x=np.ones((1, 4, 8, 8), np.float64))  # cast to the model's float32
     np.savez(bad, image=np.ones((1, 4, 8, 8), np.float32))
     code, out, _ = run_cli(capsys, "bench", tiny, "--runs", "10", "--inputs", good)
-    assert code == 0 and "x float32[1, 4, 8, 8]" in out
+    assert code == 0 and f"x float32[1, 4, 8, 8]  (from {good})" in out
     code, _, err = run_cli(capsys, "bench", tiny, "--inputs", bad)
     assert (code, err) == (2, f"error: {bad}: no array named 'x' for model input 'x' (has: image)\n")
 
@@ -83,6 +86,19 @@ def test_missing_and_non_onnx_files_exit_2(tmp_path, capsys):
     code, out, err = run_cli(capsys, "bench", text)
     assert (code, out) == (2, "")
     assert err.startswith(f"error: {text}: not an ONNX model (") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("name", ["model.json", "model.txt", "model.onnx"])
+def test_inspect_refuses_a_non_onnx_file_whatever_its_extension(models, tmp_path, capsys, name):
+    bad = tmp_path / name
+    bad.write_text(json.dumps({"irVersion": 8, "graph": {"node": []}}))  # onnx reads .json as JSON
+    code, out, err = run_cli(capsys, "inspect", bad)
+    assert (code, out) == (2, "")
+    assert err.startswith(f"error: {bad}: not an ONNX model (") and err.count("\n") == 1
+    good = tmp_path / f"real-{name}"  # and a real model is read whatever its name
+    good.write_bytes(models[0].read_bytes())
+    code, out, _ = run_cli(capsys, "inspect", good)
+    assert code == 0 and out.splitlines()[0].startswith("model ")
 
 
 def test_vs_slower_exits_3_and_not_slower_exits_0(models, tmp_path, capsys):

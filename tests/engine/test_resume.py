@@ -57,3 +57,51 @@ def test_atomic_write_follows_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "private.txt").stat().st_mode) == 0o600
+
+
+def test_ctrl_c_exits_130_writes_an_interrupted_report_and_leaves_resume_intact(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from _util import ROOT
+
+    from compress.engine.run import INTERRUPTED
+
+    cfg = tiny_config()
+    cfg["stages"][0]["distill"]["epochs"] = 8  # long enough to be interrupted mid-stage
+    path, out = write_config(tmp_path, cfg), tmp_path / "run"
+    events = tmp_path / "events.jsonl"
+    cmd = [sys.executable, "-m", "compress.cli", "pipeline", str(path), "--out", str(out),
+           "--no-progress", "--log-json", str(events)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+    def distilled_epochs() -> int:
+        if not events.is_file():
+            return 0
+        rows = [json.loads(x) for x in events.read_text().splitlines() if x.strip()]
+        return sum(1 for r in rows if r.get("event") == "epoch" and r.get("loop") == "distill")
+
+    deadline = time.monotonic() + 300
+    while distilled_epochs() < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)  # the loop checkpoints right after each epoch's event
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    assert output.strip().splitlines()[-1] == "error: interrupted"
+    assert "Traceback" not in output
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "failed"
+    assert report["failure"] == {"reason": "interrupted", "message": INTERRUPTED}
+    assert [(s["dir"], s["status"]) for s in report["stages"]] == [("00-teacher", "done"),
+                                                                  ("01-distill", "failed")]
+    assert report["stages"][1]["error"] == INTERRUPTED
+    assert not (out / ".01-distill.tmp").exists() and not (out / ".lock").exists()
+    # the same command picks up where it stopped: the teacher is kept, distillation resumes
+    res = CliRunner().invoke(cli, ["pipeline", str(path), "--out", str(out), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "[00-teacher] skipped (finished earlier, same config and inputs)" in res.output
+    assert "[distill] resumed from checkpoint at epoch " in res.output
+    assert json.loads((out / "report.json").read_text())["status"] == "done"

@@ -27,7 +27,7 @@ def tiny_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny")
     cfg_path = write_config(folder, tiny_config())
     out = folder / "run"
-    result = _run(cfg_path, out)
+    result = _run(cfg_path, out, "--cache-dir", str(folder / "cache"))
     assert result.exit_code == 0, result.output
     return cfg_path, out, json.loads((out / "report.json").read_text())
 
@@ -64,6 +64,26 @@ def test_resume_skips_every_finished_stage(tiny_run):
     report = json.loads((out / "report.json").read_text())
     assert [s["status"] for s in report["stages"]] == ["skipped"] * 4
     assert report["models"] == first["models"]
+    # a resumed stage shows the seconds it took when it ran, not 0.0
+    assert [s["seconds"] for s in report["stages"]] == [s["seconds"] for s in first["stages"]]
+    assert min(s["seconds"] for s in report["stages"]) > 0
+
+
+def test_a_second_out_reuses_the_cached_teacher_and_says_so(tiny_run, tmp_path):
+    cfg_path, out, first = tiny_run
+    other = tmp_path / "other"
+    result = _run(cfg_path, other, "--cache-dir", str(cfg_path.parent / "cache"))
+    assert result.exit_code == 0, result.output
+    key = json.loads((out / "00-teacher" / "stage.json").read_text())["key"]
+    assert (f"[00-teacher] reused from the cache {cfg_path.parent / 'cache' / 'steps' / key[:40]} "
+            "(same teacher, data, seed and device; it took ") in result.output
+    report = json.loads((other / "report.json").read_text())
+    assert [s["status"] for s in report["stages"]] == ["skipped", "done", "done", "done"]
+    assert report["stages"][0]["seconds"] == first["stages"][0]["seconds"]
+    for f in ("model.safetensors", "model.onnx"):
+        assert (other / "00-teacher" / f).read_bytes() == (out / "00-teacher" / f).read_bytes()
+    # the student distilled from the copy is the one distilled from the original
+    assert report["models"][1]["sha256"] == first["models"][1]["sha256"]
 
 
 def test_changed_stage_config_reruns_that_stage_and_later(tiny_run, tmp_path):
@@ -119,6 +139,9 @@ def test_gates_fail_with_exit_3(tiny_run):
     report = json.loads((out / "report.json").read_text())
     assert [(g["gate"], g["passed"]) for g in report["gates"]] == [
         ("min_accuracy", True), ("latency_p50_ms_max", False)]
+    # the report says the run failed, and why
+    assert report["status"] == "failed"
+    assert report["failure"] == {"reason": "gate", "message": _error(result).removeprefix("error: ")}
 
 
 def test_corrupt_checkpoint_exits_2(tmp_path):
