@@ -131,7 +131,8 @@ def load_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
         from compress.data.corpus_split import text_data  # the built-in corpus and labelled set
 
         t = text_data(cfg, seed, _text_eval_set)
-        info = DataInfo(None, t.num_classes, t.prep, t.preprocess, t.tokenizer_dir)
+        info = DataInfo(None, t.num_classes, t.prep, t.preprocess, t.tokenizer_dir,
+                        class_names=t.prep.get("label_names"))
         return DataBundle(t.train, t.val, t.test, t.transfer, info, cfg.batch_size, 0, t.extra,
                           probe=t.probe)
     if cfg.source == "python":

@@ -40,7 +40,7 @@ def bundle_spec(model: ModelArtifact, ctx: StageContext, cfg: PackageConfig) -> 
     labels = targets if ctx.task.uses.labels else None  # classifiers (images or text)
     return BundleSpec(task=ctx.task.name, preprocess=record, eval_inputs=inputs, labels=labels,
                       quality=quality, latency=latency, precision=model.precision,
-                      class_names=ctx.data.info.preprocessing.get("label_names"),
+                      class_names=ctx.data.info.class_names,
                       config_sha256=ctx.config_sha256, platform=cfg.platform,
                       fix_shapes=cfg.fix_shapes, extra_files=extra)
 
