@@ -116,10 +116,11 @@ class Engine:
         write_text(self.run_dir / "config.resolved.yaml", yaml.safe_dump(self.raw, sort_keys=False))
         self._gates_checked = True
         if cfg.gates is not None:
-            report["gates"] = check_gates(cfg.gates, self.measurements, report["final"], self.run_dir)
-            failed = [g for g in report["gates"] if not g["passed"]]
+            gates = check_gates(cfg.gates, self.measurements, report["final"], self.run_dir)
+            report["gates"] = [g.as_dict() for g in gates]
+            failed = [g for g in gates if not g.passed]
             if failed:  # the run produced its models, but the final one fails a gate: say so
-                message = "; ".join(g["message"] for g in failed)
+                message = "; ".join(g.message for g in failed)
                 report.update(status="failed", failure={"reason": "gate", "message": message})
             write_reports(report, self.run_dir)
             if failed:

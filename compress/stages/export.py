@@ -16,8 +16,8 @@ class ExportStage(Stage):
     def run(self, model: ModelArtifact, ctx: StageContext) -> StageResult:
         cfg: ExportConfig = self.cfg
         path = ctx.stage_dir / "model.onnx"
-        metrics = export_checked(model.module, ctx.task, ctx.example(cfg.batch_size), path, cfg,
-                                 ctx.data.test).metrics()
+        parity = export_checked(model.module, ctx.task, ctx.example(cfg.batch_size), path, cfg,
+                                ctx.data.test)
         meta = {**model.meta, "stage": ctx.stage_name}
         art = ModelArtifact.from_onnx(model.name, path, model.precision, **meta)
-        return StageResult(art, ExportReport(**metrics, bytes=path.stat().st_size), publish=[art])
+        return StageResult(art, ExportReport(**parity.metrics(), bytes=path.stat().st_size), publish=[art])
