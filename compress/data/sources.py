@@ -325,13 +325,17 @@ def _python_split(cfg: DataConfig, seed: int):
 
 def _factory_record(raw: Any, cfg: DataConfig) -> Preprocess | None:
     """A factory's record, checked; one stated in the YAML as well must agree with it."""
-    from pydantic import TypeAdapter, ValidationError
+    from pydantic import ValidationError
 
     if raw is None:
         return None
     try:
-        record = raw if isinstance(raw, ImagePreprocess | TextPreprocess) else \
-            TypeAdapter(Preprocess).validate_python(dict(raw))
+        if isinstance(raw, ImagePreprocess | TextPreprocess):
+            record = raw
+        else:
+            raw = dict(raw)
+            kind = TextPreprocess if raw.get("kind") == "text" else ImagePreprocess
+            record = kind.model_validate(raw)
     except (ValidationError, TypeError, ValueError) as e:
         first = e.errors()[0] if isinstance(e, ValidationError) else {"loc": (), "msg": str(e)}
         where = ".".join(str(p) for p in first["loc"])
