@@ -68,8 +68,10 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
+    from compress.config.stages import ParityLimits
     from compress.data.text import TextDataset, pydoc_sentences
-    from compress.export.hf import embedder_parity, export_embedder
+    from compress.export.hf import export_embedder
+    from compress.export.parity import check_parity
     from compress.models.hf import (
         SentenceEmbedder,
         layer_drop_student,
@@ -84,7 +86,6 @@ def main() -> None:
     if args.layers:
         model = layer_drop_student(model, [int(i) for i in args.layers.split(",")])
     ds = TextDataset(pydoc_sentences()[:64], load_tokenizer(src), max_length=128)
-    feeds, _ = EmbeddingTask().arrays(ds)
     rng = np.random.default_rng(0)
     bench_feed = {"input_ids": rng.integers(1000, 2000, (1, 128)).astype(np.int64),
                   "attention_mask": np.ones((1, 128), np.int64)}
@@ -97,7 +98,9 @@ def main() -> None:
         path = export_embedder(model, out / f"{exporter}-{attn}.onnx", exporter=exporter,
                                attention=None if attn == "default" else attn,
                                tokenizer_dir=src)
-        info = embedder_parity(model, path, feeds)
+        par = check_parity(EmbeddingTask(), model, path, ds, len(ds), ParityLimits())
+        info = {"cosine_min": par.cosine_min, "max_abs_diff": par.max_abs_diff,
+                "samples": par.samples}
         info.update(export_s=round(time.perf_counter() - t0, 1), bytes=path.stat().st_size,
                     fused={lv: fused_ops(path, lv) for lv in args.levels.split(",")})
         result["variants"][name] = info
