@@ -54,4 +54,5 @@ def test_a_two_input_vector_task_runs_the_whole_pipeline(tmp_path, monkeypatch):
 def test_unknown_task_is_a_config_error(tmp_path):
     res = CliRunner().invoke(cli, ["validate", str(write_config(tmp_path, {**CONFIG, "task": "vectr"}))])
     assert res.exit_code == 2
-    assert res.stderr.strip().endswith("task: unknown task 'vectr'; expected one of: classification, embedding")
+    assert res.stderr.strip().endswith("task: unknown task 'vectr'; expected one of: classification, "
+                                       "embedding, sequence-classification")
