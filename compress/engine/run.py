@@ -18,7 +18,7 @@ import contextlib
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -45,6 +45,7 @@ from compress.tasks import make_task
 from compress.train import distributed as dist
 from compress.train.checkpoint import TrainingScope
 
+DISTILLED = "student-distilled"  # the distilled student before pruning, as the benchmark measures it
 INTERRUPTED = "interrupted (Ctrl-C); finished stages are kept: run the same command to resume"
 
 
@@ -96,6 +97,7 @@ class Engine:
                                      "files": data_fingerprint(cfg.data)})
         published: dict[str, ModelArtifact] = {}
         teacher = model = self._step(self._teacher_step(), None, None, published)
+        kinds = [k for k, _ in cfg.stage_list()]
         for i, (kind, scfg) in enumerate(cfg.stage_list(), start=1):
             stage = stage_class(kind)(scfg)
             step = Step(f"{i:02d}-{kind}", kind, f"stages[{i - 1}].{kind}", stage, {
@@ -109,6 +111,10 @@ class Engine:
                 raise StageError(f"needs a {' or '.join(scfg.takes())} model, but the previous stage "
                                  f"produced {model.format}; reorder the stages", step.name)
             model = self._step(step, model, teacher, published)
+            if kind == "distill" and "prune" in kinds[i:] and model.format == "torch":
+                # measured in ORT beside the pruned student: what pruning bought
+                published[DISTILLED] = replace(model, name=DISTILLED,
+                                               meta={**model.meta, "stage": step.name})
         if not self.world.main:
             return None  # rank 0 writes the report
         report = self._report(model.name)

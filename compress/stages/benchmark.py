@@ -16,8 +16,10 @@ import numpy as np
 from torch.utils.data import Dataset, Subset
 
 from compress.artifacts import ModelArtifact, ModelMeasurement, StageResult
+from compress.bench.latency import pick_clock
+from compress.common.console import current
 from compress.common.files import atomic_write
-from compress.config.stages import BenchmarkConfig
+from compress.config.stages import BenchmarkConfig, ExportConfig
 from compress.errors import StageError
 from compress.stage_reports import BenchmarkReport
 from compress.stages.base import Stage, StageContext
@@ -125,6 +127,47 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
         np.save(f, array, allow_pickle=False)
 
 
+def _with_torch_exports(models: list[ModelArtifact], ctx: StageContext):
+    """The run's ONNX models plus an export of each torch model published for measurement (the
+    distilled student before pruning), exported as the run's student was (its opset and batch
+    axis, read from its file): ``(models in publishing order, {name: file in the stage folder})``."""
+    from compress.export.checked import export_checked
+
+    torch_models = [m for m in ctx.published.values() if m.format == "torch" and m.module is not None]
+    if not torch_models:
+        return models, {}
+    cfg = _export_like(next((m for m in models if not m.name.startswith("teacher")), None), ctx.task)
+    exported, out = {}, []
+    for m in ctx.published.values():
+        if m.format == "torch" and m.module is not None:
+            rel = Path("models") / f"{m.name}.onnx"
+            (ctx.stage_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            current().info(f"[{ctx.stage_name}] exporting {m.name} to measure it in ORT")
+            export_checked(m.module, ctx.task, ctx.example(cfg.batch_size), ctx.stage_dir / rel, cfg,
+                           ctx.data.test)
+            out.append(ModelArtifact.from_onnx(m.name, ctx.stage_dir / rel, m.precision, **m.meta))
+            exported[m.name] = str(rel)
+        elif m.format == "onnx":
+            out.append(m)
+    return out, exported
+
+
+def _export_like(ref: ModelArtifact | None, task: Task) -> ExportConfig:
+    """Export settings that give the same kind of graph as ``ref`` (its opset and batch axis)."""
+    import onnx
+
+    if ref is None:
+        return ExportConfig(dynamic_batch=task.sequence_axis is not None)
+    proto = onnx.load(str(ref.path), load_external_data=False)
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 18)
+    dim = proto.graph.input[0].type.tensor_type.shape.dim
+    fixed = dim[0].dim_value if dim and dim[0].HasField("dim_value") else None
+    seq = dim[1].dim_value if task.sequence_axis is not None and len(dim) > 1 and \
+        dim[1].HasField("dim_value") else None
+    return ExportConfig(opset=min(max(opset, 13), 23), dynamic_batch=fixed is None,
+                        batch_size=fixed or 1, **({"seq_len": seq} if seq else {}))
+
+
 class BenchmarkStage(Stage):
     kind = "benchmark"
     uses_target = True
@@ -134,12 +177,18 @@ class BenchmarkStage(Stage):
         models = [m for m in ctx.published.values() if m.format == "onnx"]
         if not models:
             raise StageError("no ONNX model to benchmark: put an export stage before benchmark")
+        models, exported = _with_torch_exports(models, ctx)
         median = ctx.data.info.preprocessing.get("median_tokens")
+        current().info(f"[{ctx.stage_name}] timing {len(models)} models interleaved "
+                       f"({ctx.target.runs} runs each, {pick_clock('auto', ctx.target.threads)} "
+                       f"clock), then their quality on {len(ctx.data.test)} test samples")
         found = benchmark_models(models, ctx.task, ctx.data.test, cfg, ctx.target, ctx.stage_dir,
                                  ctx.run_dir, median, ctx.data.extra, ctx.data.probe)
         for m in found:  # relative to the run dir, where the stage folder lands on success
             m.samples = str(Path(ctx.stage_name) / m.samples)
-        files = [str(Path("latency") / f"{m.name}.npy") for m in found]
+            if m.name in exported:
+                m.path = str(Path(ctx.stage_name) / exported[m.name])
+        files = [str(Path("latency") / f"{m.name}.npy") for m in found] + list(exported.values())
         report = BenchmarkReport(models=[m.name for m in found], split="test",
                                  clock=found[0].clock if found else None)
         return StageResult(model, report,

@@ -8,7 +8,8 @@ from typing import Any
 
 from pydantic import ConfigDict
 
-from compress.artifacts import ModelArtifact, StageResult, save_torch
+from compress.artifacts import ModelArtifact, StageResult, count_params, save_torch
+from compress.bench.macs import onnx_macs
 from compress.bench.onnx_io import (
     DataShape,
     IOPlan,
@@ -22,7 +23,7 @@ from compress.bench.onnx_io import (
 from compress.config.pipeline import TeacherConfig
 from compress.config.stages import ExportConfig, StageConfig
 from compress.export.checked import export_checked
-from compress.models.build import build_model, load_checkpoint_, model_summary
+from compress.models.build import build_model, load_checkpoint_
 from compress.stage_reports import OnnxTeacherReport, TeacherReport
 from compress.stages.base import Stage, StageContext
 from compress.train.loop import FitData, FitPlan, fit_
@@ -68,12 +69,13 @@ class TeacherStage(Stage):
             metrics.update({f"val_{ctx.task.metric}": fit.best_val, "best_epoch": fit.best_epoch,
                             "history": fit.history})
         net.cpu().eval()
-        meta = {**model_summary(net, ctx.example()), "stage": "teacher"}
-        art = save_torch(ModelArtifact("teacher", "torch", net, spec, meta=meta), ctx.stage_dir)
         path = ctx.stage_dir / "model.onnx"
         cfg: ExportConfig = self.cfg.export
         exported = export_checked(net, ctx.task, ctx.example(cfg.batch_size), path, cfg,
                                   ctx.data.test).metrics()
+        # one definition for every model of the run: torch's parameters, MACs on the ONNX graph
+        meta = {"params": count_params(net), "macs": onnx_macs(path).total, "stage": "teacher"}
+        art = save_torch(ModelArtifact("teacher", "torch", net, spec, meta=meta), ctx.stage_dir)
         onnx_art = ModelArtifact.from_onnx("teacher", path, art.precision, **meta)
         metrics.update(exported, bytes=path.stat().st_size, params=meta["params"],
                        macs=meta["macs"])
@@ -86,9 +88,9 @@ class TeacherStage(Stage):
 
 def _optimum_baseline(teacher: ModelArtifact, ctx: StageContext, meta: dict) -> ModelArtifact:
     """Optimum's dynamic int8 of the full teacher, the baseline a user would otherwise pick."""
-    from compress.quant.ptq import OPTIMUM_PRESETS, detect_target, optimum_dynamic_int8
+    from compress.quant.ptq import OPTIMUM_PRESETS, choose_preset, optimum_dynamic_int8
 
-    isa = detect_target()[0] if ctx.target.isa == "auto" else ctx.target.isa
+    isa = choose_preset(ctx.target.isa).name
     path = optimum_dynamic_int8(teacher.path, ctx.stage_dir / "optimum-int8.onnx", isa)
     return ModelArtifact.from_onnx("teacher-optimum-int8", path, "int8",
                                    **{**meta, "preset": f"optimum {OPTIMUM_PRESETS[isa]} dynamic"})
@@ -163,6 +165,8 @@ def _onnx_teacher(tcfg: TeacherConfig, ctx: StageContext) -> StageResult:
     import math
     import shutil
 
+    import onnx
+
     from compress.common.console import current
     from compress.common.files import atomic_write
 
@@ -171,7 +175,9 @@ def _onnx_teacher(tcfg: TeacherConfig, ctx: StageContext) -> StageResult:
     plan = onnx_teacher_plan(tcfg, ctx.task, proto, ctx.data)
     external, changes = external_files(src), plan.changes()
     path, files = ctx.stage_dir / "model.onnx", []
-    params = sum(math.prod(t.dims) for t in proto.graph.initializer)
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
+              onnx.TensorProto.DOUBLE)  # weights, not shape constants: as near to torch's count as ONNX says
+    params = sum(math.prod(t.dims) for t in proto.graph.initializer if t.data_type in floats)
     if not changes and not external:
         atomic_write(path, lambda p: shutil.copyfile(src, p))
     else:

@@ -224,3 +224,24 @@ def test_cuda_without_a_gpu_is_a_clear_error(tmp_path):
     assert result.exit_code == 2
     assert _error(result) == "error: --device cuda: no CUDA device is available on this machine"
     assert not (tmp_path / "run").exists()
+
+
+def test_the_distilled_student_is_measured_in_ort_beside_the_pruned_one(tiny_run, tmp_path):
+    cfg_path, _, first = tiny_run
+    cfg = tiny_config()
+    cfg["stages"].insert(1, {"prune": {"ratio": 0.5, "round_to": 2, "epochs": 1, "lr": 0.01}})
+    out = tmp_path / "pruned"
+    result = _run(write_config(tmp_path, cfg), out, "--cache-dir", str(cfg_path.parent / "cache"))
+    assert result.exit_code == 0, result.output
+    assert "[04-benchmark] exporting student-distilled to measure it in ORT" in result.output
+    report = json.loads((out / "report.json").read_text())
+    models = {m["name"]: m for m in report["models"]}
+    assert list(models) == ["teacher", "student-distilled", "student"]
+    distilled, pruned = models["student-distilled"], models["student"]
+    assert distilled["path"] == "04-benchmark/models/student-distilled.onnx"
+    assert (out / distilled["path"]).is_file() and distilled["stage"] == "01-distill"
+    # the same distillation as the tiny run (same teacher, seed and config): the same student
+    assert distilled["accuracy"] == pytest.approx(first["models"][1]["accuracy"], abs=1e-9)
+    assert distilled["macs"] == first["models"][1]["macs"]
+    assert pruned["macs"] < distilled["macs"] and pruned["params"] < distilled["params"]
+    assert pruned["speedup_vs_teacher"] > 0 and distilled["speedup_vs_teacher"] > 0
