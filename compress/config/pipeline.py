@@ -11,6 +11,7 @@ from compress.config import rules
 from compress.config import stages as sc
 from compress.config.data import DataConfig
 from compress.config.paths import apply_override, message, norm
+from compress.config.search import SearchConfig, check_space
 from compress.config.stages import KINDS, TargetConfig
 from compress.config.train import TrainConfig
 from compress.config.yamlmap import Loc, format_path, line_of, load_yaml
@@ -175,6 +176,9 @@ class PipelineConfig(BaseModel):
     student: StudentConfig | None = None
     stages: list[StageEntry] = Field(min_length=1)
     gates: Gates | None = None
+    search: SearchConfig | None = Field(
+        None, description="`compress search`: the space of configs, the objective and the constraints."
+    )
 
     @field_validator("task")
     @classmethod
@@ -226,6 +230,8 @@ def load_config(path: str | Path, overrides: tuple[str, ...] = ()) -> tuple[Pipe
         cfg = PipelineConfig.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(_explain(e, path, lines, overrides)) from None
+    if cfg.search is not None:
+        check_space(cfg.search, raw, path, lines, PipelineConfig, (StageEntry,))
     return cfg, raw
 
 

@@ -1,0 +1,177 @@
+"""``compress search``: the study over a pipeline's ``search.space``, then the chosen trial run as
+an ordinary pipeline in RUN_DIR (measured on the test split beside the teacher, bundled), and
+report.json's ``search`` object.
+
+    RUN_DIR/search/study.db       the Optuna study (default storage; --storage for a server)
+    RUN_DIR/search/trial-NNNN/    each trial's run folder (probe/ inside when it was probed)
+    RUN_DIR/search/store/         finished stage folders shared by the trials (hard links)
+    RUN_DIR/search/search.json    every trial, the Pareto front, the chosen trial
+    RUN_DIR/search/chosen.yaml    the pipeline with the chosen values (what to ship)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from compress.common.files import sha256_json, write_json, write_text
+from compress.config.pipeline import PipelineConfig
+from compress.engine.lock import RunLock
+from compress.errors import CompressError, GateError, InputError
+from compress.search import study as st
+from compress.search.records import pareto, summary, trial_line
+from compress.search.store import SharedEngine, StageStore
+from compress.search.trial import pipeline_raw, validated
+
+
+def default_storage(run_dir: Path) -> str:
+    return f"sqlite:///{(Path(run_dir) / 'search' / 'study.db').resolve()}"
+
+
+def run_search(cfg: PipelineConfig, raw: dict, run_dir: Path, *, trials: int | None = None,
+               storage: str | None = None, resume: bool = False, device: str = "auto",
+               log=print) -> dict:
+    """Run (or continue) the search, then the chosen trial; returns the run's report."""
+    search = cfg.search
+    if search is None:
+        raise InputError("search: the pipeline has no 'search:' section (space, objective, "
+                         "constraints)")
+    search_dir = Path(run_dir) / "search"
+    search_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(search_dir):
+        study, local = _open_study(cfg, raw, search_dir, storage, resume)
+        ctx = _context(cfg, raw, search_dir, device, log)
+        total = trials or search.trials
+        if search.sampler == "grid":  # each point once
+            total = min(total, st.grid_size(search))
+        _optimize(study, ctx, total, local)
+        result = summary(study, search, total, ctx.higher)
+        write_json(search_dir / "search.json", result)
+    if result["chosen"] is None:
+        raise GateError(f"search: none of {result['counts']['complete']} trained trials met the "
+                        f"constraints on validation; see {search_dir / 'search.json'}")
+    return _run_chosen(cfg, raw, run_dir, ctx, result, log)
+
+
+def _open_study(cfg: PipelineConfig, raw: dict, search_dir: Path, storage: str | None,
+                resume: bool):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    local = storage is None
+    url = storage or default_storage(search_dir.parent)
+    store = st.make_storage(url)
+    key = sha256_json({k: v for k, v in raw.items() if k != "search"} | {
+        "space": cfg.search.model_dump(mode="json")["space"], "objective": cfg.search.objective,
+        "constraints": cfg.search.constraints.model_dump(mode="json")})
+    names = {s.study_name: s for s in optuna.get_all_study_summaries(store)}
+    if cfg.name in names and names[cfg.name].n_trials and not resume:
+        raise InputError(f"search: {url} holds study {cfg.name!r} with {names[cfg.name].n_trials} "
+                         "trials already; pass --resume to continue it, or --out for a new run")
+    seed = cfg.search.seed if cfg.search.seed is not None else cfg.seed
+    if not local:  # workers sharing one study must not all draw the same candidates
+        seed = (seed * 1_000_003 + os.getpid()) % (2**31)
+    study = optuna.create_study(storage=store, study_name=cfg.name, load_if_exists=True,
+                                direction="minimize", sampler=st.make_sampler(cfg.search, seed),
+                                pruner=st.make_pruner(cfg.search.warmup_epochs, cfg.search.early_stop))
+    had = study.user_attrs.get("config_key")
+    if had is None:
+        study.set_user_attr("config_key", key)
+    elif had != key:
+        raise InputError(f"search: study {cfg.name!r} in {url} was made for another pipeline or "
+                         "search space; use another --out (or --storage) for this one")
+    return study, local
+
+
+def _context(cfg: PipelineConfig, raw: dict, search_dir: Path, device: str, log) -> st.SearchContext:
+    from compress.tasks import make_task
+
+    task = make_task(cfg.task)
+    return st.SearchContext(cfg, raw, cfg.search, search_dir, StageStore(search_dir / "store"),
+                            device, higher=task.higher_is_better, log=log)
+
+
+def _optimize(study, ctx: st.SearchContext, total: int, local: bool) -> None:
+    """Run trials until the study holds ``total`` finished ones. Trials other workers are running
+    count; a worker that has nothing left to start waits for them, and when one goes silent
+    (killed) its trial is failed and queued again, so this worker runs it."""
+    import optuna
+    from optuna.study import MaxTrialsCallback
+
+    if local:
+        _retry_dead(study)  # we hold the run lock: a trial still 'running' was killed
+    done = st.finished(study)
+    if done:
+        ctx.log(f"search: {done} of {total} trials finished already")
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    minutes = ctx.search.timeout_minutes
+    deadline = time.monotonic() + minutes * 60 if minutes else None
+    while True:
+        done, running, failed = st.finished(study), st.count(study, "RUNNING"), st.count(study, "FAIL")
+        left = None if deadline is None else deadline - time.monotonic()
+        if done >= total or (left is not None and left <= 0) or failed >= max(total, 3) + _retried(study):
+            break
+        if total - done - running <= 0:
+            time.sleep(st.HEARTBEAT_S)  # the rest is running elsewhere: wait, adopt the dead
+            optuna.storages.fail_stale_trials(study)
+            continue
+        study.optimize(lambda t: st.objective(t, ctx), n_trials=total - done - running,
+                       timeout=left, catch=(CompressError,), gc_after_trial=True,
+                       callbacks=[MaxTrialsCallback(total, states=states),
+                                  lambda s, t: ctx.log(trial_line(s, t, total))])
+
+
+def _retried(study) -> int:
+    """Failed trials that were queued again (a killed worker's): they do not count as failures."""
+    return sum(1 for t in study.get_trials(deepcopy=False) if "failed_trial" in t.system_attrs)
+
+
+def _retry_dead(study) -> None:
+    """Fail trials a killed run left 'running' and queue them again (Optuna's retry callback)."""
+    import optuna
+
+    retry = st.retry_callback()
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        retry(study, study._storage.get_trial(t._trial_id))
+
+
+def _run_chosen(cfg: PipelineConfig, raw: dict, run_dir: Path, ctx: st.SearchContext,
+                result: dict, log) -> dict:
+    """The chosen trial's pipeline in RUN_DIR (its stages fetched from the store), with the
+    benchmark on the test split and the package stage; report.json gets the search object."""
+    from compress.report.render import write_reports
+
+    chosen = next(t for t in result["trials"] if t["number"] == result["chosen"])
+    full = pipeline_raw(raw, chosen["overrides"], drop=())
+    chosen_cfg = validated(full, f"chosen trial {chosen['number']}")
+    write_text(ctx.search_dir / "chosen.yaml", f"# compress search {cfg.name}: trial "
+               f"{chosen['number']} ({', '.join(chosen['overrides'])})\n"
+               + yaml.safe_dump(full, sort_keys=False))
+    log(f"search: chosen trial {chosen['number']}; running it in {run_dir} (test split, bundle)")
+    t0 = time.perf_counter()
+    engine = SharedEngine(chosen_cfg, full, Path(run_dir), ctx.device, resume=True,
+                          progress=False, log=log, store=ctx.store)
+    failure: GateError | None = None
+    try:
+        report = engine.run()
+    except GateError as e:  # the gates wrote their report; add the search to it
+        failure, report = e, _read_report(run_dir)
+    report["search"] = {**result, "chosen_run_seconds": round(time.perf_counter() - t0, 1)}
+    write_reports(report, Path(run_dir))
+    if failure is not None:
+        raise failure
+    return report
+
+
+def _read_report(run_dir: Path) -> dict[str, Any]:
+    from compress.common.files import read_json
+
+    return read_json(Path(run_dir) / "report.json") or {}
+
+
+__all__ = ["run_search", "default_storage", "pareto"]

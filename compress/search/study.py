@@ -1,0 +1,333 @@
+"""The Optuna side of a search: storage, sampler, constraints, the early-stop pruner, and the
+objective that runs one trial (probe first, then train, then measure on validation).
+
+Optuna decides which candidate comes next (its samplers, with the constraints each trial sets); its storage
+is the record of every trial, so a killed search resumes from it and several workers can share
+one study through a database server. Each trial's measurements travel in the trial's user
+attributes under ``result``, ``probe`` and ``stopped``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from compress.config.pipeline import PipelineConfig
+from compress.config.search import Dimension, SearchConfig, encode, is_scalar_choice, override
+from compress.errors import CompressError
+from compress.search.store import StageStore
+from compress.search.trial import (TrialStopped, measure_val, pipeline_raw, probe_raw,
+                                   run_candidate, validated)
+
+HEARTBEAT_S, GRACE_S = 5, 20  # a worker silent this long has died: its trial is failed and retried
+UNKNOWN = 1.0e6  # a constraint not measured (a stopped trial): counted as unmet
+
+
+def make_storage(url: str):
+    """Optuna's RDB storage with heartbeats: a trial whose worker stopped beating for GRACE_S
+    (killed, machine lost) is failed and queued again with the same values."""
+    import warnings
+
+    import optuna
+    from optuna.storages import RDBStorage
+
+    kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna 4-5
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
+                          grace_period=GRACE_S, heartbeat_stale_trial_callback=retry_callback())
+
+
+def retry_callback():
+    import warnings
+
+    import optuna
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RetryHeartbeatStaleTrialCallback(max_retry=2)
+
+
+def make_sampler(search: SearchConfig, seed: int):
+    import optuna
+
+    if search.sampler == "grid":
+        grid = {k: _grid_values(d) for k, d in search.space.items()}
+        return optuna.samplers.GridSampler(grid, seed=seed)
+    if search.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if search.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)  # reads Trial.set_constraint's values
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(8, max(2, search.trials // 4)))
+
+
+def _grid_values(d: Dimension) -> list[Any]:
+    values = d.grid() or []
+    return values if is_scalar_choice(values) else [encode(v) for v in values]
+
+
+def constraints_of(trial) -> dict[str, float]:
+    """The trial's constraint values by name; each value <= 0 is met."""
+    return dict(trial.user_attrs.get("constraints") or {"unmeasured": UNKNOWN})
+
+
+def set_constraints(trial, values: dict[str, float]) -> None:
+    """Record them for the report and hand them to Optuna's constrained samplers."""
+    trial.set_user_attr("constraints", values)
+    for k, v in values.items():
+        trial.set_constraint(k, v)
+
+
+def suggest(trial, space: dict[str, Dimension]) -> tuple[dict[str, Any], list[str]]:
+    """The trial's value for each searched key, and the ``--set`` overrides they make."""
+    import json
+
+    params: dict[str, Any] = {}
+    for key, d in space.items():
+        if d.choices is not None:
+            if is_scalar_choice(d.choices):
+                params[key] = trial.suggest_categorical(key, d.choices)
+            else:  # lists and mappings travel through Optuna as JSON text
+                params[key] = json.loads(trial.suggest_categorical(
+                    key, [encode(v) for v in d.choices]))
+        elif d.is_int:
+            params[key] = trial.suggest_int(key, d.low, d.high, step=d.step or 1, log=d.log)
+        else:
+            params[key] = trial.suggest_float(key, d.low, d.high, step=d.step, log=d.log)
+    return params, [override(k, v) for k, v in params.items()]
+
+
+# -- what is required -------------------------------------------------------------------------
+
+def needed_quality(search: SearchConfig, teacher_val: float | None, higher: bool) -> float | None:
+    """The validation quality a trial must reach (in the metric's own direction)."""
+    c = search.constraints
+    bars = []
+    if c.max_accuracy_drop is not None and teacher_val is not None:
+        bars.append(teacher_val - c.max_accuracy_drop if higher else teacher_val + c.max_accuracy_drop)
+    if c.min_quality is not None:
+        bars.append(c.min_quality)
+    if not bars:
+        return None
+    return max(bars) if higher else min(bars)
+
+
+def constraint_values(search: SearchConfig, quality: float | None, teacher_val: float | None,
+                      p50: float | None, nbytes: int | None, higher: bool) -> dict[str, float]:
+    """Each constraint's value (<= 0: met; UNKNOWN when not measured, as for a stopped trial)."""
+    c, sign = search.constraints, (1.0 if higher else -1.0)
+    out: dict[str, float] = {}
+    if c.max_accuracy_drop is not None:
+        out["max_accuracy_drop"] = (UNKNOWN if quality is None or teacher_val is None
+                                    else round(sign * (teacher_val - quality) - c.max_accuracy_drop, 6))
+    if c.min_quality is not None:
+        out["min_quality"] = UNKNOWN if quality is None else round(sign * (c.min_quality - quality), 6)
+    if c.max_bytes is not None:
+        out["max_bytes"] = UNKNOWN if nbytes is None else float(nbytes - c.max_bytes)
+    if c.max_latency_ms is not None:
+        out["max_latency_ms"] = UNKNOWN if p50 is None else round(p50 - c.max_latency_ms, 6)
+    return out or {"none": 0.0}
+
+
+def make_pruner(warmup: int, enabled: bool):
+    """Optuna's pruner interface over ``cannot_reach``: stop a trial at a distill epoch (after
+    ``warmup``) when its best validation quality so far, plus the largest gain any finished trial
+    made after that same epoch, stays below the bar."""
+    import optuna
+
+    class ReachPruner(optuna.pruners.BasePruner):
+        def prune(self, study, trial) -> bool:
+            step = trial.last_step
+            if not enabled or step is None:
+                return False
+            best = max(v for s, v in trial.intermediate_values.items() if s <= step)
+            return cannot_reach(study, step, best, warmup) is not None
+
+    return ReachPruner()
+
+
+def cannot_reach(study, step: int, best_now: float, warmup: int) -> float | None:
+    """The quality the trial would have needed by ``step`` when it cannot reach the bar, else
+    None. Values are in the 'higher is better' direction (as the trials report them)."""
+    import optuna
+
+    need = study.user_attrs.get("needed_quality")
+    if step < warmup or need is None:
+        return None
+    gains = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        iv = t.intermediate_values
+        if step in iv:
+            gains.append(max(iv.values()) - max(v for s, v in iv.items() if s <= step))
+    if not gains or best_now + max(gains) >= need:
+        return None
+    return need - max(gains)
+
+
+# -- the objective ----------------------------------------------------------------------------
+
+@dataclass
+class SearchContext:
+    """What every trial of one search shares."""
+
+    cfg: PipelineConfig
+    raw: dict
+    search: SearchConfig
+    search_dir: Path
+    store: StageStore
+    device: str
+    higher: bool = True
+    log: Any = print
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def trial_dir(self, number: int) -> Path:
+        return self.search_dir / f"trial-{number:04d}"
+
+
+def best_feasible(study) -> tuple[int, float] | None:
+    """(number, objective) of the best complete trial that meets every constraint."""
+    import optuna
+
+    best = None
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if all(c <= 0 for c in constraints_of(t).values()) and (best is None or t.value < best[1]):
+            best = (t.number, t.value)
+    return best
+
+
+def objective(trial, ctx: SearchContext) -> float:
+    """Run one trial; raises ``optuna.TrialPruned`` when the probe or an epoch stops it."""
+    import optuna
+
+    t0 = time.perf_counter()
+    for key in ("result", "probe", "stopped", "error", "constraints"):
+        trial.set_user_attr(key, None)
+    params, overrides = suggest(trial, ctx.search.space)
+    trial.set_user_attr("overrides", overrides)
+    trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
+    run_dir = ctx.trial_dir(trial.number)
+    try:
+        raw = pipeline_raw(ctx.raw, overrides)
+        cfg = validated(raw, f"trial {trial.number} ({', '.join(overrides)})")
+        _probe(trial, ctx, cfg, raw, run_dir, t0)
+        return _train_and_measure(trial, ctx, cfg, raw, run_dir, t0)
+    except optuna.TrialPruned:
+        raise
+    except CompressError as e:
+        trial.set_user_attr("error", str(e))
+        trial.set_user_attr("seconds", round(time.perf_counter() - t0, 2))
+        raise
+
+
+def _objective_of(search: SearchConfig, p50: float, nbytes: int) -> float:
+    return p50 if search.objective == "latency" else float(nbytes)
+
+
+def _probe(trial, ctx: SearchContext, cfg, raw: dict, run_dir: Path, t0: float) -> None:
+    """Time the untrained candidate; stop the trial when it cannot meet a latency or size
+    constraint, or cannot beat the best feasible trial by the objective."""
+    import optuna
+
+    c, s = ctx.search.constraints, ctx.search
+    best = best_feasible(trial.study) if s.front_slack is not None else None
+    if not s.probe or (c.max_latency_ms is None and c.max_bytes is None and best is None):
+        return
+    praw = probe_raw(raw)
+    out = run_candidate(validated(praw, "probe"), praw, run_dir / "probe", ctx.store, ctx.device)
+    found = measure_val(out, run_dir / "probe", out.students, max_samples=1)
+    p50, nbytes = min(m.p50 for m in found), min(m.bytes for m in found)
+    trial.set_user_attr("probe", {"p50_ms": round(p50, 5), "bytes": nbytes,
+                                  "seconds": round(time.perf_counter() - t0, 2)})
+    reason = None
+    if c.max_latency_ms is not None and p50 > c.max_latency_ms:
+        reason = f"untrained p50 {p50:.4f} ms > max_latency_ms {c.max_latency_ms}"
+    elif c.max_bytes is not None and nbytes > c.max_bytes:
+        reason = f"untrained size {nbytes} B > max_bytes {c.max_bytes}"
+    elif best is not None and _objective_of(s, p50, nbytes) > best[1] * (1 + s.front_slack):
+        what = "p50" if s.objective == "latency" else "size"
+        reason = (f"untrained {what} {_objective_of(s, p50, nbytes):.5g} > best feasible trial "
+                  f"{best[0]}'s {best[1]:.5g} x {1 + s.front_slack:g}")
+    if reason is not None:
+        _stopped(trial, {"at": "probe", "reason": reason}, constraint_values(
+            s, None, None, p50, nbytes, ctx.higher), t0)
+
+
+def _stopped(trial, stopped: dict, constraints: dict[str, float], t0: float) -> None:
+    import optuna
+
+    trial.set_user_attr("stopped", stopped)
+    set_constraints(trial, constraints)
+    trial.set_user_attr("seconds", round(time.perf_counter() - t0, 2))
+    raise optuna.TrialPruned(stopped["reason"])
+
+
+def _train_and_measure(trial, ctx: SearchContext, cfg, raw: dict, run_dir: Path, t0: float) -> float:
+    sign = 1.0 if ctx.higher else -1.0
+
+    best: list[float] = []
+
+    def on_epoch(epoch: int, score: float) -> None:
+        trial.report(sign * score, epoch)
+        best.append(max([sign * score, *best]))
+        if trial.should_prune():
+            need = cannot_reach(trial.study, epoch, best[-1], ctx.search.warmup_epochs)
+            if need is not None:
+                raise TrialStopped(epoch, sign * best[-1], sign * need)
+
+    try:
+        out = run_candidate(cfg, raw, run_dir, ctx.store, ctx.device,
+                            on_epoch if ctx.search.quality_constraint() else None)
+    except TrialStopped as e:
+        _stopped(trial, {"at": "epoch", "epoch": e.epoch, "quality": round(e.quality, 5),
+                         "needed": round(e.needed, 5), "reason": str(e)},
+                 constraint_values(ctx.search, e.quality, trial.study.user_attrs.get("teacher_val"),
+                                   None, None, ctx.higher), t0)
+    teacher, final = measure_val(out, run_dir, [out.teacher_onnx, out.final])
+    _note_teacher(trial.study, ctx, teacher.accuracy)
+    cons = constraint_values(ctx.search, final.accuracy, teacher.accuracy, final.p50, final.bytes,
+                             ctx.higher)
+    set_constraints(trial, cons)
+    trial.set_user_attr("result", {
+        "val_quality": round(final.accuracy, 6), "teacher_val_quality": round(teacher.accuracy, 6),
+        "p50_ms": round(final.p50, 5), "teacher_p50_ms": round(teacher.p50, 5),
+        "speedup_vs_teacher": final.speedup_vs_teacher, "bytes": final.bytes,
+        "params": final.params, "macs": final.macs, "precision": final.precision,
+        "final": final.name, "feasible": all(v <= 0 for v in cons.values()), "clock": getattr(final, "clock", None),
+        "ran": out.engine.ran})
+    trial.set_user_attr("seconds", round(time.perf_counter() - t0, 2))
+    return _objective_of(ctx.search, final.p50, final.bytes)
+
+
+def _note_teacher(study, ctx: SearchContext, teacher_val: float) -> None:
+    """The teacher's validation quality, and the bar it sets, for every later trial's early stop."""
+    if study.user_attrs.get("teacher_val") is None:
+        study.set_user_attr("teacher_val", teacher_val)
+        need = needed_quality(ctx.search, teacher_val, ctx.higher)
+        if need is not None:
+            study.set_user_attr("needed_quality", need if ctx.higher else -need)
+
+
+def count(study, state: str) -> int:
+    import optuna
+
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState[state],)))
+
+
+def grid_size(search: SearchConfig) -> int:
+    return math.prod(len(d.grid() or []) for d in search.space.values())
+
+
+def finished(study) -> int:
+    import optuna
+
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def is_finite(v: Any) -> bool:
+    return isinstance(v, int | float) and math.isfinite(v)

@@ -1,0 +1,76 @@
+"""Latency first: each candidate is built and exported untrained and timed on the target; one that
+cannot meet the latency or size constraint is never trained (read back from the study's records)."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+from click.testing import CliRunner
+
+from compress.cli import cli
+from compress.search.loop import default_storage
+
+
+def _search(path, out):
+    return CliRunner().invoke(cli, ["search", str(path), "--out", str(out), "-q"])
+
+
+def _trials(out) -> dict[int, optuna.trial.FrozenTrial]:
+    study = optuna.load_study(study_name="tiny-search", storage=default_storage(out))
+    return {t.number: t for t in study.get_trials()}
+
+
+def test_a_candidate_slower_than_the_constraint_is_never_trained(make_search, tmp_path):
+    # 0.1 microseconds: more than ten times under ONNX Runtime's own per-call floor on any CPU
+    path = make_search({"space": {"student.kwargs.width": [2, 4]}, "sampler": "grid", "trials": 2,
+                        "constraints": {"max_latency_ms": 0.0001}})
+    out = tmp_path / "run"
+    res = _search(path, out)
+    assert res.exit_code == 3, res.output
+    assert res.output == (f"error: search: none of 0 trained trials met the constraints on "
+                          f"validation; see {out / 'search' / 'search.json'}\n")
+    trials = _trials(out)
+    assert len(trials) == 2
+    for t in trials.values():
+        assert t.state == optuna.trial.TrialState.PRUNED
+        stopped, probe = t.user_attrs["stopped"], t.user_attrs["probe"]
+        assert stopped["at"] == "probe" and probe["p50_ms"] > 0.0001
+        assert t.user_attrs["result"] is None and t.intermediate_values == {}
+        folder = out / "search" / f"trial-{t.number:04d}"
+        assert not (folder / "01-distill").exists()  # never trained
+        history = json.loads((folder / "probe" / "01-distill" / "stage.json").read_text())
+        assert history["metrics"]["history"] == [] and history["config"]["epochs"] == 0
+    record = json.loads((out / "search" / "search.json").read_text())
+    assert record["counts"]["stopped_untrained"] == 2 and record["chosen"] is None
+    # the teacher was trained once, by the first trial's probe, and fetched by the second
+    assert sorted(p.name for p in (out / "search" / "store").iterdir())[:1] != []
+
+
+@pytest.mark.slow
+def test_a_candidate_over_max_bytes_is_never_trained_and_the_other_is_chosen(make_search, tmp_path):
+    # file sizes do not depend on the CPU: width 16 is ~90 kB of fp32 weights, width 2 ~5 kB
+    path = make_search({"space": {"student.kwargs.width": [16, 2]}, "sampler": "grid", "trials": 2,
+                        "constraints": {"max_bytes": 40_000, "max_accuracy_drop": 1.0}})
+    out = tmp_path / "run"
+    res = _search(path, out)
+    assert res.exit_code == 0, res.output
+    by_width = {t.params["student.kwargs.width"]: t for t in _trials(out).values()}
+    big, small = by_width[16], by_width[2]
+    assert big.state == optuna.trial.TrialState.PRUNED and big.user_attrs["probe"]["bytes"] > 40_000
+    assert not (out / "search" / f"trial-{big.number:04d}" / "01-distill").exists()
+    assert small.state == optuna.trial.TrialState.COMPLETE
+    assert small.user_attrs["probe"]["bytes"] <= 40_000
+    assert "01-distill" in small.user_attrs["result"]["ran"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["search"]["chosen"] == small.number
+    final = next(m for m in report["models"] if m["name"] == report["final"])
+    assert final["split"] == "test" and final["bytes"] <= 40_000
+    teacher = next(m for m in report["models"] if m["name"] == "teacher")
+    assert teacher["split"] == "test"
+    # the chosen run fetched every trained stage from the store: only the benchmark ran again
+    ran = [s["dir"] for s in report["stages"] if s["status"] == "done"]
+    assert ran == ["03-benchmark"]
+    html = (out / "report.html").read_text()
+    assert 'id="search-front"' in html and "search trials" in html

@@ -1,0 +1,88 @@
+"""The constraint logic of a search, on a real Optuna study: an infeasible trial is never chosen,
+however fast; the front holds only trials nothing beats on both axes; the early-stop bar comes from
+the finished trials' own learning curves."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState, create_trial
+
+from compress.config.search import SearchConfig
+from compress.search.records import choose, pareto, summary
+from compress.search.study import cannot_reach, constraint_values, needed_quality
+
+SEARCH = SearchConfig.model_validate({
+    "space": {"student.kwargs.width": [2, 4, 6, 8]},
+    "constraints": {"max_accuracy_drop": 0.01, "max_bytes": 50_000}})
+TEACHER = 0.99
+
+
+def _trial(width: int, quality: float, p50: float, nbytes: int, curve: list[float] | None = None):
+    cons = constraint_values(SEARCH, quality, TEACHER, p50, nbytes, higher=True)
+    return create_trial(
+        state=TrialState.COMPLETE, value=p50, params={"student.kwargs.width": width},
+        distributions={"student.kwargs.width": CategoricalDistribution([2, 4, 6, 8])},
+        intermediate_values=dict(enumerate(curve or [], start=1)),
+        user_attrs={"constraints": cons, "result": {
+            "val_quality": quality, "p50_ms": p50, "bytes": nbytes,
+            "feasible": all(v <= 0 for v in cons.values())}})
+
+
+def _study(*trials):
+    study = optuna.create_study(direction="minimize")
+    for t in trials:
+        study.add_trial(t)
+    study.set_user_attr("teacher_val", TEACHER)
+    return study
+
+
+def test_constraint_values_say_how_far_each_bound_is():
+    cons = constraint_values(SEARCH, 0.975, TEACHER, 0.03, 60_000, higher=True)
+    assert cons == {"max_accuracy_drop": pytest.approx(0.005), "max_bytes": 10_000.0}
+    met = constraint_values(SEARCH, 0.985, TEACHER, 0.03, 40_000, higher=True)
+    assert met["max_accuracy_drop"] == pytest.approx(-0.005) and met["max_bytes"] == -10_000.0
+    # a trial stopped before it was measured meets nothing
+    assert min(constraint_values(SEARCH, None, TEACHER, None, None, True).values()) >= 1e6
+
+
+def test_an_infeasible_trial_is_never_chosen_however_fast():
+    study = _study(
+        _trial(2, 0.950, 0.010, 10_000),   # fastest, 4 points below the teacher
+        _trial(4, 0.985, 0.020, 20_000),   # feasible
+        _trial(6, 0.986, 0.030, 30_000),   # feasible, slower and only a little better
+        _trial(8, 0.995, 0.015, 90_000),   # fast and accurate, but too big
+    )
+    s = summary(study, SEARCH, total=4)
+    assert s["chosen"] == 1
+    assert [t["feasible"] for t in s["trials"]] == [False, True, True, False]
+    assert s["pareto"] == [1, 2]  # feasible trials only, by p50
+    assert s["counts"]["feasible"] == 2 and s["counts"]["complete"] == 4
+
+
+def test_no_feasible_trial_chooses_nothing():
+    records = summary(_study(_trial(2, 0.95, 0.01, 10_000), _trial(8, 0.99, 0.02, 90_000)),
+                      SEARCH, total=2)["trials"]
+    assert choose(records, "latency") is None
+    assert pareto(records, "latency") == [0, 1]  # the front of what was measured
+
+
+def test_size_objective_picks_the_smallest_feasible():
+    records = summary(_study(_trial(4, 0.985, 0.020, 30_000), _trial(6, 0.986, 0.030, 20_000)),
+                      SEARCH, total=2)["trials"]
+    assert choose(records, "latency") == 0
+    assert choose(records, "size") == 1
+
+
+def test_the_early_stop_bar_comes_from_finished_curves():
+    need = needed_quality(SEARCH, TEACHER, higher=True)
+    assert need == pytest.approx(0.98)
+    # a finished trial gained 0.10 after epoch 3 (0.88 -> 0.98) and 0.02 after epoch 6
+    study = _study(_trial(4, 0.985, 0.02, 20_000, curve=[0.5, 0.8, 0.88, 0.93, 0.95, 0.96, 0.98]))
+    study.set_user_attr("needed_quality", need)
+    assert cannot_reach(study, 2, 0.10, warmup=3) is None        # before the warm-up: never
+    assert cannot_reach(study, 3, 0.87, warmup=3) is not None    # 0.87 + 0.10 < 0.98
+    assert cannot_reach(study, 3, 0.89, warmup=3) is None        # 0.89 + 0.10 >= 0.98
+    assert cannot_reach(study, 6, 0.95, warmup=3) == pytest.approx(0.96)  # 0.98 - 0.02
+    assert cannot_reach(study, 9, 0.10, warmup=3) is None        # no finished curve that long
