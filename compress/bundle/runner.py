@@ -369,6 +369,8 @@ def text_feeds(bundle: Path, lines: list[str], pre: dict, sess) -> list[dict[str
     tok.enable_truncation(length)
     if fixed or pre["padding"] == "max_length":
         tok.enable_padding(length=length)
+    else:  # tokenizer.json may carry its own padding (all-MiniLM-L6-v2's pads to 128)
+        tok.no_padding()
     feeds = []
     for enc in tok.encode_batch(lines):
         arrays = {"input_ids": enc.ids, "attention_mask": enc.attention_mask,
