@@ -223,6 +223,16 @@ def _rename_(graph: onnx.GraphProto, old: str, new: str) -> None:
     _rename_value_(graph, old, new)
 
 
+def _rename_all_(graph: onnx.GraphProto, names: dict[str, str]) -> None:
+    """Rename model name -> task name for each pair, through temporary names, so that swapped
+    names (the model's ``a`` is the task's ``b`` and the other way round) do not collide."""
+    moves = [(t, m) for t, m in names.items() if t != m]
+    for i, (_, m) in enumerate(moves):
+        _rename_(graph, m, f"__compress_io_{i}")
+    for i, (t, _) in enumerate(moves):
+        _rename_(graph, f"__compress_io_{i}", t)
+
+
 def _feed_zeros_(graph: onnx.GraphProto, name: str, like: str) -> None:
     """Replace graph input ``name`` by zeros shaped like input ``like`` (computed in the graph)."""
     from onnx import TensorProto, helper
@@ -243,8 +253,7 @@ def _feed_zeros_(graph: onnx.GraphProto, name: str, like: str) -> None:
 def apply_plan_(model: onnx.ModelProto, plan: IOPlan, task_out: tuple[str, ...]) -> None:
     """Rewrite ``model`` in place so it takes and gives the task's names."""
     g = model.graph
-    for t, m in plan.inputs.items():
-        _rename_(g, m, t)
+    _rename_all_(g, plan.inputs)
     for z in plan.zeros:
         _feed_zeros_(g, z, next(iter(plan.inputs)))
     keep = [v for v in g.output if v.name not in plan.dropped]
@@ -255,8 +264,7 @@ def apply_plan_(model: onnx.ModelProto, plan: IOPlan, task_out: tuple[str, ...])
 
         add_pooling_(model, hidden=plan.pool)  # gives the task's output, sentence_embedding
         return
-    for t, m in plan.outputs.items():
-        _rename_(g, m, t)
+    _rename_all_(g, plan.outputs)
     order = {n: i for i, n in enumerate(task_out)}
     outs = sorted(g.output, key=lambda v: order.get(v.name, len(order)))
     del g.output[:]

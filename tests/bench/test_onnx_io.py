@@ -1,0 +1,81 @@
+"""Matching an ONNX model's names to a task's, and the rewrite: renames (swapped ones too), zeros
+for token_type_ids, pooling of hidden states; checked by running the rewritten graph in ORT."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from compress.bench.onnx_io import DataShape, IOMismatch, apply_plan_, check_fit, plan_io, ports
+from compress.common.ort import make_session
+
+EMB_IN, EMB_OUT = ("input_ids", "attention_mask"), ("sentence_embedding",)
+
+
+def _model(nodes, inputs, outputs, inits=()):
+    g = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def _ints(name, shape=("b", "s")):
+    return helper.make_tensor_value_info(name, TensorProto.INT64, list(shape))
+
+
+def _run(model, feeds):
+    onnx.checker.check_model(model)
+    return make_session(model.SerializeToString(), 1, "disable").run(None, feeds)
+
+
+def test_swapped_names_are_renamed_through_temporaries():
+    m = _model([helper.make_node("Sub", ["attention_mask", "input_ids"], ["out"])],
+               [_ints("attention_mask"), _ints("input_ids")], [_ints("out")])
+    i, o = ports(m.graph)
+    plan = plan_io(i, o, "embedding", EMB_IN, EMB_OUT,
+                   {"input_ids": "attention_mask", "attention_mask": "input_ids"})
+    apply_plan_(m, plan, EMB_OUT)
+    (got,) = _run(m, {"input_ids": np.array([[5]]), "attention_mask": np.array([[1]])})
+    assert got.tolist() == [[4]]  # the model's attention_mask (5) minus its input_ids (1)
+    assert [v.name for v in m.graph.output] == ["sentence_embedding"]
+
+
+def test_an_encoder_gets_zeros_for_token_type_ids_and_mean_pooling():
+    # hidden = (ids + 10 * type_ids) as float, repeated over 2 features: [B, S, 2]
+    nodes = [helper.make_node("Mul", ["token_type_ids", "ten"], ["t10"]),
+             helper.make_node("Add", ["input_ids", "t10"], ["sum"]),
+             helper.make_node("Cast", ["sum"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("Unsqueeze", ["f", "axis"], ["f3"]),
+             helper.make_node("Concat", ["f3", "f3"], ["last_hidden_state"], axis=-1),
+             helper.make_node("Identity", ["attention_mask"], ["unused"])]
+    inits = [helper.make_tensor("ten", TensorProto.INT64, [], [10]),
+             helper.make_tensor("axis", TensorProto.INT64, [1], [-1])]
+    hidden = helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["b", "s", 2])
+    m = _model(nodes, [_ints("input_ids"), _ints("attention_mask"), _ints("token_type_ids")],
+               [hidden], inits)
+    i, o = ports(m.graph)
+    plan = plan_io(i, o, "embedding", EMB_IN, EMB_OUT)
+    assert plan.zeros == ["token_type_ids"] and plan.pool == "last_hidden_state"
+    apply_plan_(m, plan, EMB_OUT)
+    ids, mask = np.array([[3, 5, 100]]), np.array([[1, 1, 0]])
+    (got,) = _run(m, {"input_ids": ids, "attention_mask": mask})
+    # mean of 3 and 5 over the unmasked tokens (token_type_ids were zeros), then L2-normalised
+    assert got == pytest.approx(np.array([[4.0, 4.0]]) / np.sqrt(32), abs=1e-6)
+
+
+def test_mismatches_name_the_key_to_set():
+    img = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 224, 224])
+    out = helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, 1000])
+    i, o = ports(_model([helper.make_node("Identity", ["image"], ["probs"])], [img], [out]).graph)
+    plan = plan_io(i, o, "classification", ("input",), ("logits",))
+    assert plan.changes() == ["input image -> input", "output probs -> logits"]
+    with pytest.raises(IOMismatch) as e:
+        check_fit(plan, i, o, "classification", DataShape((3, 224, 224), 10))
+    assert str(e.value) == "teacher.onnx: output 'probs' gives 1000 classes; the data has 10"
+    with pytest.raises(IOMismatch) as e:
+        check_fit(plan, i, o, "classification", DataShape((1, 224, 224), 1000, True))
+    assert str(e.value) == ("data.channels: the teacher's input 'image' is [1, 3, 224, 224] "
+                            "(3 channels); set data.channels: 3")
+    with pytest.raises(IOMismatch) as e:
+        plan_io(i, o, "classification", ("input",), ("logits",), given_out={"logits": "scores"})
+    assert str(e.value) == "teacher.outputs.logits: the model has no output 'scores' (its outputs: probs)"
