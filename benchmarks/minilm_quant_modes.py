@@ -15,7 +15,7 @@ from compress.common.ort import make_session, run_batched
 from compress.config.pipeline import load_config
 from compress.data.sources import load_data
 from compress.quant.ptq import (
-    TARGETS,
+    INT8_PRESETS,
     mean_cosine,
     preprocess,
     quantize_dynamic_onnx,
@@ -31,7 +31,7 @@ src = run / "02-export" / "model.onnx"
 out = Path(tempfile.mkdtemp())
 pre = preprocess(src, out / "pre.onnx")
 calib = task.arrays(data.calibration(128, seed=0), seq_len=128)[0]
-t = TARGETS["x86-vnni"]
+t = INT8_PRESETS["x86-vnni"]
 st = quantize_static_onnx(pre, out / "static.onnx", calib, t, [])
 dy = quantize_dynamic_onnx(pre, out / "dynamic.onnx", t, [])
 feeds, _ = task.arrays(data.val)

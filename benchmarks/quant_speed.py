@@ -28,9 +28,8 @@ from compress.data.sources import load_data
 from compress.export.torch_onnx import export_onnx
 from compress.quant import qat as qatq
 from compress.quant.ptq import (
-    TARGETS,
     class_feeds,
-    detect_target,
+    detect_preset,
     fused_ops,
     preprocess,
     quantize_dynamic_onnx,
@@ -46,7 +45,7 @@ TASK = ClassificationTask()
 def variants(name: str, model: torch.nn.Module, teacher: torch.nn.Module, data, folder: Path,
              qat_epochs: int, seed: int) -> dict[str, Path]:
     """fp32, static, dynamic and QAT ONNX files of one model."""
-    target = TARGETS[detect_target()[0]]
+    target = detect_preset().preset
     example = data.example(1)
     paths = {"fp32": export_onnx(model, example, folder / f"{name}-fp32.onnx")}
     pre = preprocess(paths["fp32"], folder / f"{name}-pre.onnx")
@@ -121,7 +120,7 @@ def main() -> None:
         for name, net in nets.items():
             paths = variants(name, net, nets.get("teacher", net), data, Path(tmp), args.qat_epochs, cfg.seed)
             results[name] = measure(paths, data, args.threads, args.runs)
-    print(f"\nORT {__import__('onnxruntime').__version__}, CPU target {detect_target()}, "
+    print(f"\nORT {__import__('onnxruntime').__version__}, int8 preset {detect_preset().name} ({detect_preset().reason}), "
           f"{args.threads} thread(s), batch 1, {args.runs} interleaved runs\n")
     print(table(results))
     if args.json:

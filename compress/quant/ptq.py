@@ -1,5 +1,6 @@
-"""ONNX Runtime quantization helpers: CPU target presets, calibration feeds, static and dynamic
-QDQ quantization, the ops ORT actually runs, and per-tensor sensitivity (SQNR) ranking.
+"""ONNX Runtime quantization helpers: int8 presets per CPU family (and how ``isa: auto`` picks
+one), calibration feeds, static and dynamic QDQ quantization, the ops ORT actually runs, and
+per-tensor sensitivity (SQNR) ranking.
 
 The quantize stage drives these; benchmarks/quant_speed.py calls them directly.
 """
@@ -19,43 +20,114 @@ FUSED_OPS = ("QLinearConv", "QLinearAdd", "QGemm", "MatMulInteger", "ConvInteger
              "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QLinearGlobalAveragePool")
 
 
-@dataclass(frozen=True)
-class Target:
-    """Integer types for one CPU family (ORT's QuantType names)."""
+ISA_ENV = "COMPRESS_ISA"  # overrides isa: auto's reading of /proc/cpuinfo (qemu shows the host's)
 
+
+@dataclass(frozen=True)
+class Int8Preset:
+    """The int8 scheme for one CPU family's integer kernels (ORT QuantType names).
+
+    ``int8_weight_bits`` is what signed weights may use there without the kernels' int16 pair
+    sums saturating (QAT exports signed weights, so it takes this). benchmarks/int8_isa.py
+    measures every scheme on AVX2 kernels (qemu) and natively.
+    """
+
+    name: str
     activation: str
     weight: str
     reduce_range: bool
     arch: str
+    int8_weight_bits: int
     why: str
 
+    def scheme(self, per_channel: bool = True) -> str:
+        """One line: the types, their symmetry, per-channel and the weight bits."""
+        short = {"QUInt8": "U8", "QInt8": "S8"}
+        bits = 7 if self.reduce_range else 8
+        w_sym = "symmetric" if self.weight == "QInt8" else "asymmetric"
+        act = "int8" if self.activation == "QInt8" else "uint8"
+        return (f"{short[self.activation]}{short[self.weight]}: {act} activations (asymmetric, "
+                f"per-tensor), {'int8' if self.weight == 'QInt8' else 'uint8'} weights ({w_sym}, "
+                f"{'per-channel' if per_channel else 'per-tensor'}, {bits}-bit"
+                f"{', reduce_range' if self.reduce_range else ''})")
 
-TARGETS = {
-    "x86-vnni": Target("QUInt8", "QInt8", False, "x86_64",
-                       "VNNI: U8S8 accumulates without saturation"),
-    "x86-avx2": Target("QUInt8", "QInt8", True, "x86_64",
-                       "no VNNI: 7-bit weights (reduce_range) keep U8S8 products from saturating"),
-    "arm64": Target("QInt8", "QInt8", False, "aarch64",
-                    "ARM64 dot-product kernels and XNNPACK want signed int8 (S8S8)"),
+
+INT8_PRESETS = {
+    "x86-vnni": Int8Preset("x86-vnni", "QUInt8", "QInt8", False, "x86_64", 8,
+                           "VNNI (vpdpbusd) accumulates u8*s8 in int32: exact, and the fastest "
+                           "fused kernels"),
+    "x86-avx2": Int8Preset("x86-avx2", "QUInt8", "QUInt8", False, "x86_64", 7,
+                           "no VNNI: u8*s8 kernels (vpmaddubsw) saturate pairs in int16; u8*u8 "
+                           "kernels widen to int16 first and stay exact with 8-bit weights"),
+    "arm64": Int8Preset("arm64", "QInt8", "QInt8", False, "aarch64", 8,
+                        "ARM64 dot-product kernels and XNNPACK want signed int8 (S8S8)"),
 }
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni")
 
 
-def detect_target(cpuinfo: str | None = None, machine: str | None = None) -> tuple[str, str]:
-    """The preset for this CPU and the evidence (a /proc/cpuinfo flag or the machine name)."""
+@dataclass(frozen=True)
+class IsaChoice:
+    """The int8 preset picked for a CPU and why: where the decision came from (``configured``,
+    the environment, ``/proc/cpuinfo`` or the machine name) and what it read there."""
+
+    preset: Int8Preset
+    source: str
+    evidence: str
+
+    @property
+    def name(self) -> str:
+        return self.preset.name
+
+    @property
+    def reason(self) -> str:
+        return f"{self.source}: {self.evidence}"
+
+
+def cpu_flags_choice(flags: set[str], source: str = "/proc/cpuinfo") -> IsaChoice:
+    """The x86 preset for a set of CPU flags: VNNI kernels if a VNNI flag is there, else AVX2's."""
+    found = [f for f in VNNI_FLAGS if f in flags]
+    if found:
+        return IsaChoice(INT8_PRESETS["x86-vnni"], source, f"{found[0]} present")
+    have = [f for f in ("avx512bw", "avx2") if f in flags]
+    seen = f"{', '.join(have)} present" if have else "no avx2 flag"
+    return IsaChoice(INT8_PRESETS["x86-avx2"], source,
+                     f"{seen}, {' and '.join(VNNI_FLAGS)} absent (u8*s8 pair sums saturate)")
+
+
+def detect_preset(cpuinfo: str | None = None, machine: str | None = None,
+                  env: dict[str, str] | None = None) -> IsaChoice:
+    """The preset for this CPU (``isa: auto``) and what decided it.
+
+    ``$COMPRESS_ISA`` (a preset name) wins: under qemu user emulation the guest reads the host's
+    /proc/cpuinfo while ONNX Runtime picks kernels by the emulated CPUID, so set it there.
+    """
+    import os
+
+    env = os.environ if env is None else env
+    forced = env.get(ISA_ENV, "")
+    if forced:
+        if forced not in INT8_PRESETS:
+            from compress.errors import InputError
+
+            raise InputError(f"${ISA_ENV}={forced!r}: expected one of {', '.join(INT8_PRESETS)}")
+        return IsaChoice(INT8_PRESETS[forced], "environment", f"{ISA_ENV}={forced}")
     machine = (machine or platform.machine()).lower()
     if machine in ("aarch64", "arm64"):
-        return "arm64", machine
+        return IsaChoice(INT8_PRESETS["arm64"], "machine", machine)
     if cpuinfo is None:
         from compress.common.ort import cpu_info
 
-        flags = cpu_info()[1]
-    else:
-        flags = {f for line in cpuinfo.splitlines() if line.startswith(("flags", "Features"))
-                 for f in line.split(":", 1)[1].split()}
-    for flag in ("avx512_vnni", "avx_vnni"):
-        if flag in flags:
-            return "x86-vnni", flag
-    return "x86-avx2", "avx2" if "avx2" in flags else "no avx2/vnni flag: conservative choice"
+        return cpu_flags_choice(cpu_info()[1])
+    flags = {f for line in cpuinfo.splitlines() if line.startswith(("flags", "Features"))
+             for f in line.split(":", 1)[1].split()}
+    return cpu_flags_choice(flags)
+
+
+def choose_preset(isa: str) -> IsaChoice:
+    """``target.isa``: ``auto`` detects this CPU's preset, a preset name is taken as configured."""
+    if isa == "auto":
+        return detect_preset()
+    return IsaChoice(INT8_PRESETS[isa], "configured", f"target.isa: {isa}")
 
 
 class ArrayReader:
@@ -103,7 +175,7 @@ def preprocess(src: Path, dst: Path) -> Path:
     return dst
 
 
-def quantize_static_onnx(src: Path, dst: Path, calib: np.ndarray | dict[str, np.ndarray], target: Target,
+def quantize_static_onnx(src: Path, dst: Path, calib: np.ndarray | dict[str, np.ndarray], preset: Int8Preset,
                          exclude: list[str], *, per_channel: bool = True,
                          calibrate_method: str = "minmax", op_types: list[str] | None = None) -> Path:
     """Static QDQ quantization of a pre-processed model, calibrated on ``calib``.
@@ -119,21 +191,21 @@ def quantize_static_onnx(src: Path, dst: Path, calib: np.ndarray | dict[str, np.
     quantize_static(
         str(src), str(dst), reader_for(src, calib), quant_format=QuantFormat.QDQ,
         op_types_to_quantize=op_types, per_channel=per_channel,
-        reduce_range=target.reduce_range, activation_type=getattr(QuantType, target.activation),
-        weight_type=getattr(QuantType, target.weight), nodes_to_exclude=exclude,
+        reduce_range=preset.reduce_range, activation_type=getattr(QuantType, preset.activation),
+        weight_type=getattr(QuantType, preset.weight), nodes_to_exclude=exclude,
         calibrate_method=method,
     )
     return dst
 
 
-def quantize_dynamic_onnx(src: Path, dst: Path, target: Target, exclude: list[str], *,
+def quantize_dynamic_onnx(src: Path, dst: Path, preset: Int8Preset, exclude: list[str], *,
                           per_channel: bool = True, op_types: list[str] | None = None) -> Path:
     """Dynamic quantization: int8 weights, activations quantized at run time."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(
         str(src), str(dst), op_types_to_quantize=op_types, per_channel=per_channel,
-        reduce_range=target.reduce_range, weight_type=getattr(QuantType, target.weight),
+        reduce_range=preset.reduce_range, weight_type=getattr(QuantType, preset.weight),
         nodes_to_exclude=exclude,
     )
     return dst
