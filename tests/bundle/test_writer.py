@@ -168,3 +168,38 @@ def test_package_applies_config_and_gate(models, tmp_path):
     res = package(models["fp32"], tmp_path / "b", make_spec(models), cfg.model_copy(
         update={"max_partitions": 1}))
     assert res.manifest["eval"]["samples"] == 5 and res.readiness["coreml"]["partitions"] == 1
+
+
+def test_manifest_records_the_device_check_per_precision(bundles, models):
+    """fp32 must match the reference (argmax all equal, 1e-4 of the logit spread); int8 gets
+    the room int8 kernels need across runtimes (0.95 argmax, 5% of the spread: ORT's QLinear
+    kernels and its float reference path differed by one output step, 1/255 of the spread)."""
+    with np.load(bundles["fp32"].path / "eval.npz") as z:
+        spread = float(z["expected__logits"].max() - z["expected__logits"].min())
+    fp32 = bundles["fp32"].manifest["check"]
+    assert fp32["precision"] == "fp32" and len(fp32["outputs"]) == 1
+    tol = fp32["outputs"][0]
+    assert (tol["output"], tol["argmax_agreement"], tol["cosine_mean"]) == ("logits", 1.0, None)
+    assert tol["max_abs_diff"] == pytest.approx(1e-4 * spread)
+    int8 = bundles["int8"].manifest["check"]
+    assert int8["precision"] == "int8" and int8["outputs"][0]["argmax_agreement"] == 0.95
+    with np.load(bundles["int8"].path / "eval.npz") as z:
+        spread8 = float(z["expected__logits"].max() - z["expected__logits"].min())
+    assert int8["outputs"][0]["max_abs_diff"] == pytest.approx(0.05 * spread8)
+    # the writer held model.ort to that check; here too it holds for the int8 .ort
+    x = {"input": models["x"]}
+    a, o = run_model(bundles["int8"].path / "model.onnx", x), run_model(
+        bundles["int8"].path / "model.ort", x)
+    assert np.max(np.abs(a["logits"] - o["logits"])) <= int8["outputs"][0]["max_abs_diff"]
+
+
+def test_latency_and_quality_are_typed(models, tmp_path):
+    from compress.bundle.manifest import Latency
+
+    m = write_bundle(models["fp32"], tmp_path / "b", make_spec(
+        models, latency=Latency(threads=3, opt_level="extended", ms={"p50": 0.2},
+                                where="here"))).manifest
+    assert m["runtime"]["threads"] == 3 and m["runtime"]["opt_level"] == "extended"
+    assert m["latency"] == {"threads": 3, "opt_level": "extended", "ms": {"p50": 0.2},
+                            "where": "here"}
+    assert set(m["quality"]) == {"metric", "value", "split", "metrics"}
