@@ -45,11 +45,14 @@ def serve(folder: Path):
     return server, f"http://127.0.0.1:{server.server_address[1]}/"
 
 
-def in_chromium(folder: Path, query: str = "check=1", timeout: float = 900) -> dict:
-    """index.html?<query> in headless chromium; the page's result object."""
+def in_chromium(folder: Path, query: str = "check=1", timeout: float = 900,
+                cdp_calls: int = 0) -> dict:
+    """index.html?<query> in headless chromium; the page's result object (with
+    ``cdp_latency_ms`` when ``cdp_calls``: the main thread's CPU time per call, from CDP)."""
     server, base = serve(folder)
     try:
-        proc = subprocess.run(["node", str(CHECK_JS), f"{base}index.html?{query}", str(timeout)],
+        proc = subprocess.run(["node", str(CHECK_JS), f"{base}index.html?{query}", str(timeout),
+                               str(cdp_calls)],
                               capture_output=True, text=True, timeout=timeout + 60)
     finally:
         server.shutdown()
@@ -70,34 +73,53 @@ def deploy(run_dir: Path) -> Path:
     return run_dir / "deploy" / "web"
 
 
-def python_latency(run_dir: Path) -> dict:
-    """The bundle's runner.py --eval on this machine (x86 onnxruntime, the manifest's threads)."""
+def python_latency(run_dir: Path, calls: int) -> dict:
+    """The bundle's session as its runner.py opens it (x86 onnxruntime, the manifest's threads
+    and opt level), ``calls`` batch-1 calls on eval sample 0: this thread's CPU time and wall
+    time per call, as the page's are measured."""
+    import importlib.util
+    import time
+
+    import numpy as np
+
     bundle = run_dir / "bundle"
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "r.json"
-        subprocess.run([sys.executable, str(bundle / "runner.py"), str(bundle), "--eval",
-                        "--json", str(out)], capture_output=True, text=True)
-        return json.loads(out.read_text()).get("latency_ms", {}) if out.is_file() else {}
+    spec = importlib.util.spec_from_file_location("bundle_runner", bundle / "runner.py")
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    manifest = runner.load_manifest(bundle)
+    sess, _ = runner.open_session(bundle, manifest)
+    data = runner.load_eval(bundle, manifest)
+    feeds = {i.name: np.ascontiguousarray(data[i.name][:1]) for i in sess.get_inputs()}
+    for _ in range(20):
+        sess.run(None, feeds)
+    c0, w0 = time.thread_time_ns(), time.perf_counter_ns()
+    for _ in range(calls):
+        sess.run(None, feeds)
+    c1, w1 = time.thread_time_ns(), time.perf_counter_ns()
+    return {"calls": calls, "thread_cpu_per_call": (c1 - c0) / 1e6 / calls,
+            "wall_per_call": (w1 - w0) / 1e6 / calls, "model": manifest["runtime"]["model"],
+            "threads": manifest["runtime"]["threads"], "opt_level": manifest["runtime"]["opt_level"]}
 
 
-def formats(run_dir: Path, web: Path, calls: int) -> dict:
-    """The same page on the .onnx and on the .ort, from a scratch copy holding both."""
+def formats(run_dir: Path, web: Path, calls: int, rounds: int = 3) -> dict:
+    """The bundle's .onnx and .ort side by side in one page (rounds alternating), from a scratch
+    copy of the folder holding both: bytes, fetch, session create and per-call medians."""
+    import statistics
+
     manifest = json.loads((run_dir / "bundle" / "manifest.json").read_text())
-    rows = {}
+    names = [manifest["model"]["mobile_onnx"], manifest["model"]["ort"]]
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp) / "web"
         shutil.copytree(web, scratch)
-        for key in ("mobile_onnx", "ort"):
-            name = manifest["model"][key]
+        for name in names:
             shutil.copyfile(run_dir / "bundle" / name, scratch / name)
-            r = in_chromium(scratch, f"check=1&calls={calls}&model={name}")
-            rows[name] = {"bytes": r.get("load", {}).get("bytes"),
-                          "fetch_ms": r.get("load", {}).get("fetch_ms"),
-                          "create_ms": r.get("load", {}).get("create_ms"),
-                          "create_warm_ms": r.get("load", {}).get("create_warm_ms"),
-                          "latency_ms": r.get("latency_ms"), "passed": r.get("passed"),
-                          "error": r.get("error")}
-    return rows
+        r = in_chromium(scratch, f"formats={','.join(names)}&rounds={rounds}&calls={max(calls, 1)}")
+    if "error" in r:
+        raise SystemExit(f"error: format comparison failed in the page: {r['error']}")
+    # round 1 also compiles the WASM runtime for whichever file goes first: medians of the rest
+    return {n: {"bytes": r[n]["bytes"], "rounds": rounds,
+                **{k: statistics.median(r[n][k][1:] or r[n][k])
+                   for k in ("fetch_ms", "create_ms", "call_ms")}} for n in names}
 
 
 def summary(r: dict) -> list[str]:
@@ -117,6 +139,12 @@ def summary(r: dict) -> list[str]:
     lines.append(f"load      {ld.get('bytes')} bytes: fetch {ld.get('fetch_ms', 0):.1f} ms, "
                  f"first session {ld.get('create_ms', 0):.1f} ms (compiles the WASM runtime), "
                  f"second session {ld.get('create_warm_ms', 0):.1f} ms")
+    cdp = r.get("cdp_latency_ms")
+    if cdp:
+        lines.append(f"latency   chromium WASM 1 thread, DevTools Performance metrics over "
+                     f"{cdp['calls']} batch-1 calls: main-thread CPU {cdp['thread_cpu_per_call']:.4f}"
+                     f" ms, task {cdp['task_per_call']:.4f} ms, wall {cdp['wall_per_call']:.4f} ms "
+                     "per call")
     lat = r.get("latency_ms")
     if lat:
         lines.append(f"latency   chromium WASM 1 thread: p50 {lat['p50']:.4f} ms, mean "
@@ -136,20 +164,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.run_dir}: no bundle (RUN_DIR/bundle/manifest.json)", file=sys.stderr)
         return 2
     web = deploy(args.run_dir)
-    result = in_chromium(web, f"check=1&calls={args.calls}")
-    result["python_runner_latency_ms"] = python_latency(args.run_dir) if args.calls else {}
+    result = in_chromium(web, f"check=1&calls={args.calls}", cdp_calls=args.calls)
+    result["python_runner_latency_ms"] = python_latency(args.run_dir, args.calls) if args.calls else {}
     if args.formats:
         result["formats"] = formats(args.run_dir, web, args.calls)
     print("\n".join(summary(result)))
     py = result["python_runner_latency_ms"]
     if py:
-        print(f"latency   python runner.py (x86 onnxruntime, 1 thread): p50 {py['p50']:.3f} ms, "
-              f"mean {py['mean']:.4f} ms over {py['n']} calls")
+        print(f"latency   python, the runner's session ({py['model']}, x86 onnxruntime, "
+              f"{py['threads']} thread(s), opt {py['opt_level']}) over {py['calls']} batch-1 calls: "
+              f"thread CPU {py['thread_cpu_per_call']:.4f} ms, wall {py['wall_per_call']:.4f} ms "
+              "per call")
     for name, row in result.get("formats", {}).items():
-        lat = row["latency_ms"] or {}
-        print(f"format    {name}: {row['bytes']} bytes, fetch {row['fetch_ms']:.1f} ms, first "
-              f"session {row['create_ms']:.1f} ms, second {row['create_warm_ms']:.1f} ms, p50 "
-              f"{lat.get('p50', float('nan')):.4f} ms per call, check passed {row['passed']}")
+        print(f"format    {name}: {row['bytes']} bytes, fetch {row['fetch_ms']:.1f} ms, session "
+              f"create {row['create_ms']:.1f} ms, {row['call_ms']:.4f} ms per call (medians of "
+              f"rounds 2-{row['rounds']}, alternating)")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0 if result.get("passed") else 1

@@ -22,11 +22,11 @@ import yaml
 from _util import ROOT
 from click.testing import CliRunner
 
-DEMO_SET = ["target.isa=arm64", "target.runs=30", "teacher.train.epochs=2",
-            "stages.0.distill.epochs=4", "stages.1.prune.epochs=1", "stages.5.package.eval_samples=64"]
+DEMO_SET = ["target.isa=arm64", "teacher.train.epochs=2", "stages.0.distill.epochs=5",
+            "stages.1.prune.epochs=1", "target.runs=50"]
 MINILM_SET = ["target.isa=arm64", "target.runs=10", "target.warmup=2", "data.max_length=64",
               "teacher.optimum_baseline=false", "stages.0.distill.epochs=1",
-              "stages.3.benchmark.seq_lens=[64]", "stages.4.package.eval_samples=16"]
+              "stages.3.benchmark.seq_lens=[64]", "stages.4.package.eval_samples=8"]
 _BUILT: dict[str, dict[str, Path]] = {}
 
 

@@ -42,7 +42,7 @@ def _deploy(run):
 def _page(run, calls=0):
     web = _deploy(run)
     manifest = json.loads((web / "manifest.json").read_text())
-    result = web_check.in_chromium(web, f"check=1&calls={calls}", timeout=600)
+    result = web_check.in_chromium(web, f"check=1&calls={calls}", timeout=600, cdp_calls=calls)
     assert "error" not in result, result
     return web, manifest, result
 
@@ -74,8 +74,9 @@ def test_demo_cnn_in_chromium(tmp_path_factory):
         assert pre["kind"] == "image" and pre["samples"] == 8 and pre["size"] == [37, 45]
         assert pre["tensor_max_abs_diff"] <= 1e-5, pre  # the JS rule equals PIL's, float32
         assert pre["argmax_agreement"] == 1.0
-        lat = r["latency_ms"]
+        lat, cdp = r["latency_ms"], r["cdp_latency_ms"]
         assert lat["calls"] == 50 and lat["mean"] > 0  # real time: virtual time would read 0
+        assert cdp["calls"] == 50 and 0 < cdp["thread_cpu_per_call"] <= cdp["wall_per_call"] * 1.5
 
 
 def test_minilm_student_in_chromium(tmp_path_factory):

@@ -357,3 +357,33 @@ export async function timeCalls(bundle, ev, calls = 200, warmup = 20, block = 10
   return { calls: per.length * block, block, mean: total / (per.length * block),
            p50: s[Math.floor(s.length / 2)], p90: s[Math.floor(s.length * 0.9)], min: s[0] };
 }
+
+/** The same model in several files (e.g. model.onnx and model.ort), side by side in one page:
+ * `rounds` rounds, the files alternating, each round timing fetch, session create (the runtime
+ * is compiled by the first round: later rounds time only the file) and `calls` batch-1 calls. */
+export async function compareFormats(bundle, ev, files, rounds = 3, calls = 50) {
+  const level = { disable: "disabled" }[bundle.manifest.runtime.opt_level] ?? bundle.manifest.runtime.opt_level;
+  const rows = Object.fromEntries(files.map((f) => [f, { fetch_ms: [], create_ms: [], call_ms: [] }]));
+  const feeds = sampleFeeds(bundle, ev, 0);
+  for (let r = 0; r < rounds; r++) {
+    for (const f of (r % 2 ? [...files].reverse() : files)) {
+      const t0 = performance.now();
+      const bytes = new Uint8Array(await (await fetchOk(bundle.base + f, "model")).arrayBuffer());
+      const t1 = performance.now();
+      const options = { executionProviders: ["wasm"], graphOptimizationLevel: level };
+      if (f.endsWith(".ort") && bundle.manifest.model.ort_optimization_style === "runtime") {
+        options.extra = { session: { enable_saved_runtime_optimizations: "1" } };
+      }
+      const s = await ort.InferenceSession.create(bytes, options);
+      const t2 = performance.now();
+      for (let i = 0; i < 5; i++) await s.run(feeds);
+      const t3 = performance.now();
+      for (let i = 0; i < calls; i++) await s.run(feeds);
+      const t4 = performance.now();
+      await s.release();
+      Object.assign(rows[f], { bytes: bytes.length });
+      rows[f].fetch_ms.push(t1 - t0); rows[f].create_ms.push(t2 - t1); rows[f].call_ms.push((t4 - t3) / calls);
+    }
+  }
+  return rows;
+}
