@@ -129,14 +129,14 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 def _with_torch_exports(models: list[ModelArtifact], ctx: StageContext):
     """The run's ONNX models plus an export of each torch model published for measurement (the
-    distilled student before pruning), exported as the run's student was (its opset and batch
-    axis, read from its file): ``(models in publishing order, {name: file in the stage folder})``."""
+    distilled student before pruning), exported as the run's export stage exported the student:
+    ``(models in publishing order, {name: file in the stage folder})``."""
     from compress.export.checked import export_checked
 
     torch_models = [m for m in ctx.published.values() if m.format == "torch" and m.module is not None]
     if not torch_models:
         return models, {}
-    cfg = _export_like(next((m for m in models if not m.name.startswith("teacher")), None), ctx.task)
+    cfg = _export_settings(models, ctx.task)
     exported, out = {}, []
     for m in ctx.published.values():
         if m.format == "torch" and m.module is not None:
@@ -152,20 +152,16 @@ def _with_torch_exports(models: list[ModelArtifact], ctx: StageContext):
     return out, exported
 
 
-def _export_like(ref: ModelArtifact | None, task: Task) -> ExportConfig:
-    """Export settings that give the same kind of graph as ``ref`` (its opset and batch axis)."""
-    import onnx
+def _export_settings(models: list[ModelArtifact], task: Task) -> ExportConfig:
+    """The settings the run's export stage used (from its stage.json beside the exported file),
+    so a model exported here is the same kind of graph as the student it is compared with."""
+    from compress.common.files import read_json
 
-    if ref is None:
-        return ExportConfig(dynamic_batch=task.sequence_axis is not None)
-    proto = onnx.load(str(ref.path), load_external_data=False)
-    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 18)
-    dim = proto.graph.input[0].type.tensor_type.shape.dim
-    fixed = dim[0].dim_value if dim and dim[0].HasField("dim_value") else None
-    seq = dim[1].dim_value if task.sequence_axis is not None and len(dim) > 1 and \
-        dim[1].HasField("dim_value") else None
-    return ExportConfig(opset=min(max(opset, 13), 23), dynamic_batch=fixed is None,
-                        batch_size=fixed or 1, **({"seq_len": seq} if seq else {}))
+    for m in models:
+        record = read_json(Path(m.path).parent / "stage.json")
+        if isinstance(record, dict) and record.get("kind") == "export":
+            return ExportConfig.model_validate(record["config"])
+    return ExportConfig(dynamic_batch=task.sequence_axis is not None)
 
 
 class BenchmarkStage(Stage):

@@ -75,8 +75,8 @@ def test_ctrl_c_exits_130_writes_an_interrupted_report_and_leaves_resume_intact(
     events = tmp_path / "events.jsonl"
     cmd = [sys.executable, "-m", "compress.cli", "pipeline", str(path), "--out", str(out),
            "--no-progress", "--log-json", str(events)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    log = (tmp_path / "run.log").open("w")  # a file, not a pipe: nothing blocks on a full pipe
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
 
     def distilled_epochs() -> int:
         if not events.is_file():
@@ -88,7 +88,9 @@ def test_ctrl_c_exits_130_writes_an_interrupted_report_and_leaves_resume_intact(
     while distilled_epochs() < 2 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)  # the loop checkpoints right after each epoch's event
     proc.send_signal(signal.SIGINT)
-    output, _ = proc.communicate(timeout=120)
+    proc.wait(timeout=300)
+    log.close()
+    output = (tmp_path / "run.log").read_text()
     assert proc.returncode == 130, output
     assert output.strip().splitlines()[-1] == "error: interrupted"
     assert "Traceback" not in output

@@ -67,7 +67,8 @@ def run(tmp_path_factory):
 def test_report_measures_teacher_optimum_and_student_side_by_side(run):
     out, report = run
     models = {m["name"]: m for m in report["models"]}
-    assert list(models) == ["teacher", "teacher-optimum-int8", "student-pruned", "student-pruned-int8"]
+    assert list(models) == ["teacher", "teacher-optimum-int8", "student-distilled", "student-pruned",
+                            "student-pruned-int8"]
     teacher = models["teacher"]
     assert teacher["quality"]["cosine_mean"] == pytest.approx(1.0, abs=1e-6)
     assert teacher["quality"]["recall_at_10"] == pytest.approx(1.0)
@@ -87,6 +88,10 @@ def test_report_measures_teacher_optimum_and_student_side_by_side(run):
     prune = next(s for s in report["stages"] if s["kind"] == "prune")["metrics"]
     assert prune["macs"] < 0.85 * prune["macs_before"]
     assert models["student-pruned-int8"]["precision"] == "int8"
+    # the distilled student before pruning, measured in ORT beside it: what pruning bought
+    distilled = models["student-distilled"]
+    assert distilled["macs"] == pytest.approx(prune["macs_before"], rel=0.05)
+    assert student["macs"] < distilled["macs"] and distilled["params"] > student["params"]
     # the extra evaluation set is measured with the same metrics, beside the test split
     assert teacher["eval_sets"]["zen"]["cosine_mean"] == pytest.approx(1.0, abs=1e-6)
     for m in models.values():
