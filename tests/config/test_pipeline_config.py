@@ -66,8 +66,8 @@ def _edit(old: str, new: str) -> str:
 
 BAD = [
     ("unknown key", _edit("seed: 0", "seed: 0\ncolour: red"),
-     "p.yaml:7 colour: unknown key; expected one of: data, device, gates, name, seed, stages, "
-     "student, target, task, teacher, version"),
+     "p.yaml:7 colour: unknown key; expected one of: data, device, gates, name, search, seed, "
+     "stages, student, target, task, teacher, version"),
     ("wrong type", _edit("epochs: 15", "epochs: many"),
      "p.yaml:27 stages[0].distill.epochs: must be an integer (got 'many')"),
     ("out of range", _edit("alpha: 0.7", "alpha: 1.5"),
@@ -132,7 +132,7 @@ SET_CASES = [
     ("version=2", "--set version: must be 1 (got 2)"),
     ("noequals", "--set noequals: expected KEY.PATH=VALUE"),
     ("nosuch.key=1", "--set nosuch.key: no such key nosuch; expected one of: data, device, gates, "
-     "name, seed, stages, student, target, task, teacher, version"),
+     "name, search, seed, stages, student, target, task, teacher, version"),
 ]
 
 

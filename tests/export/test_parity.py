@@ -12,16 +12,16 @@ from compress.tasks.classification import ClassificationTask
 from compress.tasks.embedding import EmbeddingTask
 
 
-def _clusters(n_per: int = 11, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    a = np.array([1.0, 0, 0, 0]) + 0.01 * rng.standard_normal((n_per, 4))
-    b = np.array([0, 0, 1.0, 0]) + 0.01 * rng.standard_normal((n_per, 4))
-    return np.concatenate([a, b])
+def _rows() -> np.ndarray:
+    """22 embeddings near two directions (a real cosine structure, noise 0.01)."""
+    rng = np.random.default_rng(0)
+    centres = np.repeat(np.array([[1.0, 0, 0, 0], [0, 0, 1.0, 0]]), 11, axis=0)
+    return centres + 0.01 * rng.standard_normal(centres.shape)
 
 
 def test_embedding_parity_values_and_message():
     checks = EmbeddingTask().uses.parity
-    ref = _clusters()
+    ref = _rows()
     p = compare(ref, ref + 1e-6, checks, ParityLimits())
     assert p.ok and p.samples == 22 and p.max_abs_diff == pytest.approx(1e-6)
     assert p.top1_agreement is None and p.cosine_min == pytest.approx(1.0)
