@@ -14,6 +14,7 @@ never see half a folder.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -90,6 +91,7 @@ class SharedEngine(Engine):
     def __init__(self, *args, store: StageStore, **kwargs):
         super().__init__(*args, **kwargs)
         self.store = store
+        self.teacher_outputs = store.root.parent / "cache" / "teacher"
         self.final_model: ModelArtifact | None = None
         self.published: dict[str, ModelArtifact] = {}
         self.ran: list[str] = []  # the steps this run executed (not fetched, not resumed)
@@ -109,3 +111,8 @@ class SharedEngine(Engine):
                 self.store.put(step.name, key, folder)
         self.final_model, self.published = out, published
         return out
+
+    def _scope(self, ctx, key: str):
+        """The teacher's cached outputs (keyed by teacher, data and preprocessing) shared by every
+        trial, instead of one copy per trial folder."""
+        return dataclasses.replace(super()._scope(ctx, key), cache_dir=self.teacher_outputs)
