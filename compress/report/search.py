@@ -4,12 +4,11 @@ highlighted) and a table of the Pareto front. Drawn from report.json's ``search`
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import base64
 import math
 from html import escape
+from pathlib import Path
+from typing import Any
 
 from compress.common.files import atomic_write
 

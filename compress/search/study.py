@@ -20,8 +20,14 @@ from compress.config.pipeline import PipelineConfig
 from compress.config.search import Dimension, SearchConfig, encode, is_scalar_choice, override
 from compress.errors import CompressError
 from compress.search.store import StageStore
-from compress.search.trial import (TrialStopped, measure_val, pipeline_raw, probe_raw,
-                                   run_candidate, validated)
+from compress.search.trial import (
+    TrialStopped,
+    measure_val,
+    pipeline_raw,
+    probe_raw,
+    run_candidate,
+    validated,
+)
 
 HEARTBEAT_S, GRACE_S = 5, 20  # a worker silent this long has died: its trial is failed and retried
 UNKNOWN = 1.0e6  # a constraint not measured (a stopped trial): counted as unmet
@@ -33,13 +39,35 @@ def make_storage(url: str):
     import warnings
 
     import optuna
+    import sqlalchemy.exc
     from optuna.storages import RDBStorage
 
+    from compress.errors import InputError
+
     kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna 4-5
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
-                          grace_period=GRACE_S, heartbeat_stale_trial_callback=retry_callback())
+    try:
+        with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna 4-5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(_driver(url), engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
+                              grace_period=GRACE_S, heartbeat_stale_trial_callback=retry_callback())
+    except ImportError as e:
+        raise InputError(f"--storage {url}: no database driver for it ({e.__cause__ or e}); for "
+                         "PostgreSQL: pip install 'compress[postgres]'") from None
+    except sqlalchemy.exc.SQLAlchemyError as e:
+        raise InputError(f"--storage {url}: cannot open the study database "
+                         f"({str(e).splitlines()[0]})") from None
+
+
+def _driver(url: str) -> str:
+    """``postgresql://`` through psycopg2 (the ``postgres`` extra) when psycopg 3 is absent:
+    SQLAlchemy 2.1 picks psycopg 3 for a bare postgresql:// URL."""
+    if not url.startswith("postgresql://"):
+        return url
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return "postgresql+psycopg2://" + url[len("postgresql://"):]
+    return url
 
 
 def retry_callback():
@@ -231,7 +259,6 @@ def _objective_of(search: SearchConfig, p50: float, nbytes: int) -> float:
 def _probe(trial, ctx: SearchContext, cfg, raw: dict, run_dir: Path, t0: float) -> None:
     """Time the untrained candidate; stop the trial when it cannot meet a latency or size
     constraint, or cannot beat the best feasible trial by the objective."""
-    import optuna
 
     c, s = ctx.search.constraints, ctx.search
     best = best_feasible(trial.study) if s.front_slack is not None else None

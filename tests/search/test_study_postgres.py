@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 import optuna
 import pytest
@@ -99,8 +98,10 @@ def test_two_workers_share_one_study_and_a_killed_workers_trial_is_rerun(make_se
                                                                        postgres):
     path = make_search({"space": {"student.kwargs.width": [2, 3, 4, 5]}, "sampler": "grid",
                         "trials": 4, "probe": False, "constraints": {"max_accuracy_drop": 1.0}})
+    # the workers get the plain URL a user types; the test reads through psycopg2 directly
+    reader = postgres.replace("postgresql://", "postgresql+psycopg2://")
     a = _worker(path, tmp_path / "a", postgres, tmp_path / "a.log")
-    running = lambda pid: [t for t in load_trials(postgres).values()  # noqa: E731
+    running = lambda pid: [t for t in load_trials(reader).values()  # noqa: E731
                            if t.state == S.RUNNING and t.user_attrs.get("worker", "").endswith(f":{pid}")]
     wait_for(lambda: running(a.pid), a, tmp_path / "a.log")
     b = _worker(path, tmp_path / "b", postgres, tmp_path / "b.log")
@@ -110,7 +111,7 @@ def test_two_workers_share_one_study_and_a_killed_workers_trial_is_rerun(make_se
     b.wait()
     assert a.wait(timeout=3600) == 0, (tmp_path / "a.log").read_text()
 
-    trials = load_trials(postgres)
+    trials = load_trials(reader)
     complete = [t for t in trials.values() if t.state == S.COMPLETE]
     widths = sorted(t.params["student.kwargs.width"] for t in complete)
     assert widths == [2, 3, 4, 5]  # no grid point twice, none lost
