@@ -193,13 +193,15 @@ def test_manifest_records_the_device_check_per_precision(bundles, models):
     assert np.max(np.abs(a["logits"] - o["logits"])) <= int8["outputs"][0]["max_abs_diff"]
 
 
-def test_latency_and_quality_are_typed(models, tmp_path):
+def test_latency_and_quality_are_typed(bundles, models):
     from compress.bundle.manifest import Latency
+    from compress.bundle.writer import _runtime_section
 
-    m = write_bundle(models["fp32"], tmp_path / "b", make_spec(
-        models, latency=Latency(threads=3, opt_level="extended", ms={"p50": 0.2},
-                                where="here"))).manifest
-    assert m["runtime"]["threads"] == 3 and m["runtime"]["opt_level"] == "extended"
-    assert m["latency"] == {"threads": 3, "opt_level": "extended", "ms": {"p50": 0.2},
-                            "where": "here"}
-    assert set(m["quality"]) == {"metric", "value", "split", "metrics"}
+    spec = make_spec(models, latency=Latency(threads=3, opt_level="extended", ms={"p50": 0.2},
+                                             where="here"))
+    assert _runtime_section(spec) == {"model": "model.onnx", "providers": ["CPUExecutionProvider"],
+                                      "threads": 3, "opt_level": "extended"}
+    m = bundles["fp32"].manifest
+    assert m["latency"] == {"threads": 1, "opt_level": "all", "ms": {"p50": 0.05}, "where": "test"}
+    assert m["runtime"]["threads"] == 1 and set(m["quality"]) == {"metric", "value", "split",
+                                                                   "metrics"}
