@@ -14,7 +14,7 @@ def register(group: click.Group) -> None:
 
 @click.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--target", required=True, metavar="android|ios|edge-x86|edge-arm64",
+@click.option("--target", required=True, metavar="android|ios|edge-x86|edge-arm64|web",
               help="Device class; its profile is compress/bundle/profiles/<target>.yaml.")
 def deploy(run_dir: Path, target: str) -> None:
     """Write RUN_DIR/deploy/<target>/ from RUN_DIR/bundle for one device class."""

@@ -108,6 +108,10 @@ def deploy_target(run_dir: Path, target: str) -> tuple[Path, Manifest]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InputError(f"{run_dir}: no such run directory")
+    if target == "web":  # the browser: its own profile and folder (compress/bundle/web.py)
+        from compress.bundle.web import deploy_web
+
+        return deploy_web(run_dir, run_dir / "bundle", verify_bundle(run_dir / "bundle"))
     profile = load_target(target)
     bundle = run_dir / "bundle"
     manifest = verify_bundle(bundle)
