@@ -74,7 +74,9 @@ def minilm(guest, tmp_path_factory):
 def _assert_passed(by_key, folders):
     for (precision, fmt), r in by_key.items():
         manifest = json.loads((folders[precision, fmt] / "manifest.json").read_text())
-        assert r["model"] == f"model.{fmt}" and r["precision"] == precision
+        # the int8 run's model is "mixed" where the quantize stage kept sensitive layers float
+        assert r["model"] == f"model.{fmt}" and r["precision"] in (
+            (precision,) if precision == "fp32" else ("int8", "mixed"))
         assert r["exit"] == 0 and r["passed"], "\n".join(r["lines"])
         assert r["verified"] == f"verified  {len(manifest['files'])} files against " \
                                 "manifest.json (sha256)"
@@ -93,12 +95,15 @@ def test_demo_cnn_fp32_and_arm64_int8_on_aarch64(guest, demo):
     runs, by_key, _, folders = demo
     assert guest["machine"] == "aarch64"
     _assert_passed(by_key, folders)
+    report = json.loads((runs["int8"] / "report.json").read_text())
+    final = next(m for m in report["models"] if m["name"] == report["final"])
+    assert final["precision"] in ("int8", "mixed")
+    assert '"target": "arm64"' in json.dumps(report)  # quantized with the arm64 preset
     for fmt in ("onnx", "ort"):
         assert _values(by_key["fp32", fmt])["argmax_agreement"] == 1.0
         assert _values(by_key["fp32", fmt])["max_abs_diff"] < 1e-3
-        assert by_key["int8", fmt]["result"]["quality"]["accuracy"] >= 0.8
-    quant = (runs["int8"] / "report.json").read_text()
-    assert '"arm64"' in quant  # the int8 model is the arm64 preset's
+        # on aarch64 int8 kernels, the 64 stored test samples score as the run's test split did
+        assert abs(by_key["int8", fmt]["result"]["quality"]["accuracy"] - final["accuracy"]) <= 0.1
 
 
 def test_minilm_student_fp32_and_int8_on_aarch64(minilm):
