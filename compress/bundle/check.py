@@ -10,7 +10,11 @@ Where the numbers come from (measured, FACTS.md and this module's tests):
   WASM and on aarch64; an int8 digits CNN run by ORT's QLinear kernels and by its reference
   (dequantize, float) path differed by exactly one output quantization step (1/255 of the logit
   spread) with every argmax equal, while on an AVX2-only CPU 2 of 64 argmax differed between the
-  int8 .onnx and .ort.
+  int8 .onnx and .ort. Under qemu (tests' int8 digits CNN, 64 eval samples, the runner's own
+  --eval): AVX2-only kernels (``qemu-x86_64 -cpu Haswell``) gave every argmax equal and a max abs
+  diff of 2.9% of the logit spread (U8S8 saturation without VNNI); aarch64 kernels gave 0. So
+  int8 allows 10% of the spread (over 3x the AVX2 figure) and 3 of 64 argmax.
+- fp32 under the same emulation: 3.8e-6 (1.1e-7 of the spread) on both.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import numpy as np
 from compress.bundle.manifest import Check, Tolerance
 
 FP32_ARGMAX, FP32_ABS = 1.0, 1e-4  # max abs diff as a share of the reference's spread
-INT8_ARGMAX, INT8_ABS = 0.95, 0.05  # ~13 output quantization steps; 3 of 64 argmax may differ
+INT8_ARGMAX, INT8_ABS = 0.95, 0.10  # ~25 output quantization steps; 3 of 64 argmax may differ
 FP32_COS, INT8_COS = (0.9999, 0.999), (0.98, 0.95)  # (mean, min) pooled cosine
 
 

@@ -172,8 +172,8 @@ def test_package_applies_config_and_gate(models, tmp_path):
 
 def test_manifest_records_the_device_check_per_precision(bundles, models):
     """fp32 must match the reference (argmax all equal, 1e-4 of the logit spread); int8 gets
-    the room int8 kernels need across runtimes (0.95 argmax, 5% of the spread: ORT's QLinear
-    kernels and its float reference path differed by one output step, 1/255 of the spread)."""
+    the room int8 kernels need across runtimes (0.95 argmax, 10% of the spread: AVX2-only
+    kernels under qemu differed from VNNI by 2.9% of the spread, aarch64's by 0)."""
     with np.load(bundles["fp32"].path / "eval.npz") as z:
         spread = float(z["expected__logits"].max() - z["expected__logits"].min())
     fp32 = bundles["fp32"].manifest["check"]
@@ -185,7 +185,7 @@ def test_manifest_records_the_device_check_per_precision(bundles, models):
     assert int8["precision"] == "int8" and int8["outputs"][0]["argmax_agreement"] == 0.95
     with np.load(bundles["int8"].path / "eval.npz") as z:
         spread8 = float(z["expected__logits"].max() - z["expected__logits"].min())
-    assert int8["outputs"][0]["max_abs_diff"] == pytest.approx(0.05 * spread8)
+    assert int8["outputs"][0]["max_abs_diff"] == pytest.approx(0.10 * spread8)
     # the writer held model.ort to that check; here too it holds for the int8 .ort
     x = {"input": models["x"]}
     a, o = run_model(bundles["int8"].path / "model.onnx", x), run_model(
