@@ -3,7 +3,6 @@ the typed measurement of a model that gates and the report read."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -11,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from torch import nn
 
-from compress.common.files import atomic_write, sha256_file, write_json
+from compress.common.files import atomic_write, load_json, sha256_file, write_json
 from compress.stage_reports import StageReport
 
 
@@ -55,14 +54,18 @@ def save_torch(art: ModelArtifact, folder: Path) -> ModelArtifact:
 
 def load_torch(folder: Path, in_channels: int | None, num_classes: int | None) -> ModelArtifact:
     """Rebuild a saved torch artifact from its spec and load its weights (no pickle involved)."""
+    from compress.errors import InputError
     from compress.models.build import build_model, load_checkpoint_
 
-    info = json.loads((folder / "model.json").read_text())
+    info = load_json(folder / "model.json", "a saved model's model.json (written by save_torch)")
+    missing = [k for k in ("name", "spec", "sha256", "precision", "meta") if k not in info]
+    if missing:
+        raise InputError(f"{folder / 'model.json'}: missing key(s) {', '.join(missing)}")
     model = build_model(info["spec"], in_channels, num_classes, where=str(folder / "model.json"))
     load_checkpoint_(model, folder / "model.safetensors", where=str(folder / "model.safetensors"))
     return ModelArtifact(
         info["name"], "torch", model.eval(), info["spec"], folder / "model.safetensors",
-        info["sha256"], info.get("precision", "fp32"), info.get("meta", {}),
+        info["sha256"], info["precision"], info["meta"],
     )
 
 

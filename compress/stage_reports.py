@@ -181,7 +181,7 @@ class PruneReport(StageReport):
     metric_keys: ClassVar[dict[str, str]] = {"val_before": "val_{metric}_before", "val": "val_{metric}"}
     metric_stored: ClassVar[bool] = True
 
-    target: dict[str, float]  # the budget as configured: {"ratio": 0.25} or {"macs": 0.5}
+    target: dict[str, int | float]  # the budget as configured: {"ratio": 0.25} or {"macs": 0.5}
     ratio: float
     params_before: int
     params: int

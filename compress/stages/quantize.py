@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from compress.artifacts import ModelArtifact, StageResult
 from compress.common.files import atomic_write
 from compress.config.stages import QATConfig, QuantizeConfig, TargetConfig
@@ -24,14 +22,13 @@ from compress.config.train import SoftTargets
 from compress.errors import ConfigError, GateError
 from compress.export.torch_onnx import export_onnx, strip_debug_metadata_
 from compress.quant import qat as qatq
+from compress.quant.judge import Job, Judge, Trial
 from compress.quant.ptq import (
     FUSED_OPS,
-    TARGETS,
-    Target,
+    Int8Preset,
+    choose_preset,
     count_ops,
-    detect_target,
     fused_ops,
-    mean_cosine,
     modules_of,
     preprocess,
     quantize_dynamic_onnx,
@@ -45,7 +42,6 @@ from compress.stage_reports import (
     Int8Side,
     QatTraining,
     QuantizeReport,
-    QuantTrial,
     SensitiveTensor,
 )
 from compress.stages.base import Stage, StageContext
@@ -54,26 +50,6 @@ from compress.train.loop import KD, FitData, FitPlan, TrainConfig, fit_
 if TYPE_CHECKING:
     from compress.data.sources import DataBundle
     from compress.tasks.base import Task
-
-
-@dataclass
-class Job:
-    """One quantization: what to measure with and where the files go."""
-
-    cfg: QuantizeConfig
-    task: Task
-    data: DataBundle
-    target: TargetConfig
-    out: Path  # trial files and model.int8.onnx
-    seed: int = 0
-    where: str = "quantize"  # YAML path, for messages
-
-    @property
-    def scheme(self) -> tuple[str, str, Target]:
-        """The int8 preset for the target CPU: (name, evidence, preset)."""
-        isa = self.target.isa
-        name, evidence = detect_target() if isa == "auto" else (isa, "configured")
-        return name, evidence, TARGETS[name]
 
 
 @dataclass
@@ -104,29 +80,6 @@ def quantize(onnx_path: Path, cfg: QuantizeConfig, task: Task, data: DataBundle,
     return _quantize(Path(onnx_path), Job(cfg, task, data, target, out, seed, where))
 
 
-# -- judging a candidate against its fp32 input -------------------------------------------------
-
-
-@dataclass
-class Trial:
-    path: Path
-    excluded: list[str]
-    accuracy: float | None
-    agreement: float
-    cosine: float
-    fp32_p50: float
-    p50: float
-
-    @property
-    def speedup(self) -> float:
-        return self.fp32_p50 / self.p50
-
-    def record(self) -> QuantTrial:
-        return QuantTrial(float_layers=self.excluded, accuracy=self.accuracy, top1_agreement=self.agreement,
-                          cosine=round(self.cosine, 5), p50_ms=round(self.p50, 5),
-                          fp32_p50_ms=round(self.fp32_p50, 5), speedup=round(self.speedup, 3))
-
-
 @dataclass
 class Found:
     """What one mode tried: its best candidate, every trial, and the sensitivity ranking used."""
@@ -135,77 +88,6 @@ class Found:
     best: Trial
     trials: list[Trial]
     ranking: list[dict] = field(default_factory=list)
-
-
-class Judge:
-    """Measures candidates against the fp32 model on the validation split (the fallback chooses
-    on it): ORT accuracy for classifiers, top-1 agreement, output cosine, and p50 latency
-    interleaved with fp32."""
-
-    def __init__(self, fp32: Path, job: Job):
-        from compress.common.ort import make_session, timing_feed
-        from compress.tasks.base import ort_arrays
-
-        self.fp32, self.job, self.cfg, self.level = fp32, job, job.cfg, job.target.opt_level
-        sess = make_session(fp32, 1, "basic")
-        self.feeds, self.y = ort_arrays(job.task, job.data.val, sess)
-        if {i.name for i in sess.get_inputs()} != set(self.feeds):
-            # a model the data does not fit (an ONNX file brought as is): judge on seeded inputs
-            from compress.bench.latency import random_feeds
-
-            rows = [random_feeds(sess, seed=i) for i in range(8)]
-            self.feeds = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
-            self.y = np.full(len(next(iter(self.feeds.values()))), -1)
-        self.labeled = job.task.uses.labels and bool((self.y >= 0).any())
-        self.ref = self._outputs(fp32)
-        self.fp32_accuracy = self._accuracy(self.ref)
-        self.timing_feed = timing_feed(sess, self.feeds)
-
-    def _outputs(self, path: Path) -> np.ndarray:
-        from compress.common.ort import make_session, run_batched
-
-        return run_batched(make_session(path, 1, self.level), self.feeds)[0]
-
-    def _accuracy(self, out: np.ndarray) -> float | None:
-        return self.job.task.quality(out, self.y)["accuracy"] if self.labeled else None
-
-    def trial(self, path: Path, excluded: list[str]) -> Trial:
-        out = self._outputs(path)
-        agree = float((out.argmax(-1) == self.ref.argmax(-1)).mean())
-        fp32_p50, p50 = self.time(path)
-        return Trial(path, list(excluded), self._accuracy(out), agree, mean_cosine(self.ref, out),
-                     fp32_p50, p50)
-
-    def time(self, path: Path) -> tuple[float, float]:
-        """p50 (ms) of the fp32 model and of ``path``, timed interleaved in one run."""
-        from compress.bench.latency import measure_interleaved
-
-        b = self.job.target
-        fp32_m, m = measure_interleaved([self.fp32, path], [self.timing_feed] * 2, b.threads, self.level,
-                                        b.runs, b.warmup)
-        return fp32_m.stats.p50, m.stats.p50
-
-    def drop(self, t: Trial) -> float:
-        """ORT top-1 accuracy lost vs fp32, as a fraction (0 for models without labels)."""
-        return self.fp32_accuracy - t.accuracy if self.labeled else 0.0
-
-    def accurate(self, t: Trial) -> bool:
-        if self.labeled:
-            return self.drop(t) <= self.cfg.max_accuracy_drop + 1e-9
-        return t.cosine >= self.cfg.min_cosine
-
-    def shortfall(self, t: Trial) -> str:
-        """The measured quality of ``t`` against the limit it missed."""
-        if self.labeled:
-            return f"best drop {self.drop(t) * 100:.2f} points, limit {self.cfg.max_accuracy_drop * 100:g} points"
-        return f"best mean cosine {t.cosine:.4f}, min_cosine {self.cfg.min_cosine:g}"
-
-    def better(self, a: Trial, b: Trial | None) -> bool:
-        """Best so far: the most accurate, then the fastest."""
-        if b is None:
-            return True
-        qa, qb = (a.accuracy, b.accuracy) if self.labeled else (a.cosine, b.cosine)
-        return (qa, -a.p50) > (qb, -b.p50)
 
 
 # -- the work -----------------------------------------------------------------------------------
@@ -317,13 +199,14 @@ def _verdict(judge: Judge, best: Trial, job: Job) -> tuple[str, str, float | Non
         return "fp32", f"no int8 model met the accuracy limit ({judge.shortfall(best)}; if_not_met: keep_fp32)", None
     if machine != scheme.arch:  # speed is only judged on the CPU the target describes
         return "int8", f"latency measured on {platform.machine()}, not on the {name} target: verify there", None
-    timing = f"p50 {best.p50:.4f} ms vs fp32 {best.fp32_p50:.4f} ms, {best.speedup:.2f}x"
+    row = best.record()  # the figures as the report stores them
+    timing = f"p50 {row.p50_ms:.4f} ms vs fp32 {row.fp32_p50_ms:.4f} ms, {row.speedup:.2f}x"
     if best.speedup >= min_speedup:
         return "int8", f"int8 is faster: {timing} (min_speedup {min_speedup:g})", None
     floor = _call_floor_ms(judge)
     return "fp32", (f"int8 is not faster: {timing} (min_speedup {min_speedup:g}); ORT's per-call "
                     f"time on an Identity graph with the same input is {floor:.4f} ms, "
-                    f"{floor / best.fp32_p50:.0%} of fp32's p50"), floor
+                    f"{floor / row.fp32_p50_ms:.0%} of fp32's p50"), floor
 
 
 def _call_floor_ms(judge: Judge) -> float:
@@ -391,7 +274,7 @@ class QuantizeStage(Stage):
 
     def key_extra(self, target) -> dict:
         # isa: auto resolves from this CPU's flags, so a run dir moved to another CPU re-runs
-        return {"isa": detect_target()[0] if target.isa == "auto" else target.isa}
+        return {"isa": choose_preset(target.isa).name}
 
     def run(self, model: ModelArtifact, ctx: StageContext) -> StageResult:
         cfg: QuantizeConfig = self.cfg
@@ -410,13 +293,13 @@ class QuantizeStage(Stage):
         return StageResult(int8_art if outcome.keep_int8 else fp32_art, outcome.report, publish=publish)
 
 
-def _qat(q: QATConfig, model: ModelArtifact, ctx: StageContext, target: Target) -> tuple[Path, Path, QatTraining]:
+def _qat(q: QATConfig, model: ModelArtifact, ctx: StageContext, target: Int8Preset) -> tuple[Path, Path, QatTraining]:
     """Fake-quant training in PyTorch, then the fp32 and the converted int8 model as ONNX."""
     example = ctx.task.example(ctx.data.test, q.batch_size_onnx)
     fp32_path = export_onnx(model.module, example, ctx.stage_dir / "model.fp32.onnx", q.opset,
                             output_names=ctx.task.output_names)
     scheme = qatq.QATScheme("int8" if target.activation == "QInt8" else "uint8",
-                            7 if target.reduce_range else 8)
+                            target.int8_weight_bits)
     if len(example) != 1:
         raise ConfigError(f"{ctx.where}.mode: qat handles models with one input "
                           f"(this one has {', '.join(example)}); use mode: dynamic or static")
