@@ -53,7 +53,7 @@ def _on_aarch64(guest, runs, extra=()):
                for p, f in keys]
     results = arm64_check.check_bundles(guest, [*folders, *extra])
     # what ran, for the record (numbers only: nothing here is timed)
-    log = folders[0].parents[1] / "arm64-results.json"
+    log = folders[0].parents[1] / f"arm64-{folders[0].parent.name}.json"
     log.write_text(json.dumps({"guest": guest, "results": results}, indent=1) + "\n")
     return dict(zip(keys, results, strict=False)), results[len(keys):], dict(zip(keys, folders,
                                                                                   strict=True))
