@@ -5,6 +5,7 @@ validation split (the fallback chooses on it)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,7 @@ class Job:
     seed: int = 0
     where: str = "quantize"  # YAML path, for messages
 
-    @property
+    @cached_property
     def scheme(self) -> tuple[str, str, Int8Preset]:
         """The int8 preset for the target CPU: (name, why it was picked, preset)."""
         choice = choose_preset(self.target.isa)
