@@ -26,7 +26,7 @@ async function fetchOk(url, kind) {
 
 /** Load the web bundle at `base` (a folder URL ending in "/"). */
 export async function loadBundle(base, { wasmPaths, threads, model } = {}) {
-  base = new URL(base, document.baseURI ?? location.href).href;
+  base = new URL(base, globalThis.document?.baseURI ?? globalThis.location?.href).href;
   const manifest = await (await fetchOk(base + "manifest.json", "manifest")).json();
   const pre = await (await fetchOk(base + "preprocess.json", "preprocessing")).json();
   const web = manifest.target?.profile ?? {};
@@ -242,7 +242,7 @@ export function preprocessImage(img, pre) {
 
 /** eval.json + eval.bin -> {name: {data: TypedArray, dims}} (inputs, expected__*, labels). */
 export async function loadEval(base, file = "eval.json") {
-  base = new URL(base, document.baseURI ?? location.href).href;
+  base = new URL(base, globalThis.document?.baseURI ?? globalThis.location?.href).href;
   const index = await (await fetchOk(base + file, "eval index")).json();
   const buf = await (await fetchOk(base + index.data, "eval data")).arrayBuffer();
   const arrays = {};
