@@ -298,13 +298,43 @@ def rank_sensitive_nodes(float_path: Path, qdq_path: Path, calib: np.ndarray) ->
               for v in (*graph.value_info, *graph.input, *graph.output)}
     errors = {k: channel_sqnr(v["pre_qdq"], v["post_qdq"], shapes.get(k))
               for k, v in dbg.create_activation_matching(acts).items()}
-    errors.update(dbg.compute_weight_error(dbg.create_weight_matching(str(float_path), str(qdq_path))))
+    errors.update(dbg.compute_weight_error(weight_matching(float_path, qdq_path)))
     ranked = []
     for tensor, db in sorted(errors.items(), key=lambda t: t[1]):
         nodes = _nodes_holding(graph, tensor)
         if nodes:
             ranked.append({"tensor": tensor, "sqnr_db": round(float(db), 2), "nodes": nodes})
     return ranked
+
+
+def weight_matching(float_path: Path, qdq_path: Path) -> dict[str, dict[str, np.ndarray]]:
+    """Each quantized weight's float original and dequantized copy (the form of ORT's
+    ``qdq_loss_debug.create_weight_matching``), dequantized in int32: ORT's subtracts a uint8 zero
+    point in uint8, which wraps, so it scored healthy U8U8 weights at -12 dB (U8S8 ones: 44 dB)."""
+    import onnx
+    from onnx import numpy_helper
+    from onnxruntime.quantization.quant_utils import TENSOR_NAME_QUANT_SUFFIX as SUFFIX
+
+    floats = {i.name: i for i in onnx.load(str(float_path)).graph.initializer}
+    graph = onnx.load(str(qdq_path)).graph
+    inits = {i.name: i for i in graph.initializer}
+    out = {}
+    for node in graph.node:
+        w = node.input[0]
+        name = w.removesuffix(SUFFIX)
+        if node.op_type != "DequantizeLinear" or w not in inits or name == w or name not in floats:
+            continue
+        q = numpy_helper.to_array(inits[w]).astype(np.int64)
+        scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
+        zp = (numpy_helper.to_array(inits[node.input[2]]).astype(np.int64) if len(node.input) > 2
+              else np.zeros(scale.shape, np.int64))
+        if scale.size > 1:  # per-channel: broadcast along the DQ's axis (ONNX default 1)
+            shape = [1] * q.ndim
+            shape[next((a.i for a in node.attribute if a.name == "axis"), 1)] = -1
+            scale, zp = scale.reshape(shape), zp.reshape(shape)
+        out[name] = {"float": numpy_helper.to_array(floats[name]),
+                     "dequantized": ((q - zp) * scale).astype(np.float32)}
+    return out
 
 
 def _nodes_holding(graph, tensor: str) -> list[str]:

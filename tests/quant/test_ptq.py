@@ -219,3 +219,19 @@ def test_avx2_preset_keeps_accuracy_on_avx2_kernels(resnet_int8, tmp_path):
     p = resnet_int8["paths"]
     logits = haswell.run_models({k: (v, "all") for k, v in p.items()}, resnet_int8["x"], tmp_path)
     _assert_keeps_accuracy(_quality(logits, resnet_int8["y"]))
+
+
+def test_weight_errors_are_right_for_uint8_weights(conv_int8):
+    """ORT's create_weight_matching wraps uint8 zero points (healthy U8U8 weights scored below
+    0 dB, and the fallback's ranking then kept healthy layers in float); ours agrees with it on
+    int8 weights and scores the uint8 ones as well as the int8 ones."""
+    from onnxruntime.quantization import qdq_loss_debug as dbg
+
+    from compress.quant.ptq import weight_matching
+
+    fp32 = conv_int8["root"] / "conv.onnx"
+    ours = {n: dbg.compute_weight_error(weight_matching(fp32, p)) for n, p in conv_int8["models"].items()}
+    theirs = dbg.compute_weight_error(dbg.create_weight_matching(str(fp32), str(conv_int8["models"]["x86-vnni"])))
+    assert list(ours["x86-vnni"]) == list(theirs) == ["w"]
+    assert ours["x86-vnni"]["w"] == pytest.approx(theirs["w"], abs=0.01)
+    assert ours["x86-avx2"]["w"] > 40 and ours["x86-vnni"]["w"] > 40
