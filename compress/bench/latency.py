@@ -169,11 +169,17 @@ def measure_interleaved(
     warmup: int = 20,
     block: int = 10,
     clock: str = "auto",
+    max_block: int = 500,
 ) -> list[Measurement]:
     """Measure several models in interleaved blocks (A B C A B C ...) so drift hits all alike.
 
     ``clock="auto"`` times the calling thread's CPU time at one thread (a busy machine preempts
     the thread without changing it) and wall time otherwise; ``Measurement.clock`` says which.
+    Blocks last about as long for every model: the slowest runs ``block`` calls per block, a
+    model k times faster about k times as many (at most ``max_block``). Each model gets at least
+    ``runs`` samples. Equal blocks of calls made a small model's block short beside a big one's,
+    so a good share of its calls ran on caches the big model had just evicted: its p50 flipped
+    between the warm and the cold cost from run to run on a loaded machine.
     """
     clock = pick_clock(clock, threads)
     sessions, created = [], []
@@ -182,14 +188,16 @@ def measure_interleaved(
         sessions.append(make_session(p, threads, opt_level))
         created.append((time.perf_counter() - t0) * 1000)
     feeds = list(feeds) if feeds is not None else [random_feeds(s) for s in sessions]
-    for s, f in zip(sessions, feeds, strict=True):
-        time_runs(s, f, 0, warmup)
+    per_call = [float(np.median(time_runs(s, f, max(warmup, 1), clock=clock)))
+                for s, f in zip(sessions, feeds, strict=True)]
+    speed = [max(1.0, max(per_call) / max(c, 1e-6)) for c in per_call]  # 1 for the slowest
     samples: list[list[float]] = [[] for _ in paths]
     done = 0
-    while done < runs:
+    while done < runs:  # the slowest model gets exactly ``runs`` samples, the others more
         n = min(block, runs - done)
         for i, (s, f) in enumerate(zip(sessions, feeds, strict=True)):
-            samples[i].extend(time_runs(s, f, n, clock=clock).tolist())
+            calls = max(n, min(max_block, round(n * speed[i])))
+            samples[i].extend(time_runs(s, f, calls, clock=clock).tolist())
         done += n
     return [
         Measurement(str(p), threads, opt_level, summarize(ms), c, Path(p).stat().st_size, ms, clock)

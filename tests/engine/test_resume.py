@@ -70,23 +70,18 @@ def test_ctrl_c_exits_130_writes_an_interrupted_report_and_leaves_resume_intact(
     from compress.engine.run import INTERRUPTED
 
     cfg = tiny_config()
-    cfg["stages"][0]["distill"]["epochs"] = 8  # long enough to be interrupted mid-stage
+    cfg["teacher"]["train"]["epochs"] = 1
+    cfg["stages"][0]["distill"]["epochs"] = 3  # interrupted after its first epoch's checkpoint
     path, out = write_config(tmp_path, cfg), tmp_path / "run"
-    events = tmp_path / "events.jsonl"
     cmd = [sys.executable, "-m", "compress.cli", "pipeline", str(path), "--out", str(out),
-           "--no-progress", "--log-json", str(events)]
+           "--no-progress"]
     log = (tmp_path / "run.log").open("w")  # a file, not a pipe: nothing blocks on a full pipe
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True)
 
-    def distilled_epochs() -> int:
-        if not events.is_file():
-            return 0
-        rows = [json.loads(x) for x in events.read_text().splitlines() if x.strip()]
-        return sum(1 for r in rows if r.get("event") == "epoch" and r.get("loop") == "distill")
-
-    deadline = time.monotonic() + 300
-    while distilled_epochs() < 2 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)  # the loop checkpoints right after each epoch's event
+    deadline = time.monotonic() + 1800  # a busy machine trains the teacher slowly
+    while not list(out.glob(".work/*/ckpt-distill.pt")) and proc.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)  # interrupted once the distillation has checkpointed its first epoch
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=300)
     log.close()
