@@ -2,27 +2,27 @@
 DevTools protocol, served from 127.0.0.1): the page runs the manifest's device check on the eval
 set with onnxruntime-web (WASM, 1 thread) and the bundle's preprocessing on raw inputs (PNG files
 through the image rule, sentences through @huggingface/tokenizers), for the demo CNN and the
-MiniLM student. Needs `make setup-web`."""
+MiniLM student (slow tier; needs `make setup-web`); and, in the default tier, the eval arrays
+the page reads and the refusal without the npm packages."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 
+import numpy as np
 import pytest
 from _util import ROOT
 from click.testing import CliRunner
 
 from .device_runs import demo_runs, minilm_runs
 
-pytestmark = pytest.mark.slow
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import web_check  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def _web_setup():
     from compress.bundle.web import load_profile, vendor_files
 
@@ -60,7 +60,8 @@ def _assert_check(result, manifest, precision):
     assert result["crossOriginIsolated"] is False  # served plainly: 1 WASM thread
 
 
-def test_demo_cnn_in_chromium(tmp_path_factory):
+@pytest.mark.slow
+def test_demo_cnn_in_chromium(_web_setup, tmp_path_factory):
     runs = demo_runs(tmp_path_factory)
     for precision in ("fp32", "int8"):
         web, manifest, r = _page(runs[precision], calls=50)
@@ -80,7 +81,8 @@ def test_demo_cnn_in_chromium(tmp_path_factory):
         assert cdp["calls"] == 50 and 0 < cdp["thread_cpu_per_call"] <= cdp["wall_per_call"] * 1.5
 
 
-def test_minilm_student_in_chromium(tmp_path_factory):
+@pytest.mark.slow
+def test_minilm_student_in_chromium(_web_setup, tmp_path_factory):
     runs = minilm_runs(tmp_path_factory)
     for precision in ("fp32", "int8"):
         web, manifest, r = _page(runs[precision])
@@ -92,12 +94,31 @@ def test_minilm_student_in_chromium(tmp_path_factory):
         assert pre["cosine_min_to_reference"] >= (0.9999 if precision == "fp32" else 0.95)
 
 
-def test_web_deploy_without_the_npm_packages_says_how_to_get_them(tmp_path_factory, tmp_path):
-    run = demo_runs(tmp_path_factory)["fp32"]
-    env = {"COMPRESS_WEB_NODE_MODULES": str(tmp_path / "none"), "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run([sys.executable, "-m", "compress.cli", "deploy", str(run), "--target",
-                           "web"], capture_output=True, text=True, env=env, cwd=ROOT)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
+def test_eval_bin_holds_eval_npz_byte_for_byte(bundles, tmp_path):
+    from compress.bundle.web import write_eval
+
+    bundle = bundles["int8"].path
+    arrays = write_eval(bundle, bundles["int8"].manifest, tmp_path)
+    index = json.loads((tmp_path / "eval.json").read_text())
+    raw = (tmp_path / "eval.bin").read_bytes()
+    with np.load(bundle / "eval.npz") as z:
+        assert set(index["arrays"]) == set(z.files) == set(arrays)
+        for name in z.files:
+            a = index["arrays"][name]
+            back = np.frombuffer(raw[a["offset"]:a["offset"] + a["bytes"]],
+                                 dtype=np.dtype(a["dtype"]).newbyteorder("<")).reshape(a["shape"])
+            assert np.array_equal(back, z[name]) and back.dtype == z[name].dtype
+    assert index["samples"] == bundles["int8"].manifest["eval"]["samples"]
+
+
+def test_web_deploy_without_the_npm_packages_says_how_to_get_them(bundles, tmp_path, monkeypatch):
+    from compress.cli import cli
+
+    run = bundles["fp32"].path.parent
+    monkeypatch.setenv("COMPRESS_WEB_NODE_MODULES", str(tmp_path / "none"))
+    res = CliRunner().invoke(cli, ["deploy", str(run), "--target", "web"])
+    assert res.exit_code == 2
+    assert res.output.strip().splitlines() == [
         f"error: {tmp_path / 'none' / 'onnxruntime-web'}: npm package onnxruntime-web 1.30.0 is "
         "needed (not installed); run `make setup-web` (or set COMPRESS_WEB_NODE_MODULES)"]
+    assert not (run / "deploy" / "web").exists()
