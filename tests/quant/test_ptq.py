@@ -212,6 +212,7 @@ def test_avx2_preset_keeps_accuracy_of_a_real_model(resnet_int8):
     _assert_keeps_accuracy(_quality(logits, resnet_int8["y"]))
 
 
+@pytest.mark.slow  # ~20 s of emulation (115 s wall on a loaded 2-core box)
 @needs_qemu
 def test_avx2_preset_keeps_accuracy_on_avx2_kernels(resnet_int8, tmp_path):
     """The same models run under qemu -cpu Haswell: the figures the stage measures on an
