@@ -202,7 +202,8 @@ def _verdict(judge: Judge, best: Trial, job: Job) -> tuple[str, str, float | Non
     row = best.record()  # the figures as the report stores them
     timing = f"p50 {row.p50_ms:.4f} ms vs fp32 {row.fp32_p50_ms:.4f} ms, {row.speedup:.2f}x"
     if best.speedup >= min_speedup:
-        return "int8", f"int8 is faster: {timing} (min_speedup {min_speedup:g})", None
+        verdict = "int8 is faster" if row.speedup > 1 else "int8 is not faster but meets min_speedup"
+        return "int8", f"{verdict}: {timing} (min_speedup {min_speedup:g})", None
     floor = _call_floor_ms(judge)
     return "fp32", (f"int8 is not faster: {timing} (min_speedup {min_speedup:g}); ORT's per-call "
                     f"time on an Identity graph with the same input is {floor:.4f} ms, "

@@ -85,9 +85,10 @@ def test_static_int8_keeps_accuracy_and_fuses_every_conv(tmp_path, data, fp32):
     from compress.report.render import quantize_table
 
     assert "| int8 | int8 |" in quantize_table(r.report) and m["split"] == "val"
-    assert r.metrics["reason"] == (f"int8 is faster: p50 {r.report.int8.p50_ms:.4f} ms vs fp32 "
-                                   f"{r.report.int8.fp32_p50_ms:.4f} ms, {r.report.int8.speedup:.2f}x "
-                                   "(min_speedup 0.01)")
+    int8 = r.report.int8  # min_speedup 0.01 keeps it whether or not this CPU runs it faster
+    verdict = "int8 is faster" if int8.speedup > 1 else "int8 is not faster but meets min_speedup"
+    assert r.metrics["reason"] == (f"{verdict}: p50 {int8.p50_ms:.4f} ms vs fp32 {int8.fp32_p50_ms:.4f} ms, "
+                                   f"{int8.speedup:.2f}x (min_speedup 0.01)")
 
 
 def test_auto_mode_measures_static_and_dynamic_and_keeps_the_faster(tmp_path, data, fp32):
