@@ -236,8 +236,8 @@ def test_the_distilled_student_is_measured_in_ort_beside_the_pruned_one(tiny_run
     assert "[04-benchmark] exporting student-distilled to measure it in ORT" in result.output
     report = json.loads((out / "report.json").read_text())
     models = {m["name"]: m for m in report["models"]}
-    assert list(models) == ["teacher", "student-distilled", "student"]
-    distilled, pruned = models["student-distilled"], models["student"]
+    assert list(models) == ["teacher", "student-distilled", "student-pruned"]
+    distilled, pruned = models["student-distilled"], models["student-pruned"]
     assert distilled["path"] == "04-benchmark/models/student-distilled.onnx"
     assert (out / distilled["path"]).is_file() and distilled["stage"] == "01-distill"
     # the same distillation as the tiny run (same teacher, seed and config): the same student
