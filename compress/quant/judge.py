@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from compress.config.stages import QuantizeConfig, TargetConfig
+from compress.errors import InputError
 from compress.quant.ptq import Int8Preset, choose_preset, mean_cosine
 from compress.stage_reports import QuantTrial
 
@@ -71,13 +72,13 @@ class Judge:
         self.fp32, self.job, self.cfg, self.level = fp32, job, job.cfg, job.target.opt_level
         sess = make_session(fp32, 1, "basic")
         self.feeds, self.y = ort_arrays(job.task, job.data.val, sess)
-        if {i.name for i in sess.get_inputs()} != set(self.feeds):
-            # a model the data does not fit (an ONNX file brought as is): judge on seeded inputs
-            from compress.bench.latency import random_feeds
-
-            rows = [random_feeds(sess, seed=i) for i in range(8)]
-            self.feeds = {k: np.concatenate([r[k] for r in rows]) for k in rows[0]}
-            self.y = np.full(len(next(iter(self.feeds.values()))), -1)
+        wants = sorted(i.name for i in sess.get_inputs())
+        if wants != sorted(self.feeds):
+            # never judge (or calibrate) on made-up inputs: a number measured on noise misleads
+            raise InputError(
+                f"quantize: {fp32.name} takes inputs {', '.join(wants)} but the {job.task.name} "
+                f"task's data gives {', '.join(sorted(self.feeds))}; map them with teacher.inputs "
+                f"(e.g. teacher: {{onnx: FILE, inputs: {{{sorted(self.feeds)[0]}: {wants[0]}}}}})")
         self.labeled = job.task.uses.labels and bool((self.y >= 0).any())
         self.ref = self._outputs(fp32)
         self.fp32_accuracy = self._accuracy(self.ref)

@@ -140,8 +140,6 @@ def _search(judge: Judge, fp32: Path, job: Job, mode: str, prefix: str = "") -> 
     cfg = job.cfg
     calib = ort_arrays(job.task, job.data.calibration(cfg.calibration_samples, seed=job.seed),
                        make_session(fp32, 1, "basic"))[0]
-    if set(calib) != set(judge.feeds):  # a model the data does not fit: its seeded inputs
-        calib = judge.feeds
     src = preprocess(fp32, job.out / f"trial-{prefix}pre.onnx")
     scheme = job.scheme[2]
 

@@ -90,7 +90,9 @@ def test_report_measures_teacher_optimum_and_student_side_by_side(run):
     assert models["student-pruned-int8"]["precision"] == "int8"
     # the distilled student before pruning, measured in ORT beside it: what pruning bought
     distilled = models["student-distilled"]
-    assert distilled["macs"] == pytest.approx(prune["macs_before"], rel=0.05)
+    # the models' MACs are counted at one sequence length (128) for every model of the report,
+    # prune's at its example's length: compare within the report only
+    assert distilled["macs"] > 1.15 * student["macs"]
     assert student["macs"] < distilled["macs"] and distilled["params"] > student["params"]
     # the extra evaluation set is measured with the same metrics, beside the test split
     assert teacher["eval_sets"]["zen"]["cosine_mean"] == pytest.approx(1.0, abs=1e-6)
