@@ -41,9 +41,9 @@ def main() -> None:
         for name, (net, size) in nets.items():
             net.eval()
             x = torch.randn(1, net.stem[0].in_channels, size, size)
-            tp_ms, summary = _best_of(lambda: model_summary(net, x))
+            tp_ms, summary = _best_of(lambda net=net, x=x: model_summary(net, x))
 
-            def onnx_way():
+            def onnx_way(net=net, x=x):
                 path = export_onnx(net, {"input": x}, Path(tmp) / "step.onnx", exporter="torchscript")
                 return onnx_macs(path).total
 

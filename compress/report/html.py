@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from compress.report import plots
-from compress.report.search import search_section
 from compress.report.assemble import read_stage
 from compress.report.formats import fmt_ms, fmt_num, fmt_quality, human, is_percent, num
+from compress.report.search import search_section
 from compress.stage_reports import PruneReport, QuantizeReport, ReadinessReport, StageReport, Unread
 
 CSS = """
