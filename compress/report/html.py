@@ -13,7 +13,15 @@ from typing import Any
 
 from compress.report import plots
 from compress.report.assemble import read_stage
-from compress.report.formats import fmt_ms, fmt_num, fmt_quality, human, is_percent, num
+from compress.report.formats import (
+    final_label,
+    fmt_ms,
+    fmt_num,
+    fmt_quality,
+    human,
+    is_percent,
+    num,
+)
 from compress.report.search import search_section
 from compress.stage_reports import PruneReport, QuantizeReport, ReadinessReport, StageReport, Unread
 
@@ -310,12 +318,15 @@ def header_section(report: dict) -> str:
     status = str(report.get("status", "done"))
     errors = [f"{s.get('dir', s.get('name', '?'))}: {s['error']}"
               for s in report.get("stages") or [] if s.get("error")]
+    failure = report.get("failure") or {}
+    if failure.get("message") and failure.get("reason") != "error":  # a gate or an interrupt
+        errors.insert(0, f"{failure['reason']}: {failure['message']}")
     box = "".join(f'<div class="error">{e(x)}</div>' for x in errors)
     if status == "failed" and not errors:
         box = '<div class="error">The run failed before any stage reported an error.</div>'
     return (f"<h1>compress run: {e(report.get('pipeline', '?'))}</h1>"
             f'<p>Status: <span class="status-{e(status)}">{e(status)}</span> &middot; '
-            f"final model: <b>{e(report.get('final') or '-')}</b> &middot; "
+            f"final model: <b>{e(final_label(report))}</b> &middot; "
             f"device: {e(report.get('device', '?'))}</p>" + box
             + (f'<p class="note">Models shown come from the {e(report["models_from"])}.</p>'
                if report.get("models_from") else ""))

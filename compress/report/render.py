@@ -7,7 +7,7 @@ from pathlib import Path
 
 from compress.common.files import write_json, write_text
 from compress.report.assemble import read_stage
-from compress.report.formats import human
+from compress.report.formats import final_label, human
 from compress.stage_reports import (
     DistillReport,
     ParityReport,
@@ -91,8 +91,10 @@ def quantize_table(m: QuantizeReport) -> str:
 
 def render_markdown(report: dict) -> str:
     lines = [f"# compress run: {report['pipeline']}", ""]
-    lines += [f"Status: **{report.get('status', 'done')}**. Device: {report['device']}. "
-              f"Final model: **{report.get('final')}**.", ""]
+    failure = report.get("failure") or {}
+    why = f" ({failure['reason']}: {failure['message']})" if failure.get("message") else ""
+    lines += [f"Status: **{report.get('status', 'done')}**{why}. Device: {report['device']}. "
+              f"Final model: **{final_label(report)}**.", ""]
     if report["models"]:
         m0 = report["models"][0]
         lines += [f"## Models (ONNX Runtime CPU, {m0.get('threads')} thread(s), batch as exported; "

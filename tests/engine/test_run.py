@@ -108,6 +108,9 @@ def test_failed_stage_is_named_and_keeps_earlier_outputs(tiny_run):
     report = json.loads((out / "report.json").read_text())
     assert report["status"] == "failed"
     assert report["stages"][-1]["status"] == "failed" and report["stages"][-1]["kind"] == "export"
+    md = (out / "report.md").read_text()
+    assert "Status: **failed** (error: stage 02-export: ONNX parity failed on " in md
+    assert "**None**" not in md
     assert not list(out.glob(".*.tmp"))
 
 
@@ -141,7 +144,15 @@ def test_gates_fail_with_exit_3(tiny_run):
         ("min_accuracy", True), ("latency_p50_ms_max", False)]
     # the report says the run failed, and why
     assert report["status"] == "failed"
-    assert report["failure"] == {"reason": "gate", "message": _error(result).removeprefix("error: ")}
+    message = _error(result).removeprefix("error: ")
+    assert report["failure"] == {"reason": "gate", "message": message}
+    # report.md and report.html say it too, with the gate's message (they said "Status: done")
+    md = (out / "report.md").read_text()
+    assert f"Status: **failed** (gate: {message}). " in md
+    assert f"Final model: **{report['final']}**." in md
+    html = (out / "report.html").read_text()
+    assert '<span class="status-failed">failed</span>' in html
+    assert f'<div class="error">gate: {message}</div>' in html
 
 
 def test_corrupt_checkpoint_exits_2(tmp_path):
