@@ -30,6 +30,11 @@ def load_run(path: Path) -> dict:
     if not isinstance(models, list) or not all(isinstance(m, dict) and "name" in m for m in models):
         raise InputError(f"{file}: expected a JSON object with a 'models' list of objects "
                          "that each have a 'name'")
+    if report.get("status") == "failed" and not report.get("final"):
+        failure = report.get("failure") or {}
+        why = f" ({failure.get('reason')}: {failure.get('message')})" if failure.get("message") else ""
+        raise InputError(f"{file}: the run failed{why} before it had a final model; "
+                         "there is nothing to compare")
     return report
 
 

@@ -69,21 +69,23 @@ def trajectory_table(rows: list[PruneStep]) -> str:
 def quantize_table(m: QuantizeReport) -> str:
     """A quantize stage's fp32-vs-int8 comparison and fallback trials (validation split)."""
     fp32, int8 = m.fp32, m.int8
+    # argmax agreement means nothing for an embedding; its cosine column says it
+    agree = "-" if int8.accuracy is None else f"{int8.top1_agreement * 100:.1f}%"
     lines = [
         "| model | precision | size | ORT accuracy (val) | top-1 agreement | cosine | p50 ms | speedup |",
         "|---|---|---|---|---|---|---|---|",
         f"| fp32 | fp32 | {fp32.bytes / 1e3:.1f} kB | {_pct(fp32.accuracy)} | 100% | 1 | {fp32.p50_ms:.4f} | 1.00x |",
         f"| int8 | {int8.precision} | {int8.bytes / 1e3:.1f} kB | {_pct(int8.accuracy)} "
-        f"| {int8.top1_agreement * 100:.1f}% | {int8.cosine:.4f} | {int8.p50_ms:.4f} | {int8.speedup:.2f}x |",
+        f"| {agree} | {int8.cosine:.4f} | {int8.p50_ms:.4f} | {int8.speedup:.2f}x |",
         "",
         f"Mode **{m.mode}**, target **{m.scheme}** ({m.scheme_evidence}: {m.scheme_why}); "
         "fused ops in ORT: " + (", ".join(f"{k} {v}" for k, v in m.fused_ops.items()) or "none")
-        + f" ({m.conv_count} Conv in fp32). Float layers: "
+        + f" (the fp32 model has {m.conv_count} Conv nodes). Layers kept in float: "
         + (", ".join(m.float_modules or m.float_layers) or "none")
         + f". Kept: **{m.kept}** ({m.reason}).",
     ]
     if len(m.trials) > 1:  # the fallback's steps: what each float layer bought and cost
-        lines += ["", "| float nodes | ORT accuracy | p50 ms | fp32 p50 ms | speedup |", "|---|---|---|---|---|"]
+        lines += ["", "| layers kept in float | ORT accuracy | p50 ms | fp32 p50 ms | speedup |", "|---|---|---|---|---|"]
         lines += [f"| {', '.join(t.float_layers) or 'none'} | {_pct(t.accuracy)} | {t.p50_ms:.4f} "
                   f"| {t.fp32_p50_ms:.4f} | {t.speedup:.2f}x |" for t in m.trials]
     return "\n".join(lines)

@@ -111,6 +111,18 @@ def test_missing_final_is_not_compared(tmp_path):
     assert res["final"]["checked"] is False and "regressed" not in res["final"]
 
 
+def test_a_run_that_failed_before_a_final_model_is_refused(tmp_path, runs):
+    a, _ = runs
+    report = build_report(tmp_path / "f", samples=False)
+    report.update(final=None, status="failed",
+                  failure={"reason": "error", "message": "stage 02-export: ONNX parity failed"})
+    failed = save_run(tmp_path / "f", report)
+    code, out, err = run_cli(a, failed)
+    assert (code, out) == (2, "")  # it printed 'final None' and exited 0
+    assert err == (f"error: {failed / 'report.json'}: the run failed (error: stage 02-export: ONNX "
+                   "parity failed) before it had a final model; there is nothing to compare\n")
+
+
 def test_missing_run_dir(tmp_path, runs):
     a, _ = runs
     code, out, err = run_cli(a, tmp_path / "nope", "--fail-on-regression")

@@ -136,7 +136,11 @@ def test_fallback_keeps_the_outlier_layer_in_float(tmp_path, data, outlier):
     assert len(m["trials"]) == 2 and m["trials"][1]["fp32_p50_ms"] > 0
     from compress.report.render import quantize_table
 
-    assert "| float nodes | ORT accuracy | p50 ms | fp32 p50 ms | speedup |" in quantize_table(r.report)
+    table = quantize_table(r.report)
+    assert "| layers kept in float | ORT accuracy | p50 ms | fp32 p50 ms | speedup |" in table
+    # one name for float layers (the torch modules), and the Conv count says what it counts
+    assert "Layers kept in float: stages.1.0.conv1, stages.1.0.conv2." in table
+    assert f"(the fp32 model has {m['conv_count']} Conv nodes)" in table
     assert r.report.kept == "int8" and r.report.kept_trial() == 1
 
 
