@@ -336,7 +336,7 @@ def render_html(report: dict, run_dir: Path) -> str:
     """The page as a string; plots are written under ``run_dir/plots`` on the way."""
     plot_dir = Path(run_dir) / "plots"
     models = report.get("models") or []
-    pareto = plots.pareto_plot(models, plot_dir / "pareto.png")
+    pareto = plots.pareto_plot(models, plot_dir / "pareto.png", report.get("final"))
     latency = plots.latency_plot(models, Path(run_dir), plot_dir / "latency.png")
     body = [header_section(report), models_section(report)]
     if pareto is not None:

@@ -83,8 +83,9 @@ def pareto_front(points: list[tuple[float, float]], higher_is_better: bool = Tru
     return front
 
 
-def pareto_plot(models: list[dict], path: Path) -> Path | None:
-    """Quality (y) against p50 latency (x, log scale); marker area by file size; front drawn."""
+def pareto_plot(models: list[dict], path: Path, final: str | None = None) -> Path | None:
+    """Quality (y) against p50 latency (x, log scale); marker area by file size; front drawn;
+    the run's final model ringed and labelled."""
     pts = [(m, p) for m in models if (p := model_point(m)) is not None]
     if not pts:
         return None
@@ -98,6 +99,10 @@ def pareto_plot(models: list[dict], path: Path) -> Path | None:
         ax.scatter([x], [y], s=area, color=COLORS[k % len(COLORS)], alpha=0.75,
                    edgecolors="black", linewidths=0.6, zorder=3)
         name = str(m.get("name", "?"))
+        if final is not None and name == final:
+            ax.scatter([x], [y], s=area * 2.2, facecolors="none", edgecolors="#c62828",
+                       linewidths=2.0, zorder=4, label=f"final: {name}")
+            name = f"{name}, final"
         labels.append((f"{name} ({_size_text(b)})" if b else name, x, y, math.sqrt(area) / 2))
     front = pareto_front([p for _, p in pts], higher)
     fx, fy = [pts[i][1][0] for i in front], [pts[i][1][1] for i in front]
