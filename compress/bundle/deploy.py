@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -103,7 +102,7 @@ def deploy_target(run_dir: Path, target: str) -> tuple[Path, Manifest]:
 
     The folder is itself a bundle (the runner takes it). Returns ``(folder, its manifest)``.
     """
-    from compress.bundle.writer import _swap_in
+    from compress.bundle.writer import staged_folder
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -116,18 +115,12 @@ def deploy_target(run_dir: Path, target: str) -> tuple[Path, Manifest]:
     bundle = run_dir / "bundle"
     manifest = verify_bundle(bundle)
     out = run_dir / "deploy" / target
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target}.", suffix=".tmp", dir=out.parent))
-    try:
+    with staged_folder(out) as tmp:
         for name in manifest.files:
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(bundle / name, tmp / name)
         manifest = _recut(tmp, manifest, profile, target)
         write_json(tmp / "manifest.json", manifest.dump())
-        _swap_in(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out, manifest
 
 

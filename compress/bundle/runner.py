@@ -10,8 +10,10 @@ Every file is checked against the manifest's sha256 before use, and every key it
 there (no defaults). A refusal prints one line starting with ``error:`` and exits 2; a device
 check outside the manifest's tolerance prints by how much and exits 3.
 
-The image rule below is a deliberate standalone copy of compress/data/images.py (this file
-imports nothing from compress); the rule itself is documented in compress/config/preprocess.py.
+This file imports nothing from compress, so a few helpers are deliberate standalone copies
+(``duplicates`` lists them): the image rule of compress/data/images.py (documented in
+compress/config/preprocess.py), the hashing of compress/common/files.py and the session options
+of compress/common/ort.py.
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -195,16 +194,14 @@ def deploy_web(run_dir: Path, bundle: Path, verified) -> tuple[Path, Any]:
     """Write ``RUN_DIR/deploy/web/`` from the bundle ``verified`` (its hashes checked, a
     ``Manifest``); returns ``(folder, the folder's Manifest)``."""
     from compress.bundle.manifest import Manifest
-    from compress.bundle.writer import _swap_in
+    from compress.bundle.writer import staged_folder
     from compress.common.files import sha256_file, write_json
 
     manifest = verified.dump()
     profile = load_profile()
     vendor = vendor_files(profile)
     out = Path(run_dir) / "deploy" / "web"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".web.", suffix=".tmp", dir=out.parent))
-    try:
+    with staged_folder(out) as tmp:
         model = _model_file(bundle, manifest, profile.model_format)
         pre = json.loads((bundle / "preprocess.json").read_text(encoding="utf-8"))
         keep = {model, "preprocess.json", manifest["eval"]["file"], *pre.get("tokenizer_files", [])}
@@ -225,10 +222,6 @@ def deploy_web(run_dir: Path, bundle: Path, verified) -> tuple[Path, Any]:
                              for p in sorted(tmp.rglob("*")) if p.is_file()}
         typed = Manifest.model_validate(manifest)
         write_json(tmp / "manifest.json", typed.dump())
-        _swap_in(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out, typed
 
 

@@ -13,6 +13,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -312,15 +314,9 @@ def write_bundle(model_path: Path, out_dir: Path, spec: BundleSpec) -> BundleRes
     if _uses_external_data(model_path):
         raise InputError(f"{model_path}: keeps its weights in external data files; a bundle "
                          "ships one self-contained model (export with external_data=False)")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with staged_folder(out_dir) as tmp:
         manifest = _build(model_path, tmp, spec)
         write_json(tmp / "manifest.json", manifest)
-        _swap_in(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return BundleResult(out_dir, manifest)
 
 
@@ -333,6 +329,20 @@ def _uses_external_data(model_path: Path) -> bool:
     except (DecodeError, ValueError, RuntimeError) as e:
         raise InputError(f"{model_path}: not an ONNX model ({str(e).splitlines()[0]})") from e
     return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+
+
+@contextmanager
+def staged_folder(out_dir: Path) -> Iterator[Path]:
+    """A temporary folder beside ``out_dir`` that replaces it when the block succeeds and is
+    removed when it fails, so a failed write never leaves half a folder or loses the old one."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        yield tmp
+        _swap_in(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _swap_in(tmp: Path, out_dir: Path) -> None:

@@ -158,15 +158,23 @@ class SentenceEmbedder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 return_hidden: bool = False, return_attentions: bool = False):
-        extra = return_hidden or return_attentions
-        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
-                           output_hidden_states=extra, output_attentions=return_attentions,
-                           return_dict=True)
+        out, extra = encode(self.encoder, input_ids, attention_mask, return_hidden,
+                            return_attentions)
         emb = mean_pool_normalize(out.last_hidden_state, attention_mask)
         if not extra:
             return emb
         return EmbedderOutput(emb, tuple(out.hidden_states),
                               tuple(out.attentions) if return_attentions else None)
+
+
+def encode(encoder: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+           return_hidden: bool, return_attentions: bool):
+    """The encoder's output, with hidden states (and attentions) only when a loss reads them;
+    also whether they were asked for."""
+    extra = return_hidden or return_attentions
+    out = encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=extra,
+                  output_attentions=return_attentions, return_dict=True)
+    return out, extra
 
 
 @dataclass
@@ -195,10 +203,8 @@ class SequenceClassifier(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 return_hidden: bool = False, return_attentions: bool = False):
-        extra = return_hidden or return_attentions
-        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
-                           output_hidden_states=extra, output_attentions=return_attentions,
-                           return_dict=True)
+        out, extra = encode(self.encoder, input_ids, attention_mask, return_hidden,
+                            return_attentions)
         mask = attention_mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
         pooled = (out.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
         logits = self.classifier(self.dropout(pooled))
