@@ -93,6 +93,11 @@ class Judge:
         return self.job.task.quality(out, self.y)["accuracy"] if self.labeled else None
 
     def trial(self, path: Path, excluded: list[str]) -> Trial:
+        from compress.common.console import current
+
+        # a brought ONNX teacher's trials take minutes: one line each, as the other stages print
+        current().info(f"[quantize] judging {path.name} ({len(excluded)} layer(s) kept in float) "
+                       f"on {len(self.y)} validation samples")
         out = self._outputs(path)
         agree = float((out.argmax(-1) == self.ref.argmax(-1)).mean())
         fp32_p50, p50 = self.time(path)

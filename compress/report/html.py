@@ -267,10 +267,13 @@ def quantize_section(report: dict) -> str:
         name = str(s.get("dir") or s.get("name", "quantize"))
         kept = typed.kept_trial()
         rows = [t.as_dict() for t in typed.trials]
+        # argmax agreement means nothing for a model without labels (an embedding): cosine says it
+        columns = TRIAL_COLUMNS if typed.int8.accuracy is not None else [
+            c for c in TRIAL_COLUMNS if c[0] not in ("accuracy", "top1_agreement")]
         note = (f"kept: {typed.kept}" + (f" ({_cell(typed.int8.float_layers)} in float)" if kept is not None
                                           else " (the input model)") + f" - {typed.reason}")
         parts.append(f"<h3>{e(name)}</h3>"
-                     + simple_table(rows, TRIAL_COLUMNS, lambda i, _r, k=kept: "kept" if i == k else "",
+                     + simple_table(rows, columns, lambda i, _r, k=kept: "kept" if i == k else "",
                                     "trials")
                      + f'<p class="note">{e(note)}</p>')
     return "<h2>Quantization trials</h2>" + "".join(parts) if parts else ""
