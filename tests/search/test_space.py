@@ -82,3 +82,18 @@ def test_search_command_refuses_a_pipeline_without_search(tmp_path):
     assert res.exit_code == 2
     assert res.output == (f"error: {path}: no 'search:' section; expected search.space, objective "
                           "and constraints\n")
+
+
+@pytest.mark.parametrize(("storage", "expected"), [
+    ("study.db", "error: --storage study.db: expected a database URL such as "
+                 "postgresql://user:password@host/db or sqlite:///path/study.db\n"),
+    ("nosuchdb://host/db", "error: --storage nosuchdb://host/db: cannot open the study database "
+                           "(Can't load plugin: sqlalchemy.dialects:nosuchdb)\n"),
+])
+def test_a_bad_storage_url_exits_2_and_writes_nothing(tmp_path, storage, expected):
+    path = _write(tmp_path, SEARCH)
+    out = tmp_path / "run"
+    res = CliRunner().invoke(cli, ["search", str(path), "--out", str(out), "--storage", storage])
+    assert res.exit_code == 2
+    assert res.output == expected
+    assert not (out / "search").exists() or not any((out / "search").iterdir())
