@@ -17,7 +17,6 @@ from compress.data.sources import DataConfig, load_data
 from compress.errors import ConfigError, GateError, InputError
 from compress.export.torch_onnx import export_onnx
 from compress.quant.ptq import (
-    INT8_PRESETS,
     detect_preset,
     mean_cosine,
     quantize_dynamic_onnx,
@@ -250,7 +249,7 @@ def test_dynamic_bert_per_channel_keeps_cosine(tmp_path, data):
                             "{onnx: FILE, inputs: {input: input_ids}})")
 
     # the plain function, on real-length inputs the stage did not see
-    dst = quantize_dynamic_onnx(src, tmp_path / "direct.onnx", INT8_PRESETS["x86-vnni"], [])
+    dst = quantize_dynamic_onnx(src, tmp_path / "direct.onnx", detect_preset().preset, [])
     integer = sum(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul")
                   for n in onnx.load(str(dst)).graph.node)
     assert integer == const_matmuls == 13  # every weight matmul is int8; Q.K and attn.V stay float
