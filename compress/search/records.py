@@ -93,8 +93,7 @@ def trial_line(study, t, total: int) -> str:
             "" if r["feasible"] else "  (misses a constraint)")
     elif r["stopped"]:
         at = r["stopped"]
-        what = ("stopped untrained: " if at["at"] == "probe" else
-                f"stopped at epoch {at['epoch']}: ") + at["reason"]
+        what = ("stopped untrained: " if at["at"] == "probe" else "") + at["reason"]
     else:
         what = f"failed: {r['error'] or 'see its run folder'}"
     best = best_feasible(study)

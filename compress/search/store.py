@@ -30,7 +30,7 @@ from compress.engine.run import Engine, Step
 SHARED_KINDS = ("teacher", "distill", "prune", "export", "quantize")
 
 
-def _link_or_copy(src: str, dst: str) -> None:
+def link_or_copy(src: str, dst: str) -> None:
     try:
         os.link(src, dst)
     except OSError:  # another file system, or links not allowed: a copy holds the same bytes
@@ -59,7 +59,7 @@ class StageStore:
         if not (src / "stage.json").is_file():
             return False
         tmp = folder.with_name(f".{folder.name}.fetch-{uuid.uuid4().hex[:8]}")
-        shutil.copytree(src, tmp, copy_function=_link_or_copy)
+        shutil.copytree(src, tmp, copy_function=link_or_copy)
         old = folder.with_name(f".{folder.name}.replaced-{uuid.uuid4().hex[:8]}")
         if folder.exists():
             folder.rename(old)
@@ -76,7 +76,7 @@ class StageStore:
             return
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".tmp-{uuid.uuid4().hex}"
-        shutil.copytree(folder, tmp, copy_function=_link_or_copy)
+        shutil.copytree(folder, tmp, copy_function=link_or_copy)
         try:
             tmp.rename(dst)
         except OSError:  # another worker published the same step first

@@ -19,7 +19,7 @@ from typing import Any
 from compress.config.pipeline import PipelineConfig
 from compress.config.search import Dimension, SearchConfig, encode, is_scalar_choice, override
 from compress.errors import CompressError
-from compress.search.store import StageStore
+from compress.search.store import StageStore, link_or_copy
 from compress.search.trial import (
     TrialStopped,
     measure_val,
@@ -165,7 +165,7 @@ def constraint_values(search: SearchConfig, quality: float | None, teacher_val: 
 def make_pruner(warmup: int, enabled: bool):
     """Optuna's pruner interface over ``cannot_reach``: stop a trial at a distill epoch (after
     ``warmup``) when its best validation quality so far, plus the largest gain any finished trial
-    made after that same epoch, stays below the bar."""
+    of the same schedule made after that same epoch, stays below the bar."""
     import optuna
 
     class ReachPruner(optuna.pruners.BasePruner):
@@ -174,14 +174,25 @@ def make_pruner(warmup: int, enabled: bool):
             if not enabled or step is None:
                 return False
             best = max(v for s, v in trial.intermediate_values.items() if s <= step)
-            return cannot_reach(study, step, best, warmup) is not None
+            return cannot_reach(study, step, best, warmup, trial.user_attrs.get("schedule")) is not None
 
     return ReachPruner()
 
 
-def cannot_reach(study, step: int, best_now: float, warmup: int) -> float | None:
+def schedule_of(cfg: PipelineConfig) -> int | None:
+    """The distill stage's epoch count: trials compare learning curves only within one schedule
+    (a 30-epoch learning-rate schedule is not as far along at epoch 5 as a 15-epoch one)."""
+    for kind, stage in cfg.stage_list():
+        if kind == "distill":
+            return int(stage.epochs)
+    return None
+
+
+def cannot_reach(study, step: int, best_now: float, warmup: int,
+                 schedule: int | None = None) -> float | None:
     """The quality the trial would have needed by ``step`` when it cannot reach the bar, else
-    None. Values are in the 'higher is better' direction (as the trials report them)."""
+    None. Only finished trials of the same ``schedule`` (distill epochs) count as evidence.
+    Values are in the 'higher is better' direction (as the trials report them)."""
     import optuna
 
     need = study.user_attrs.get("needed_quality")
@@ -190,7 +201,7 @@ def cannot_reach(study, step: int, best_now: float, warmup: int) -> float | None
     gains = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         iv = t.intermediate_values
-        if step in iv:
+        if step in iv and t.user_attrs.get("schedule") == schedule:
             gains.append(max(iv.values()) - max(v for s, v in iv.items() if s <= step))
     if not gains or best_now + max(gains) >= need:
         return None
@@ -242,6 +253,7 @@ def objective(trial, ctx: SearchContext) -> float:
     try:
         raw = pipeline_raw(ctx.raw, overrides)
         cfg = validated(raw, f"trial {trial.number} ({', '.join(overrides)})")
+        trial.set_user_attr("schedule", schedule_of(cfg))
         _probe(trial, ctx, cfg, raw, run_dir, t0)
         return _train_and_measure(trial, ctx, cfg, raw, run_dir, t0)
     except optuna.TrialPruned:
@@ -258,7 +270,9 @@ def _objective_of(search: SearchConfig, p50: float, nbytes: int) -> float:
 
 def _probe(trial, ctx: SearchContext, cfg, raw: dict, run_dir: Path, t0: float) -> None:
     """Time the untrained candidate; stop the trial when it cannot meet a latency or size
-    constraint, or cannot beat the best feasible trial by the objective."""
+    constraint, or cannot beat the best feasible trial by the objective. Against the best
+    feasible trial, latency is compared as a ratio timed side by side in one session (absolute
+    p50s of tiny models timed minutes apart differ by tens of percent on a shared CPU)."""
 
     c, s = ctx.search.constraints, ctx.search
     best = best_feasible(trial.study) if s.front_slack is not None else None
@@ -266,15 +280,25 @@ def _probe(trial, ctx: SearchContext, cfg, raw: dict, run_dir: Path, t0: float) 
         return
     praw = probe_raw(raw)
     out = run_candidate(validated(praw, "probe"), praw, run_dir / "probe", ctx.store, ctx.device)
-    found = measure_val(out, run_dir / "probe", out.students, max_samples=1)
-    p50, nbytes = min(m.p50 for m in found), min(m.bytes for m in found)
-    trial.set_user_attr("probe", {"p50_ms": round(p50, 5), "bytes": nbytes,
-                                  "seconds": round(time.perf_counter() - t0, 2)})
+    rival = _rival(trial.study, ctx, best, run_dir / "probe") if best is not None else None
+    found = measure_val(out, run_dir / "probe", out.students + ([rival] if rival else []),
+                        max_samples=1)
+    mine = [m for m in found if rival is None or m.name != rival.name]
+    p50, nbytes = min(m.p50 for m in mine), min(m.bytes for m in mine)
+    rival_p50 = next((m.p50 for m in found if rival is not None and m.name == rival.name), None)
+    record = {"p50_ms": round(p50, 5), "bytes": nbytes, "seconds": round(time.perf_counter() - t0, 2)}
+    if rival_p50 is not None:
+        record.update(rival=best[0], rival_p50_ms=round(rival_p50, 5), ratio=round(p50 / rival_p50, 4))
+    trial.set_user_attr("probe", record)
     reason = None
     if c.max_latency_ms is not None and p50 > c.max_latency_ms:
         reason = f"untrained p50 {p50:.4f} ms > max_latency_ms {c.max_latency_ms}"
     elif c.max_bytes is not None and nbytes > c.max_bytes:
         reason = f"untrained size {nbytes} B > max_bytes {c.max_bytes}"
+    elif best is not None and s.objective == "latency" and rival_p50 is not None:
+        if p50 > rival_p50 * (1 + s.front_slack):
+            reason = (f"untrained p50 {p50:.4f} ms is {p50 / rival_p50:.2f}x best feasible trial "
+                      f"{best[0]}'s {rival_p50:.4f} ms timed beside it (> {1 + s.front_slack:g}x)")
     elif best is not None and _objective_of(s, p50, nbytes) > best[1] * (1 + s.front_slack):
         what = "p50" if s.objective == "latency" else "size"
         reason = (f"untrained {what} {_objective_of(s, p50, nbytes):.5g} > best feasible trial "
@@ -282,6 +306,23 @@ def _probe(trial, ctx: SearchContext, cfg, raw: dict, run_dir: Path, t0: float) 
     if reason is not None:
         _stopped(trial, {"at": "probe", "reason": reason}, constraint_values(
             s, None, None, p50, nbytes, ctx.higher), t0)
+
+
+def _rival(study, ctx: SearchContext, best: tuple[int, float], folder: Path):
+    """The best feasible trial's final ONNX model, linked into ``folder`` to be timed beside the
+    candidate; None when its file is gone (another machine's trial)."""
+    from compress.artifacts import ModelArtifact
+
+    t = next(t for t in study.get_trials(deepcopy=False) if t.number == best[0])
+    rel = (t.user_attrs.get("result") or {}).get("final_path")
+    src = ctx.search_dir / rel if rel else None
+    if src is None or not src.is_file():
+        return None
+    dst = folder / "rival" / src.name
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.unlink(missing_ok=True)  # a resumed trial's earlier probe
+    link_or_copy(str(src), str(dst))
+    return ModelArtifact.from_onnx(f"trial-{best[0]}", dst, precision=t.user_attrs["result"]["precision"])
 
 
 def _stopped(trial, stopped: dict, constraints: dict[str, float], t0: float) -> None:
@@ -302,7 +343,8 @@ def _train_and_measure(trial, ctx: SearchContext, cfg, raw: dict, run_dir: Path,
         trial.report(sign * score, epoch)
         best.append(max([sign * score, *best]))
         if trial.should_prune():
-            need = cannot_reach(trial.study, epoch, best[-1], ctx.search.warmup_epochs)
+            need = cannot_reach(trial.study, epoch, best[-1], ctx.search.warmup_epochs,
+                                schedule_of(cfg))
             if need is not None:
                 raise TrialStopped(epoch, sign * best[-1], sign * need)
 
@@ -324,7 +366,7 @@ def _train_and_measure(trial, ctx: SearchContext, cfg, raw: dict, run_dir: Path,
         "p50_ms": round(final.p50, 5), "teacher_p50_ms": round(teacher.p50, 5),
         "speedup_vs_teacher": final.speedup_vs_teacher, "bytes": final.bytes,
         "params": final.params, "macs": final.macs, "precision": final.precision,
-        "final": final.name, "feasible": all(v <= 0 for v in cons.values()), "clock": getattr(final, "clock", None),
+        "final": final.name, "final_path": f"{run_dir.name}/{final.path}", "feasible": all(v <= 0 for v in cons.values()), "clock": getattr(final, "clock", None),
         "ran": out.engine.ran})
     trial.set_user_attr("seconds", round(time.perf_counter() - t0, 2))
     return _objective_of(ctx.search, final.p50, final.bytes)

@@ -19,13 +19,14 @@ SEARCH = SearchConfig.model_validate({
 TEACHER = 0.99
 
 
-def _trial(width: int, quality: float, p50: float, nbytes: int, curve: list[float] | None = None):
+def _trial(width: int, quality: float, p50: float, nbytes: int, curve: list[float] | None = None,
+           schedule: int | None = None):
     cons = constraint_values(SEARCH, quality, TEACHER, p50, nbytes, higher=True)
     return create_trial(
         state=TrialState.COMPLETE, value=p50, params={"student.kwargs.width": width},
         distributions={"student.kwargs.width": CategoricalDistribution([2, 4, 6, 8])},
         intermediate_values=dict(enumerate(curve or [], start=1)),
-        user_attrs={"constraints": cons, "result": {
+        user_attrs={"constraints": cons, "schedule": schedule, "result": {
             "val_quality": quality, "p50_ms": p50, "bytes": nbytes,
             "feasible": all(v <= 0 for v in cons.values())}})
 
@@ -75,14 +76,17 @@ def test_size_objective_picks_the_smallest_feasible():
     assert choose(records, "size") == 1
 
 
-def test_the_early_stop_bar_comes_from_finished_curves():
+def test_the_early_stop_bar_comes_from_finished_curves_of_the_same_schedule():
     need = needed_quality(SEARCH, TEACHER, higher=True)
     assert need == pytest.approx(0.98)
-    # a finished trial gained 0.10 after epoch 3 (0.88 -> 0.98) and 0.02 after epoch 6
-    study = _study(_trial(4, 0.985, 0.02, 20_000, curve=[0.5, 0.8, 0.88, 0.93, 0.95, 0.96, 0.98]))
+    # a finished 7-epoch trial gained 0.10 after epoch 3 (0.88 -> 0.98) and 0.02 after epoch 6
+    study = _study(_trial(4, 0.985, 0.02, 20_000, curve=[0.5, 0.8, 0.88, 0.93, 0.95, 0.96, 0.98],
+                          schedule=7))
     study.set_user_attr("needed_quality", need)
-    assert cannot_reach(study, 2, 0.10, warmup=3) is None        # before the warm-up: never
-    assert cannot_reach(study, 3, 0.87, warmup=3) is not None    # 0.87 + 0.10 < 0.98
-    assert cannot_reach(study, 3, 0.89, warmup=3) is None        # 0.89 + 0.10 >= 0.98
-    assert cannot_reach(study, 6, 0.95, warmup=3) == pytest.approx(0.96)  # 0.98 - 0.02
-    assert cannot_reach(study, 9, 0.10, warmup=3) is None        # no finished curve that long
+    assert cannot_reach(study, 2, 0.10, 3, schedule=7) is None         # before the warm-up: never
+    assert cannot_reach(study, 3, 0.87, 3, schedule=7) is not None     # 0.87 + 0.10 < 0.98
+    assert cannot_reach(study, 3, 0.89, 3, schedule=7) is None         # 0.89 + 0.10 >= 0.98
+    assert cannot_reach(study, 6, 0.95, 3, schedule=7) == pytest.approx(0.96)  # 0.98 - 0.02
+    assert cannot_reach(study, 9, 0.10, 3, schedule=7) is None         # no finished curve that long
+    # a 30-epoch schedule is not judged by a 7-epoch trial's curve, however far behind it is
+    assert cannot_reach(study, 3, 0.10, 3, schedule=30) is None

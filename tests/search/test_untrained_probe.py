@@ -74,3 +74,29 @@ def test_a_candidate_over_max_bytes_is_never_trained_and_the_other_is_chosen(mak
     assert ran == ["03-benchmark"]
     html = (out / "report.html").read_text()
     assert 'id="search-front"' in html and "search trials" in html
+
+
+def test_a_candidate_slower_than_the_best_feasible_trial_side_by_side_is_never_trained(
+        make_search, tmp_path):
+    # width 2 is trained first and meets the (lax) bar; width 32 has ~250x its MACs, so timed
+    # beside it in one session it is far more than 1.5x slower on any CPU
+    # (Optuna's grid sampler visits [2, 32] in that order with seed 1)
+    path = make_search({"space": {"student.kwargs.width": [2, 32]}, "sampler": "grid", "trials": 2,
+                        "seed": 1, "constraints": {"max_accuracy_drop": 1.0}, "front_slack": 0.5})
+    out = tmp_path / "run"
+    res = _search(path, out)
+    assert res.exit_code == 0, res.output
+    by_width = {t.params["student.kwargs.width"]: t for t in _trials(out).values()}
+    small, big = by_width[2], by_width[32]
+    assert (small.number, big.number) == (0, 1)
+    assert small.state == optuna.trial.TrialState.COMPLETE and small.user_attrs["probe"] is None
+    assert big.state == optuna.trial.TrialState.PRUNED
+    probe = big.user_attrs["probe"]
+    assert probe["rival"] == small.number and probe["ratio"] > 1.5
+    assert probe["ratio"] == pytest.approx(probe["p50_ms"] / probe["rival_p50_ms"], rel=1e-3)
+    assert big.user_attrs["stopped"]["reason"].startswith(
+        f"untrained p50 {probe['p50_ms']:.4f} ms is {probe['ratio']:.2f}x best feasible trial "
+        f"{small.number}'s {probe['rival_p50_ms']:.4f} ms timed beside it (> 1.5x)")
+    folder = out / "search" / f"trial-{big.number:04d}"
+    assert not (folder / "01-distill").exists()
+    assert (folder / "probe" / "rival" / "model.onnx").is_file()
