@@ -101,10 +101,13 @@ def _params(t: dict) -> str:
 def _row(t: dict, metric: str, chosen: Any) -> str:
     cls = ' class="chosen" style="font-weight:bold;background:#fde8e8"' if t["number"] == chosen else ""
     speed = t.get("speedup_vs_teacher")
+    fr = t.get("final_round") or {}
     return (f"<tr{cls}><td>{t['number']}</td><td class=\"l\">{e(_params(t))}</td>"
             f"<td>{e(_q(metric, t.get('val_quality')))}</td><td>{e(_g(t.get('p50_ms'), 4))}</td>"
             f"<td>{e(_g(t.get('bytes'), 6))} B</td>"
             f"<td>{'-' if speed is None else e(_g(speed, 3)) + 'x'}</td>"
+            f"<td>{e(_g(fr.get('p50_ms'), 4))}</td>"
+            f"<td>{'-' if fr.get('speedup_vs_teacher') is None else e(_g(fr['speedup_vs_teacher'], 3)) + 'x'}</td>"
             f"<td>{'yes' if t.get('feasible') else 'no'}</td><td>{e(_g(t.get('seconds'), 3))}</td></tr>")
 
 
@@ -124,10 +127,12 @@ def search_section(report: dict, plot_dir: Path) -> str:
             f"meet a latency or size bound or beat the best feasible trial), "
             f"{n.get('stopped_early', 0)} stopped early at distill epochs "
             f"{e(', '.join(str(x) for x in n.get('stopped_at_epochs', [])) or '-')}, "
-            f"{n.get('failed', 0)} failed. Chosen: trial {e(s.get('chosen'))}, measured on the "
-            "test split above.</p>")
+            f"{n.get('failed', 0)} failed. The feasible trials' final models were timed again "
+            "together beside the teacher (final round); the choice reads that round. Chosen: "
+            f"trial {e(s.get('chosen'))}, measured on the test split above.</p>")
     head = ("<tr><th>trial</th><th>params</th><th>val quality</th><th>p50 ms</th><th>size</th>"
-            "<th>speedup (val run)</th><th>feasible</th><th>seconds</th></tr>")
+            "<th>speedup (val run)</th><th>p50 ms, final round</th><th>speedup, final round</th>"
+            "<th>feasible</th><th>seconds</th></tr>")
     by_number = {t["number"]: t for t in s.get("trials", [])}
     rows = "".join(_row(by_number[k], metric, s.get("chosen")) for k in s.get("pareto", [])
                    if k in by_number)

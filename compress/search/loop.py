@@ -49,7 +49,11 @@ def run_search(cfg: PipelineConfig, raw: dict, run_dir: Path, *, trials: int | N
         if search.sampler == "grid":  # each point once
             total = min(total, st.grid_size(search))
         _optimize(study, ctx, total, local)
-        result = summary(study, search, total, ctx.higher)
+        rounds = st.final_round(study, ctx) if search.objective == "latency" else {}
+        if rounds:
+            log(f"search: {len(rounds)} feasible trials timed again side by side beside the "
+                "teacher (the choice reads this round)")
+        result = summary(study, search, total, ctx.higher, rounds)
         write_json(search_dir / "search.json", result)
     if result["chosen"] is None:
         raise GateError(f"search: none of {result['counts']['complete']} trained trials met the "

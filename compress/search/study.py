@@ -366,7 +366,8 @@ def _train_and_measure(trial, ctx: SearchContext, cfg, raw: dict, run_dir: Path,
         "p50_ms": round(final.p50, 5), "teacher_p50_ms": round(teacher.p50, 5),
         "speedup_vs_teacher": final.speedup_vs_teacher, "bytes": final.bytes,
         "params": final.params, "macs": final.macs, "precision": final.precision,
-        "final": final.name, "final_path": f"{run_dir.name}/{final.path}", "feasible": all(v <= 0 for v in cons.values()), "clock": getattr(final, "clock", None),
+        "final": final.name, "final_path": f"{run_dir.name}/{final.path}",
+        "teacher_path": f"{run_dir.name}/{teacher.path}", "feasible": all(v <= 0 for v in cons.values()), "clock": getattr(final, "clock", None),
         "ran": out.engine.ran})
     trial.set_user_attr("seconds", round(time.perf_counter() - t0, 2))
     return _objective_of(ctx.search, final.p50, final.bytes)
@@ -379,6 +380,46 @@ def _note_teacher(study, ctx: SearchContext, teacher_val: float) -> None:
         need = needed_quality(ctx.search, teacher_val, ctx.higher)
         if need is not None:
             study.set_user_attr("needed_quality", need if ctx.higher else -need)
+
+
+def final_round(study, ctx: SearchContext) -> dict[int, dict[str, float]]:
+    """Every feasible trial's final model timed again, all in one interleaved session beside the
+    teacher, on validation inputs: ``{trial number: {p50_ms, speedup_vs_teacher}}``.
+
+    Each trial was timed when it finished, minutes apart from the others; on a shared CPU the p50
+    of one tiny model moved by half between two such sessions, while two models timed side by side
+    kept their ratio within a few percent. The choice reads this round (records.choose)."""
+    import optuna
+
+    from compress.artifacts import ModelArtifact
+    from compress.config.stages import BenchmarkConfig
+    from compress.data.sources import load_data_guarded
+    from compress.stages.benchmark import benchmark_models
+    from compress.tasks import make_task
+
+    models, numbers, teacher = [], {}, None
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        res = t.user_attrs.get("result") or {}
+        path = ctx.search_dir / res["final_path"] if res.get("final_path") else None
+        if not res.get("feasible") or path is None or not path.is_file():
+            continue
+        if teacher is None and (ctx.search_dir / res.get("teacher_path", "")).is_file():
+            teacher = ModelArtifact.from_onnx("teacher", ctx.search_dir / res["teacher_path"])
+        art = ModelArtifact.from_onnx(f"trial-{t.number}", path, precision=res["precision"])
+        same = next((m for m in models if m.sha256 == art.sha256), None)  # one file, timed once
+        if same is None:
+            models.append(art)
+        numbers[t.number] = (same or art).name
+    if len(models) < 2 or teacher is None:
+        return {}
+    folder = ctx.search_dir / "final-round"
+    data = load_data_guarded(ctx.cfg.data, ctx.cfg.seed)
+    found = benchmark_models([teacher, *models], make_task(ctx.cfg.task), data.val,
+                             BenchmarkConfig(max_samples=1), ctx.cfg.target, folder, ctx.search_dir)
+    by_name = {m.name: m for m in found}
+    return {n: {"p50_ms": round(by_name[name].p50, 5),
+                "speedup_vs_teacher": by_name[name].speedup_vs_teacher}
+            for n, name in numbers.items()}
 
 
 def count(study, state: str) -> int:

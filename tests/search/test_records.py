@@ -90,3 +90,17 @@ def test_the_early_stop_bar_comes_from_finished_curves_of_the_same_schedule():
     assert cannot_reach(study, 9, 0.10, 3, schedule=7) is None         # no finished curve that long
     # a 30-epoch schedule is not judged by a 7-epoch trial's curve, however far behind it is
     assert cannot_reach(study, 3, 0.10, 3, schedule=30) is None
+
+
+def test_the_choice_reads_the_side_by_side_final_round():
+    # trial 0 looked faster when it finished (0.020 ms against 0.025), but timed beside trial 1 in
+    # one session it is the slower of the two: the round decides, and the front follows it
+    study = _study(_trial(4, 0.985, 0.020, 20_000), _trial(6, 0.986, 0.025, 30_000))
+    plain = summary(study, SEARCH, total=2)
+    assert plain["chosen"] == 0 and plain["trials"][0]["final_round"] is None
+    rounds = {0: {"p50_ms": 0.031, "speedup_vs_teacher": 30.0},
+              1: {"p50_ms": 0.027, "speedup_vs_teacher": 34.4}}
+    s = summary(study, SEARCH, total=2, final_round=rounds)
+    assert s["chosen"] == 1 and s["pareto"] == [1]
+    assert s["trials"][1]["final_round"] == rounds[1]
+    assert s["trials"][0]["p50_ms"] == 0.020  # the trial's own figure stays on record
