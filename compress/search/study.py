@@ -254,6 +254,8 @@ def objective(trial, ctx: SearchContext) -> float:
         raw = pipeline_raw(ctx.raw, overrides)
         cfg = validated(raw, f"trial {trial.number} ({', '.join(overrides)})")
         trial.set_user_attr("schedule", schedule_of(cfg))
+        trial.set_user_attr("distill_key", distill_key(raw))
+        _same_distill_stopped(trial, ctx, t0)
         _probe(trial, ctx, cfg, raw, run_dir, t0)
         return _train_and_measure(trial, ctx, cfg, raw, run_dir, t0)
     except optuna.TrialPruned:
@@ -323,6 +325,35 @@ def _rival(study, ctx: SearchContext, best: tuple[int, float], folder: Path):
     dst.unlink(missing_ok=True)  # a resumed trial's earlier probe
     link_or_copy(str(src), str(dst))
     return ModelArtifact.from_onnx(f"trial-{best[0]}", dst, precision=t.user_attrs["result"]["precision"])
+
+
+def distill_key(raw: dict) -> str | None:
+    """A hash of what the distill stage's result depends on: the pipeline up to and including
+    its distill entry (teacher, student, data, seed, target, the stages before). None without one."""
+    from compress.common.files import sha256_json
+
+    stages = raw.get("stages") or []
+    at = next((i for i, e in enumerate(stages) if next(iter(e)) == "distill"), None)
+    if at is None:
+        return None
+    return sha256_json({k: v for k, v in raw.items() if k != "stages"} | {"stages": stages[:at + 1]})
+
+
+def _same_distill_stopped(trial, ctx: SearchContext, t0: float) -> None:
+    """Stop a trial at once when an earlier trial with the same distill was stopped early: the
+    distill would run the same epochs to the same validation curve."""
+    import optuna
+
+    key = trial.user_attrs.get("distill_key")
+    if key is None:
+        return
+    for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,)):
+        at = t.user_attrs.get("stopped") or {}
+        if t.user_attrs.get("distill_key") == key and at.get("at") == "epoch" and "epoch" in at:
+            _stopped(trial, {**at, "same_as": t.number,
+                             "reason": f"same distill as trial {t.number}, which {at['reason']}"},
+                     constraint_values(ctx.search, at.get("quality"), trial.study.user_attrs.get(
+                         "teacher_val"), None, None, ctx.higher), t0)
 
 
 def _stopped(trial, stopped: dict, constraints: dict[str, float], t0: float) -> None:

@@ -104,3 +104,33 @@ def test_the_choice_reads_the_side_by_side_final_round():
     assert s["chosen"] == 1 and s["pareto"] == [1]
     assert s["trials"][1]["final_round"] == rounds[1]
     assert s["trials"][0]["p50_ms"] == 0.020  # the trial's own figure stays on record
+
+
+def test_a_trial_with_the_distill_of_a_stopped_trial_is_stopped_at_once():
+    from types import SimpleNamespace
+
+    from compress.search.study import _same_distill_stopped, distill_key
+
+    raw = {"student": {"kwargs": {"width": 4}}, "stages": [{"distill": {"epochs": 15}},
+                                                          {"prune": {"macs": 0.5}}]}
+    later_only = {**raw, "stages": [raw["stages"][0], {"prune": {"macs": 0.7}}]}
+    other = {**raw, "stages": [{"distill": {"epochs": 30}}, raw["stages"][1]]}
+    assert distill_key(raw) == distill_key(later_only) != distill_key(other)
+    assert distill_key({"stages": [{"export": {}}]}) is None
+    stopped = {"at": "epoch", "epoch": 8, "quality": 0.86, "needed": 0.89,
+               "reason": "stopped at epoch 8: best validation quality 0.8600, cannot reach 0.8900"}
+    study = _study()
+    study.add_trial(create_trial(state=TrialState.PRUNED, user_attrs={
+        "distill_key": distill_key(raw), "stopped": stopped}))
+    ctx = SimpleNamespace(search=SEARCH, higher=True)
+    fresh = study.ask()
+    fresh.set_user_attr("distill_key", distill_key(other))
+    _same_distill_stopped(fresh, ctx, 0.0)  # another distill: goes on
+    same = study.ask()
+    same.set_user_attr("distill_key", distill_key(later_only))
+    with pytest.raises(optuna.TrialPruned):
+        _same_distill_stopped(same, ctx, 0.0)
+    rec = study.trials[-1].user_attrs["stopped"]
+    assert rec["same_as"] == 0 and rec["epoch"] == 8
+    assert rec["reason"] == ("same distill as trial 0, which stopped at epoch 8: best validation "
+                             "quality 0.8600, cannot reach 0.8900")
