@@ -118,6 +118,10 @@ class SearchConfig(BaseModel):
         0.1, ge=0, le=10, description="With probe: train a candidate only when its untrained "
         "objective is below the best feasible trial's times (1 + this); none: train every "
         "candidate that meets the constraints.")
+    tie: float = Field(
+        0.05, ge=0, le=1, description="Feasible trials whose objective is within this fraction of "
+        "the best count as tied; the one with the best validation quality among them is chosen "
+        "(two timing sessions of one model differ by a few percent).")
 
     @model_validator(mode="after")
     def _grid_needs_values(self) -> SearchConfig:

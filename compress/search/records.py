@@ -51,13 +51,17 @@ def pareto(records: list[dict], objective: str, higher: bool = True) -> list[int
         _objective(r, objective) for r in front if r["number"] == n))
 
 
-def choose(records: list[dict], objective: str, higher: bool = True) -> int | None:
-    """The fastest (or smallest) complete trial meeting every constraint; ties: better quality."""
+def choose(records: list[dict], objective: str, higher: bool = True, tie: float = 0.0) -> int | None:
+    """The fastest (or smallest) complete trial meeting every constraint. Trials within ``tie``
+    (a fraction) of the best objective are equally fast: the best validation quality among them
+    wins, then the lower objective."""
     sign = 1.0 if higher else -1.0
     ok = [r for r in records if r["state"] == "complete" and r["feasible"]]
     if not ok:
         return None
-    return min(ok, key=lambda r: (_objective(r, objective), -sign * r["val_quality"]))["number"]
+    best = min(_objective(r, objective) for r in ok)
+    near = [r for r in ok if _objective(r, objective) <= best * (1 + tie)]
+    return min(near, key=lambda r: (-sign * r["val_quality"], _objective(r, objective)))["number"]
 
 
 def summary(study, search: SearchConfig, total: int, higher: bool = True,
@@ -83,7 +87,8 @@ def summary(study, search: SearchConfig, total: int, higher: bool = True,
         },
         "trials": records,
         "pareto": pareto(records, search.objective, higher),
-        "chosen": choose(records, search.objective, higher),
+        "tie": search.tie,
+        "chosen": choose(records, search.objective, higher, search.tie),
     }
 
 

@@ -134,3 +134,14 @@ def test_a_trial_with_the_distill_of_a_stopped_trial_is_stopped_at_once():
     assert rec["same_as"] == 0 and rec["epoch"] == 8
     assert rec["reason"] == ("same distill as trial 0, which stopped at epoch 8: best validation "
                              "quality 0.8600, cannot reach 0.8900")
+
+
+def test_trials_tied_on_speed_are_decided_by_validation_quality():
+    # 0.0200 and 0.0208 ms are 4% apart: within the default 5% tie, so the more accurate one wins;
+    # 0.0230 is 15% slower and is not tied, however accurate
+    study = _study(_trial(4, 0.980, 0.0200, 20_000), _trial(6, 0.986, 0.0208, 30_000),
+                   _trial(8, 0.990, 0.0230, 40_000))
+    assert summary(study, SEARCH, total=3)["chosen"] == 1
+    records = summary(study, SEARCH, total=3)["trials"]
+    assert choose(records, "latency", tie=0.0) == 0
+    assert choose(records, "latency", tie=0.2) == 2
