@@ -20,8 +20,10 @@ def test_mobile_pipeline_meets_its_budgets(tmp_path):
     report = json.loads((out / "report.json").read_text())
     models = {m["name"]: m for m in report["models"]}
     teacher, final = models["teacher"], models[report["final"]]
-    assert teacher["accuracy"] - final["accuracy"] <= 0.015
-    assert teacher["latency_ms"]["p50"] / final["latency_ms"]["p50"] >= 8.0
+    # the 1-point budget the search chose mobile.yaml for (0.56 points on the AMD EPYC VM); the
+    # speedup moved 24-32x across sessions there, so the bound is far below it
+    assert teacher["accuracy"] - final["accuracy"] <= 0.01
+    assert teacher["latency_ms"]["p50"] / final["latency_ms"]["p50"] >= 15.0
     again = CliRunner().invoke(cli, ["pipeline", str(ROOT / "pipelines" / "mobile.yaml"), "--out", str(out),
                                      "--no-progress"])
     assert again.exit_code == 0

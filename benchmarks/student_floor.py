@@ -1,0 +1,52 @@
+"""How fast a ResNet student of each shape can be beside the demo's teacher: untrained students
+(latency depends on the graph, not the weights) timed interleaved with the teacher in one session.
+
+    python benchmarks/student_floor.py [--runs 300] [--opt-level all]
+
+Prints p50 and the speedup over the teacher for each (width, depth); the teacher is the demo's
+(width 32, depth [2, 2, 2]) at the demo's input (1x1x32x32), 1 thread, on the CPU clock. It tells
+a search which speedups are on the table at all before anything is trained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+SHAPES = [(32, (2, 2, 2)), (8, (1, 1, 1)), (6, (1, 1, 1)), (4, (1, 1, 1)), (3, (1, 1, 1)),
+          (2, (1, 1, 1)), (8, (1, 1)), (4, (1, 1)), (4, (1,))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=300)
+    p.add_argument("--opt-level", default="all")
+    args = p.parse_args(argv)
+
+    import torch
+
+    from compress.bench.latency import measure_interleaved
+    from compress.models.cnn import ResNet
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths, params = [], []
+        for width, depth in SHAPES:
+            model = ResNet(1, 10, width, depth).eval()
+            path = Path(tmp) / f"w{width}-{'-'.join(map(str, depth))}.onnx"
+            torch.onnx.export(model, torch.zeros(1, 1, 32, 32), str(path), opset_version=18,
+                              dynamo=False, input_names=["input"], output_names=["logits"])
+            paths.append(path)
+            params.append(sum(t.numel() for t in model.parameters()))
+        found = measure_interleaved(paths, None, 1, args.opt_level, args.runs)
+    teacher = found[0].stats.p50
+    print(f"1 thread, opt level {args.opt_level}, {args.runs}+ interleaved runs, clock {found[0].clock}")
+    print("| width | depth | params | p50 ms | speedup vs teacher |")
+    print("|---|---|---|---|---|")
+    for (width, depth), n, m in zip(SHAPES, params, found, strict=True):
+        print(f"| {width} | {list(depth)} | {n:,} | {m.stats.p50:.4f} | {teacher / m.stats.p50:.1f}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
