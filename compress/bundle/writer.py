@@ -60,6 +60,8 @@ class BundleSpec:
             replayed only where the CPU EP runs); ``fixed`` bakes ``ort_level`` in.
         ort_level: ORT graph optimization level of the conversion.
         extra_files: more files to ship (e.g. ``{"tokenizer.json": path}``).
+        training_data: the text corpus record of the run (``{"sources": [{name, role, package,
+            version, licence, used}, ...]}``), rendered in the README with each licence; or None.
     """
 
     task: str
@@ -78,6 +80,7 @@ class BundleSpec:
     ort_style: Literal["runtime", "fixed"] = "runtime"
     ort_level: Literal["basic", "extended", "all"] = "all"
     extra_files: dict[str, Path] = field(default_factory=dict)
+    training_data: dict[str, Any] | None = None
 
 
 @dataclass
@@ -362,6 +365,19 @@ def _swap_in(tmp: Path, out_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _training_data(record: dict[str, Any] | None) -> str:
+    """The corpus the model learned from, per source with its licence (empty without one)."""
+    sources = (record or {}).get("sources") or []
+    if not sources:
+        return ""
+    rows = [f"| {s['name']} | {s['role']} | "
+            f"{(s.get('package') or 'CPython') + (' ' + s['version'] if s.get('version') else '')} "
+            f"| {s['licence']} | {s.get('used', 0):,} |" for s in sources]
+    return "\n".join(["Training data (sentences used per source, and their licences):", "",
+                      "| source | role | package | licence | sentences |", "|---|---|---|---|---|",
+                      *rows, "", ""])
+
+
 def _readme(spec: BundleSpec, io: dict, fixes: list[str], ready: dict) -> str:
     from compress.bundle.notes import app_notes
 
@@ -389,7 +405,7 @@ Mobile readiness (ORT usability checker; one partition covering all nodes is the
 {eps}
 Fixes applied to the mobile variant: {'; '.join(fixes) or 'none'}.
 
-Verify and evaluate without torch:
+{_training_data(spec.training_data)}Verify and evaluate without torch:
 
     python -m venv .venv && .venv/bin/pip install onnxruntime numpy pillow
     .venv/bin/python runner.py BUNDLE_DIR --eval

