@@ -86,7 +86,7 @@ def test_ctrl_c_exits_130_writes_an_interrupted_report_and_leaves_resume_intact(
     proc.wait(timeout=300)
     log.close()
     output = (tmp_path / "run.log").read_text()
-    assert proc.returncode == 130, output
+    assert proc.returncode == 130, f"exit {proc.returncode}:\n{output}"
     assert output.strip().splitlines()[-1] == "error: interrupted"
     assert "Traceback" not in output
     report = json.loads((out / "report.json").read_text())
