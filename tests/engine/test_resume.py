@@ -71,7 +71,9 @@ def test_ctrl_c_exits_130_writes_an_interrupted_report_and_leaves_resume_intact(
 
     cfg = tiny_config()
     cfg["teacher"]["train"]["epochs"] = 1
-    cfg["stages"][0]["distill"]["epochs"] = 3  # interrupted after its first epoch's checkpoint
+    # interrupted after its first epoch's checkpoint: on an idle machine a tiny epoch takes ~0.2 s,
+    # and 3 epochs could finish (and drop the checkpoint) between two polls
+    cfg["stages"][0]["distill"]["epochs"] = 40
     path, out = write_config(tmp_path, cfg), tmp_path / "run"
     cmd = [sys.executable, "-m", "compress.cli", "pipeline", str(path), "--out", str(out),
            "--no-progress"]
@@ -81,7 +83,7 @@ def test_ctrl_c_exits_130_writes_an_interrupted_report_and_leaves_resume_intact(
     deadline = time.monotonic() + 1800  # a busy machine trains the teacher slowly
     while not list(out.glob(".work/*/ckpt-distill.pt")) and proc.poll() is None \
             and time.monotonic() < deadline:
-        time.sleep(0.2)  # interrupted once the distillation has checkpointed its first epoch
+        time.sleep(0.05)  # interrupted once the distillation has checkpointed its first epoch
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=300)
     log.close()
