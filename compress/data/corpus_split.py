@@ -105,7 +105,10 @@ def text_data(cfg: DataConfig, seed: int, eval_set: Callable[[Any, Any, int], An
 
     tok_dir = resolve_hf_dir(cfg.tokenizer, "data.tokenizer")
     tokenizer = load_tokenizer(tok_dir)
-    sentences, held_out, record = _sentences(cfg, seed)
+    if cfg.labels is not None and cfg.corpus is None and not cfg.holdout:
+        sentences, held_out, record = [], {}, None  # labelled text alone: no corpus to read
+    else:
+        sentences, held_out, record = _sentences(cfg, seed)
     transfer, extra, num_classes, probe, labelled = None, {}, None, None, []
     if cfg.labels is not None:
         (train, val, test), rec = _labelled_parts(cfg, tokenizer, seed)
@@ -125,7 +128,8 @@ def text_data(cfg: DataConfig, seed: int, eval_set: Callable[[Any, Any, int], An
     if isinstance(record, CorpusRecord):
         record.sources += labelled
     elif labelled:
-        record = CorpusRecord(labelled, len(sentences), None, seed, {"corpus": record})
+        record = CorpusRecord(labelled, len(sentences), None, seed,
+                              {"corpus": record} if record is not None else {})
     lengths = sorted(len(test[i][0]["input_ids"]) for i in range(len(test)))
     prep = {"kind": "text", "corpus": record.to_dict() if isinstance(record, CorpusRecord) else record,
             "sentences": len(train) + len(val) + len(test), "max_length": cfg.max_length,

@@ -44,3 +44,13 @@ def test_probe_set_is_split_seventy_thirty_with_both_classes():
     assert set(p.fit_labels) == {0, 1} and set(p.score_labels) == {0, 1}
     assert not set(p.fit.sentences) & set(p.score.sentences)
     assert data.info.num_classes is None and data.transfer is None
+
+
+def test_labelled_text_alone_records_no_corpus():
+    # sentiment-edge.yaml's data: the labelled snippets and nothing else; the record used to carry
+    # the built-in pydoc corpus's 4,390 sentences, which that run never read
+    cfg = DataConfig(source="text", tokenizer=TOK, labels="movie-reviews")
+    record = load_data(cfg, seed=0).info.preprocessing["corpus"]
+    assert [(s["name"], s["role"], s["used"]) for s in record["sources"]] == [
+        ("movie-reviews", "labelled", 10_566)]
+    assert record["sentences"] == 0 and record["filter"] == {}
