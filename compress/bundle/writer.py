@@ -60,8 +60,8 @@ class BundleSpec:
             replayed only where the CPU EP runs); ``fixed`` bakes ``ort_level`` in.
         ort_level: ORT graph optimization level of the conversion.
         extra_files: more files to ship (e.g. ``{"tokenizer.json": path}``).
-        training_data: the text corpus record of the run (``{"sources": [{name, role, package,
-            version, licence, used}, ...]}``), rendered in the README with each licence; or None.
+        training_data: the table of the text the model learned from (source, role, package,
+            licence, sentences; ``CorpusRecord.markdown``) for the README, or None.
     """
 
     task: str
@@ -80,7 +80,7 @@ class BundleSpec:
     ort_style: Literal["runtime", "fixed"] = "runtime"
     ort_level: Literal["basic", "extended", "all"] = "all"
     extra_files: dict[str, Path] = field(default_factory=dict)
-    training_data: dict[str, Any] | None = None
+    training_data: str | None = None
 
 
 @dataclass
@@ -365,17 +365,11 @@ def _swap_in(tmp: Path, out_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _training_data(record: dict[str, Any] | None) -> str:
-    """The corpus the model learned from, per source with its licence (empty without one)."""
-    sources = (record or {}).get("sources") or []
-    if not sources:
+def _training_data(table: str | None) -> str:
+    """The README's section on the text the model learned from (empty without one)."""
+    if not table:
         return ""
-    rows = [f"| {s['name']} | {s['role']} | "
-            f"{(s.get('package') or 'CPython') + (' ' + s['version'] if s.get('version') else '')} "
-            f"| {s['licence']} | {s.get('used', 0):,} |" for s in sources]
-    return "\n".join(["Training data (sentences used per source, and their licences):", "",
-                      "| source | role | package | licence | sentences |", "|---|---|---|---|---|",
-                      *rows, "", ""])
+    return f"Training data (sentences used per source, and their licences):\n\n{table}\n\n"
 
 
 def _readme(spec: BundleSpec, io: dict, fixes: list[str], ready: dict) -> str:

