@@ -417,9 +417,11 @@ def final_round(study, ctx: SearchContext) -> dict[int, dict[str, float]]:
     """Every feasible trial's final model timed again, all in one interleaved session beside the
     teacher, on validation inputs: ``{trial number: {p50_ms, speedup_vs_teacher}}``.
 
-    Each trial was timed when it finished, minutes apart from the others; on a shared CPU the p50
-    of one tiny model moved by half between two such sessions, while two models timed side by side
-    kept their ratio within a few percent. The choice reads this round (records.choose)."""
+    Each trial was timed when it finished, minutes apart from the others; the p50 of one tiny
+    model moved by half between two such sessions, and ratios timed side by side move far less.
+    The choice reads this round (records.choose). Empty
+    when the space searches ``data.*`` or ``target.*``: the trials' models then take other inputs
+    or were timed under other settings, and each trial's own figure stands."""
     import optuna
 
     from compress.artifacts import ModelArtifact
@@ -428,6 +430,8 @@ def final_round(study, ctx: SearchContext) -> dict[int, dict[str, float]]:
     from compress.stages.benchmark import benchmark_models
     from compress.tasks import make_task
 
+    if any(key.split(".")[0] in ("data", "target") for key in ctx.search.space):
+        return {}  # trials differ in their inputs or timing settings: one session cannot hold them
     models, numbers, teacher = [], {}, None
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         res = t.user_attrs.get("result") or {}

@@ -145,3 +145,21 @@ def test_trials_tied_on_speed_are_decided_by_validation_quality():
     records = summary(study, SEARCH, total=3)["trials"]
     assert choose(records, "latency", tie=0.0) == 0
     assert choose(records, "latency", tie=0.2) == 2
+
+
+def test_no_final_round_when_the_space_changes_inputs_or_timing(tmp_path):
+    from types import SimpleNamespace
+
+    from compress.search.study import final_round
+
+    study = _study()
+    for n in range(2):
+        (tmp_path / f"trial-{n}").mkdir()
+        (tmp_path / f"trial-{n}" / "model.onnx").write_bytes(bytes([n]) * 8)
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.02, user_attrs={"result": {
+            "feasible": True, "final_path": f"trial-{n}/model.onnx", "precision": "fp32",
+            "teacher_path": "trial-0/model.onnx"}}))
+    for key in ("data.image_size", "target.threads"):
+        search = SearchConfig.model_validate({"space": {key: [1, 2]}})
+        # a ctx with no pipeline: reaching the timing would fail, so {} proves the round is skipped
+        assert final_round(study, SimpleNamespace(search=search, search_dir=tmp_path)) == {}

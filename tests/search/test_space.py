@@ -65,6 +65,15 @@ def test_a_bad_path_or_value_exits_2_naming_the_yaml_path(tmp_path, key, spec, e
     assert "Traceback" not in res.output
 
 
+@pytest.mark.parametrize("tie", [2, -0.1])
+def test_a_tie_outside_0_to_1_exits_2_naming_its_line(tmp_path, tie):
+    path = _write(tmp_path, {**SEARCH, "tie": tie})
+    res = CliRunner().invoke(cli, ["validate", str(path)])
+    assert res.exit_code == 2
+    bound = "<= 1.0" if tie > 1 else ">= 0.0"
+    assert res.output == f"error: {path}:{_line(path, 'tie:')} search.tie: must be {bound} (got {tie})\n"
+
+
 def test_grid_needs_stepped_ranges(tmp_path):
     path = _write(tmp_path, {**SEARCH, "sampler": "grid",
                              "space": {"stages.1.prune.ratio": {"low": 0.1, "high": 0.5}}})
