@@ -36,6 +36,10 @@ sys.path.insert(0, str(ROOT))
 from tests.quant import haswell  # noqa: E402  (the qemu recipe the tests use)
 
 
+class Bad(Exception):
+    """Bad input: one line, exit 2."""
+
+
 def _test_split(run_dir: Path):
     import torch
 
@@ -44,7 +48,7 @@ def _test_split(run_dir: Path):
 
     cfg, _ = load_config(run_dir / "config.resolved.yaml")
     if cfg.task != "classification":
-        raise SystemExit(f"error: {run_dir}: task {cfg.task!r}; this check is for classification runs")
+        raise Bad(f"{run_dir}: task {cfg.task!r}; this check is for classification runs")
     data = load_data(cfg.data, cfg.seed)
     xs, ys = zip(*(data.test[i] for i in range(len(data.test))), strict=True)
     x = torch.stack([i[INPUT] if isinstance(i, dict) else i for i in xs]).numpy().astype(np.float32)
@@ -52,12 +56,11 @@ def _test_split(run_dir: Path):
 
 
 def _native(path: Path, level: str, x: np.ndarray) -> np.ndarray:
-    from compress.common.ort import make_session
+    """First outputs on this CPU's kernels, in the batches the qemu child uses (64, or fixed)."""
+    from compress.common.ort import make_session, run_batched
 
     sess = make_session(path, 1, level)
-    inp = sess.get_inputs()[0]
-    bs = inp.shape[0] if isinstance(inp.shape[0], int) else 64
-    return np.concatenate([sess.run(None, {inp.name: x[i:i + bs]})[0] for i in range(0, len(x), bs)])
+    return run_batched(sess, {sess.get_inputs()[0].name: x}, batch_size=64)[0]
 
 
 def _bundle_eval(bundle: Path) -> dict:
@@ -82,8 +85,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {haswell.SKIP}", file=sys.stderr)
         return 2
     run_dir = args.run_dir.resolve()
-    report = json.loads((run_dir / "report.json").read_text())
-    cfg, x, y = _test_split(run_dir)
+    try:
+        for name in ("report.json", "config.resolved.yaml"):
+            if not (run_dir / name).is_file():
+                raise Bad(f"{args.run_dir}: no {name}; give a finished run directory")
+        report = json.loads((run_dir / "report.json").read_text())
+        cfg, x, y = _test_split(run_dir)
+    except Bad as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     level = cfg.target.opt_level
     models = {m["name"]: run_dir / m["path"] for m in report["models"] if str(m["path"]).endswith(".onnx")}
     with tempfile.TemporaryDirectory() as tmp:
