@@ -1,9 +1,11 @@
 """How fast a ResNet student of each shape can be beside the demo's teacher: untrained students
 (latency depends on the graph, not the weights) timed interleaved with the teacher in one session.
 
-    python benchmarks/student_floor.py [--runs 300] [--opt-level all]
+    python benchmarks/student_floor.py [--runs 300] [--opt-level all] [--repeat 1]
 
-Prints p50 and the speedup over the teacher for each (width, depth); the teacher is the demo's
+Prints p50 and the speedup over the teacher for each (width, depth); with ``--repeat N`` it times
+N interleaved sessions one after another and gives each speedup's range across them (how far a
+ratio timed side by side moves from session to session). The teacher is the demo's
 (width 32, depth [2, 2, 2]) at the demo's input (1x1x32x32), 1 thread, on the CPU clock. It tells
 a search which speedups are on the table at all before anything is trained.
 """
@@ -22,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=300)
     p.add_argument("--opt-level", default="all")
+    p.add_argument("--repeat", type=int, default=1, help="interleaved sessions, one after another")
     args = p.parse_args(argv)
 
     import torch
@@ -38,13 +41,16 @@ def main(argv: list[str] | None = None) -> int:
                               dynamo=False, input_names=["input"], output_names=["logits"])
             paths.append(path)
             params.append(sum(t.numel() for t in model.parameters()))
-        found = measure_interleaved(paths, None, 1, args.opt_level, args.runs)
-    teacher = found[0].stats.p50
-    print(f"1 thread, opt level {args.opt_level}, {args.runs}+ interleaved runs, clock {found[0].clock}")
-    print("| width | depth | params | p50 ms | speedup vs teacher |")
+        sessions = [measure_interleaved(paths, None, 1, args.opt_level, args.runs)
+                    for _ in range(max(1, args.repeat))]
+    print(f"1 thread, opt level {args.opt_level}, {args.runs}+ interleaved runs, clock "
+          f"{sessions[0][0].clock}, {len(sessions)} session(s)")
+    print("| width | depth | params | p50 ms (first session) | speedup vs teacher (range over sessions) |")
     print("|---|---|---|---|---|")
-    for (width, depth), n, m in zip(SHAPES, params, found, strict=True):
-        print(f"| {width} | {list(depth)} | {n:,} | {m.stats.p50:.4f} | {teacher / m.stats.p50:.1f}x |")
+    for i, ((width, depth), n) in enumerate(zip(SHAPES, params, strict=True)):
+        ups = [found[0].stats.p50 / found[i].stats.p50 for found in sessions]
+        span = f"{min(ups):.1f}x" if len(ups) == 1 else f"{min(ups):.1f}-{max(ups):.1f}x"
+        print(f"| {width} | {list(depth)} | {n:,} | {sessions[0][i].stats.p50:.4f} | {span} |")
     return 0
 
 
