@@ -30,7 +30,7 @@ def build_model(spec: dict[str, Any], in_channels: int | None, num_classes: int 
                              "classifier; this data has no single image input with class labels")
         try:
             model = family(in_channels=in_channels, num_classes=num_classes, **kwargs)
-        except TypeError as e:
+        except (TypeError, ValueError) as e:
             raise InputError(f"{where}.kwargs: {e}") from e
     elif spec.get("python"):
         factory = import_callable(spec["python"], f"{where}.python")

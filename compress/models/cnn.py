@@ -47,6 +47,8 @@ class ResNet(nn.Module):
     Args:
         width: channels of the first stage; stage ``i`` has ``width * 2**i``.
         depth: blocks per stage; its length is the number of stages.
+        stem_stride: stride of the 3x3 stem. 2 halves the resolution before the first stage (as
+            ImageNet ResNets do), so every stage costs a quarter of the MACs; 1 keeps it.
     """
 
     def __init__(
@@ -55,9 +57,12 @@ class ResNet(nn.Module):
         num_classes: int = 10,
         width: int = 32,
         depth: Sequence[int] = (2, 2, 2),
+        stem_stride: int = 1,
     ):
         super().__init__()
-        self.stem = _conv_bn(in_channels, width)
+        if stem_stride not in (1, 2):
+            raise ValueError(f"stem_stride must be 1 or 2 (got {stem_stride!r})")
+        self.stem = _conv_bn(in_channels, width, stride=stem_stride)
         stages, cin = [], width
         for i, n in enumerate(depth):
             cout = width * 2**i

@@ -19,6 +19,22 @@ def test_resnet_teacher_size_matches_the_design():
     assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
 
 
+def test_resnet_stem_stride_2_quarters_every_stage():
+    spec = {"arch": "resnet", "kwargs": {"width": 8, "depth": [1, 1, 1]}}
+    full = model_summary(build_model(spec, 1, 10, "student"), torch.zeros(1, 1, 32, 32))
+    spec["kwargs"]["stem_stride"] = 2
+    model = build_model(spec, 1, 10, "student")
+    strided = model_summary(model, torch.zeros(1, 1, 32, 32))
+    assert strided["params"] == full["params"] == 19810
+    assert model.stem(torch.zeros(1, 1, 32, 32)).shape == (1, 8, 16, 16)
+    # the stem itself runs at the output's resolution too, so the whole net is a quarter
+    assert strided["macs"] * 4 == pytest.approx(full["macs"], rel=0.01)
+    spec["kwargs"]["stem_stride"] = 3
+    with pytest.raises(InputError) as e:
+        build_model(spec, 1, 10, "student")
+    assert str(e.value) == "student.kwargs: stem_stride must be 1 or 2 (got 3)"
+
+
 def test_mobilenetv2_uses_depthwise_convs():
     model = MobileNetV2(3, 7, width_mult=0.5)
     depthwise = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups == m.in_channels > 1]
