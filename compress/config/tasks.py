@@ -21,11 +21,13 @@ class TaskUses:
         parity: what export parity compares besides the max abs difference (``atol``):
             ``top1_agreement`` reads ``export.min_agreement``, ``cosine_min`` reads
             ``export.min_cosine``.
+        sequences: its inputs vary in length (``group_by_length`` means something).
     """
 
     soft_targets: bool = False
     labels: bool = False
     parity: tuple[ParityCheck, ...] = ()
+    sequences: bool = False
 
     def ignored(self, fields: frozenset[str] | set[str]) -> dict[str, str]:
         """Of a config's ``fields``, those this task ignores, each with the reason."""
@@ -35,6 +37,8 @@ class TaskUses:
                                  "its distillation loss has no soft targets")
         if not self.labels:
             why["use_labels"] = "its losses read no labels"
+        if not self.sequences:
+            why["group_by_length"] = "its inputs all have one shape"
         judged = ", ".join(("max abs diff", *self.parity))
         for check, key in (("top1_agreement", "min_agreement"), ("cosine_min", "min_cosine")):
             if check not in self.parity:
@@ -44,6 +48,7 @@ class TaskUses:
 
 TASK_USES: dict[str, TaskUses] = {
     "classification": TaskUses(soft_targets=True, labels=True, parity=("top1_agreement",)),
-    "embedding": TaskUses(parity=("cosine_min",)),
-    "sequence-classification": TaskUses(soft_targets=True, labels=True, parity=("top1_agreement",)),
+    "embedding": TaskUses(parity=("cosine_min",), sequences=True),
+    "sequence-classification": TaskUses(soft_targets=True, labels=True, parity=("top1_agreement",),
+                                        sequences=True),
 }

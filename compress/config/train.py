@@ -48,6 +48,11 @@ class TrainConfig(Part):
     )
     channels_last: bool = Field(True, description="NHWC memory format for image models on CUDA.")
     compile: bool = Field(False, description="torch.compile the model being trained (first steps are slow).")
+    group_by_length: bool = Field(
+        False, description="Text: each run of 50 batches of the epoch's shuffled order is sorted by "
+        "length and cut into batches, whose order is shuffled again, so a batch pads to about its own "
+        "length instead of the longest of a random draw (fewer padded tokens per step)."
+    )
     workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes (memory is pinned on CUDA).")
     checkpoint_every_steps: int | None = Field(
         None, gt=0, description="Also write a mid-epoch checkpoint every N optimizer steps "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -170,10 +171,16 @@ def python_argv() -> list[str]:
     return list(sys.argv[1:])
 
 
-def batch_sampler(n: int, global_batch: int, shuffle: bool, seed: int):
-    """A ``ShardedBatchSampler`` over ``n`` samples for this process."""
+# group_by_length sorts runs of this many batches of the shuffled order by length
+LENGTH_GROUP_BATCHES = 50
+
+
+def batch_sampler(n: int, global_batch: int, shuffle: bool, seed: int,
+                  lengths: Sequence[int] | None = None):
+    """A ``ShardedBatchSampler`` over ``n`` samples for this process; with ``lengths`` (one per
+    sample) each epoch's batches hold samples of similar length."""
     w = world()
-    return _sampler_class()(n, global_batch, w.size, w.rank, shuffle, seed)
+    return _sampler_class()(n, global_batch, w.size, w.rank, shuffle, seed, lengths)
 
 
 def _sampler_class():
@@ -183,12 +190,16 @@ def _sampler_class():
         """DistributedSampler at the level of the global batch: each step takes the next
         ``global_batch`` samples of the epoch's permutation (seeded by seed + epoch) and this rank
         takes its slice of them, so N processes see exactly the batches one process would. It
-        starts ``start_step`` steps into the epoch (resuming from a mid-epoch checkpoint)."""
+        starts ``start_step`` steps into the epoch (resuming from a mid-epoch checkpoint). With
+        ``lengths`` the permutation is regrouped by length (``by_length``)."""
 
-        def __init__(self, n, global_batch, num_replicas, rank, shuffle, seed):
+        def __init__(self, n, global_batch, num_replicas, rank, shuffle, seed, lengths=None):
             super().__init__(range(n), num_replicas=num_replicas, rank=rank, shuffle=shuffle,
                              seed=seed, drop_last=False)
             self.n, self.global_batch, self.start_step = n, global_batch, 0
+            self.lengths = None if lengths is None else list(lengths)
+            if self.lengths is not None and len(self.lengths) != n:
+                raise ValueError(f"{len(self.lengths)} lengths for {n} samples")
             # a last batch smaller than the world would leave a rank without samples: drop it
             self.steps = -(-n // global_batch) - (1 if 0 < n % global_batch < num_replicas else 0)
 
@@ -206,8 +217,32 @@ def _sampler_class():
                 order = torch.randperm(self.n, generator=g)
             else:
                 order = torch.arange(self.n)
+                g = None
+            if self.lengths is not None:
+                order = by_length(order, self.lengths, self.global_batch, g)
             for step in range(self.start_step, self.steps):
                 chunk = order[step * self.global_batch:(step + 1) * self.global_batch]
                 yield chunk.tensor_split(self.num_replicas)[self.rank].tolist()
 
     return ShardedBatchSampler
+
+
+def by_length(order, lengths: Sequence[int], batch: int, g=None):
+    """``order`` regrouped so that each batch holds samples of similar length: every run of
+    ``LENGTH_GROUP_BATCHES`` batches is sorted by length (longest first) and cut into batches,
+    then the full batches trade places at random with ``g`` (none: they stay in order). A short
+    last batch stays last, so the step count and which step is short do not change."""
+    import torch
+
+    lens = torch.as_tensor(lengths)[order]
+    span = batch * LENGTH_GROUP_BATCHES
+    parts = []
+    for start in range(0, len(order), span):
+        run = order[start:start + span]
+        parts.append(run[torch.sort(lens[start:start + span], descending=True, stable=True).indices])
+    grouped = torch.cat(parts) if parts else order
+    full = len(grouped) // batch
+    if g is None or full < 2:
+        return grouped
+    blocks = grouped[:full * batch].view(full, batch)[torch.randperm(full, generator=g)]
+    return torch.cat([blocks.reshape(-1), grouped[full * batch:]])

@@ -121,6 +121,16 @@ def test_classification_reads_the_kd_pair_but_not_min_cosine(tmp_path, monkeypat
         "remove it")
 
 
+def test_group_by_length_is_read_by_text_tasks_only(tmp_path, monkeypatch):
+    res = _validate(tmp_path, monkeypatch, CLASSIFICATION.replace(
+        "      temperature: 2.0\n", "      group_by_length: true\n").replace("      min_cosine: 0.99\n", ""))
+    assert (res.exit_code, res.stderr.strip()) == (
+        2, "error: p.yaml:11 stages[0].prune.group_by_length: task classification ignores this key "
+        "(its inputs all have one shape); remove it")
+    res = _validate(tmp_path, monkeypatch, _add("      epochs: 1", "      group_by_length: true"))
+    assert res.exit_code == 0, res.output
+
+
 def test_every_task_class_points_at_its_entry():
     from compress.tasks import TASKS, make_task
 

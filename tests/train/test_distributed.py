@@ -53,6 +53,30 @@ def test_sampler_splits_each_global_batch_between_ranks():
     assert len(list(s)) == 1
 
 
+def test_group_by_length_batches_similar_lengths_and_keeps_every_sample():
+    from compress.train.distributed import LENGTH_GROUP_BATCHES, _sampler_class
+
+    g = torch.Generator().manual_seed(3)
+    n, batch = 8 * LENGTH_GROUP_BATCHES * 2 + 5, 8  # two full runs of batches, then 5 left over
+    lengths = torch.randint(2, 65, (n,), generator=g).tolist()
+    cls = _sampler_class()
+    plain, grouped = list(cls(n, batch, 1, 0, True, 0)), list(cls(n, batch, 1, 0, True, 0, lengths))
+    assert sorted(i for b in grouped for i in b) == list(range(n))
+    assert [len(b) for b in grouped] == [len(b) for b in plain]  # the short batch is still last
+
+    def padded(batches):  # tokens after padding each batch to its longest
+        return sum(len(b) * max(lengths[i] for i in b) for b in batches)
+
+    # uniform lengths 2..64: a random batch of 8 pads to ~57 on average, a sorted one to ~its mean
+    assert padded(grouped) < 0.65 * padded(plain), (padded(grouped), padded(plain))
+    two = [list(cls(n, batch, 2, r, True, 0, lengths)) for r in (0, 1)]
+    assert [sorted(a + b) for a, b in zip(*two, strict=True)] == [sorted(b) for b in grouped]
+    s = cls(n, batch, 1, 0, True, 0, lengths)
+    s.set_epoch(1)
+    assert list(s) != grouped  # the runs and the batch order change per epoch
+    assert list(cls(n, batch, 1, 0, True, 0, lengths)) == grouped  # and are the seed's
+
+
 @pytest.mark.slow
 def test_pipeline_with_two_processes(tmp_path):
     from _util import tiny_config, write_config
