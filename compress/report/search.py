@@ -127,6 +127,8 @@ def search_section(report: dict, plot_dir: Path) -> str:
             f"meet a latency or size bound or beat the best feasible trial), "
             f"{n.get('stopped_early', 0)} stopped early at distill epochs "
             f"{e(', '.join(str(x) for x in n.get('stopped_at_epochs', [])) or '-')}, "
+            f"{n.get('stopped_by_check', 0)} stopped by a check of their own pipeline they cannot "
+            "pass (such as a prune budget out of reach), "
             f"{n.get('failed', 0)} failed. The feasible trials' final models were timed again "
             "together beside the teacher (final round); the choice reads that round. Chosen: "
             f"trial {e(s.get('chosen'))}, measured on the test split above.</p>")

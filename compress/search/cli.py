@@ -55,6 +55,8 @@ def search(config: Path, out: Path | None, trials: int | None, storage: str | No
         console.summary(models_table(report["models"]))
     console.summary(f"search: {s['counts']['trials']} trials, {s['counts']['feasible']} feasible, "
                     f"{s['counts']['stopped_untrained']} stopped untrained, "
-                    f"{s['counts']['stopped_early']} stopped early; chosen trial {s['chosen']}")
+                    f"{s['counts']['stopped_early']} stopped early, "
+                    f"{s['counts']['stopped_by_check']} stopped by a check they cannot pass, "
+                    f"{s['counts']['failed']} failed; chosen trial {s['chosen']}")
     console.summary(f"report: {run_dir / 'report.html'}  final: {report['final']}  "
                     f"bundle: {run_dir / 'bundle'}")

@@ -117,7 +117,11 @@ def _optimize(study, ctx: st.SearchContext, total: int, local: bool) -> None:
     while True:
         done, running, failed = st.finished(study), st.count(study, "RUNNING"), st.count(study, "FAIL")
         left = None if deadline is None else deadline - time.monotonic()
-        if done >= total or (left is not None and left <= 0) or failed >= max(total, 3) + _retried(study):
+        if done >= total or (left is not None and left <= 0):
+            break
+        if failed >= max(total, 3) + _retried(study):
+            ctx.log(f"search: stopping with {done} of {total} trials finished: {failed} trials "
+                    "failed (their errors are in search.json)")
             break
         if total - done - running <= 0:
             time.sleep(st.HEARTBEAT_S)  # the rest is running elsewhere: wait, adopt the dead

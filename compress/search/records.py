@@ -16,7 +16,8 @@ def trial_record(t) -> dict[str, Any]:
     return {
         "number": t.number, "params": dict(t.params), "overrides": attrs.get("overrides") or [],
         "state": state, "val_quality": res.get("val_quality"),
-        "teacher_val_quality": res.get("teacher_val_quality"), "p50_ms": res.get("p50_ms"),
+        "teacher_val_quality": res.get("teacher_val_quality"), "val_nll": res.get("val_nll"),
+        "p50_ms": res.get("p50_ms"),
         "bytes": res.get("bytes"), "speedup_vs_teacher": res.get("speedup_vs_teacher"),
         "params_count": res.get("params"), "precision": res.get("precision"),
         "seconds": attrs.get("seconds"), "feasible": bool(res.get("feasible")),
@@ -54,14 +55,20 @@ def pareto(records: list[dict], objective: str, higher: bool = True) -> list[int
 def choose(records: list[dict], objective: str, higher: bool = True, tie: float = 0.0) -> int | None:
     """The fastest (or smallest) complete trial meeting every constraint. Trials within ``tie``
     (a fraction) of the best objective are equally fast: the best validation quality among them
-    wins, then the lower objective."""
+    wins, then the lower validation loss (``val_nll``, where the task measures one: a steady
+    number where accuracy on a few hundred samples ties), then the lower objective."""
     sign = 1.0 if higher else -1.0
     ok = [r for r in records if r["state"] == "complete" and r["feasible"]]
     if not ok:
         return None
     best = min(_objective(r, objective) for r in ok)
     near = [r for r in ok if _objective(r, objective) <= best * (1 + tie)]
-    return min(near, key=lambda r: (-sign * r["val_quality"], _objective(r, objective)))["number"]
+
+    def rank(r: dict) -> tuple[float, float, float]:
+        nll = r.get("val_nll")
+        return (-sign * r["val_quality"], float("inf") if nll is None else nll, _objective(r, objective))
+
+    return min(near, key=rank)["number"]
 
 
 def summary(study, search: SearchConfig, total: int, higher: bool = True,
@@ -83,6 +90,7 @@ def summary(study, search: SearchConfig, total: int, higher: bool = True,
             "feasible": sum(r["state"] == "complete" and r["feasible"] for r in records),
             "stopped_untrained": sum(r["stopped"].get("at") == "probe" for r in stopped),
             "stopped_early": len(epochs), "stopped_at_epochs": epochs,
+            "stopped_by_check": sum(r["stopped"].get("at") == "check" for r in stopped),
             "failed": sum(r["state"] == "fail" for r in records),
         },
         "trials": records,
@@ -106,7 +114,7 @@ def trial_line(study, t, total: int) -> str:
             "" if r["feasible"] else "  (misses a constraint)")
     elif r["stopped"]:
         at = r["stopped"]
-        what = ("stopped untrained: " if at["at"] == "probe" else "") + at["reason"]
+        what = {"probe": "stopped untrained: ", "check": "cannot pass: "}.get(at["at"], "") + at["reason"]
     else:
         what = f"failed: {r['error'] or 'see its run folder'}"
     best = best_feasible(study)

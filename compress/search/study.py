@@ -18,7 +18,7 @@ from typing import Any
 
 from compress.config.pipeline import PipelineConfig
 from compress.config.search import Dimension, SearchConfig, encode, is_scalar_choice, override
-from compress.errors import CompressError
+from compress.errors import CompressError, GateError
 from compress.search.store import StageStore, link_or_copy
 from compress.search.trial import (
     TrialStopped,
@@ -260,6 +260,12 @@ def objective(trial, ctx: SearchContext) -> float:
         return _train_and_measure(trial, ctx, cfg, raw, run_dir, t0)
     except optuna.TrialPruned:
         raise
+    except GateError as e:
+        # the candidate cannot pass a check of its own pipeline (a prune budget its student cannot
+        # reach, a quantize limit set to fail): a dead end of the space, not a crash. Stopped, so
+        # it counts and the sampler learns to avoid it (Optuna's samplers skip failed trials).
+        _stopped(trial, {"at": "check", "reason": str(e)}, constraint_values(
+            ctx.search, None, None, None, None, ctx.higher), t0)
     except CompressError as e:
         trial.set_user_attr("error", str(e))
         trial.set_user_attr("seconds", round(time.perf_counter() - t0, 2))
@@ -397,6 +403,7 @@ def _train_and_measure(trial, ctx: SearchContext, cfg, raw: dict, run_dir: Path,
         "p50_ms": round(final.p50, 5), "teacher_p50_ms": round(teacher.p50, 5),
         "speedup_vs_teacher": final.speedup_vs_teacher, "bytes": final.bytes,
         "params": final.params, "macs": final.macs, "precision": final.precision,
+        "val_nll": final.quality.get("nll"),
         "final": final.name, "final_path": f"{run_dir.name}/{final.path}",
         "teacher_path": f"{run_dir.name}/{teacher.path}", "feasible": all(v <= 0 for v in cons.values()), "clock": getattr(final, "clock", None),
         "ran": out.engine.ran})

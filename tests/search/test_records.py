@@ -147,6 +147,17 @@ def test_trials_tied_on_speed_are_decided_by_validation_quality():
     assert choose(records, "latency", tie=0.2) == 2
 
 
+def test_equal_speed_and_accuracy_are_decided_by_validation_loss():
+    # 360 validation images make accuracy a count: two trials often tie on it, their loss does not
+    records = summary(_study(_trial(4, 0.986, 0.0200, 20_000), _trial(6, 0.986, 0.0205, 30_000)),
+                      SEARCH, total=2)["trials"]
+    records[0]["val_nll"], records[1]["val_nll"] = 0.081, 0.052
+    assert choose(records, "latency", tie=0.05) == 1
+    assert choose(records, "latency", tie=0.0) == 0  # not tied on speed: the faster one
+    records[1]["val_nll"] = None  # no loss measured: the faster one
+    assert choose(records, "latency", tie=0.05) == 0
+
+
 def test_no_final_round_when_the_space_changes_inputs_or_timing(tmp_path):
     from types import SimpleNamespace
 

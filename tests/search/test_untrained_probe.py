@@ -100,3 +100,27 @@ def test_a_candidate_slower_than_the_best_feasible_trial_side_by_side_is_never_t
     folder = out / "search" / f"trial-{big.number:04d}"
     assert not (folder / "01-distill").exists()
     assert (folder / "probe" / "rival" / "model.onnx").is_file()
+
+
+def test_a_prune_budget_out_of_reach_stops_the_trial_and_the_search_goes_on(make_search, tmp_path):
+    # 5% of a 4-channel student's MACs cannot be reached within max_ratio 0.8: a dead end of the
+    # space, stopped (so it counts and the sampler learns from it), not failed
+    stages = [{"distill": {"epochs": 2, "lr": 0.01}}, {"prune": {"macs": 1.0, "epochs": 0}},
+              {"export": {"opset": 18}}, {"benchmark": {}}]
+    path = make_search({"space": {"stages.1.prune.macs": [0.05, 1.0]}, "sampler": "grid",
+                        "trials": 2, "constraints": {"max_accuracy_drop": 1.0}}, stages=stages)
+    out = tmp_path / "run"
+    res = _search(path, out)
+    assert res.exit_code == 0, res.output
+    by_macs = {t.params["stages.1.prune.macs"]: t for t in _trials(out).values()}
+    dead, kept = by_macs[0.05], by_macs[1.0]
+    assert dead.state == optuna.trial.TrialState.PRUNED
+    assert dead.user_attrs["stopped"]["at"] == "check"
+    assert dead.user_attrs["stopped"]["reason"].startswith(
+        "stages[1].prune.macs: budget ") and "not reachable within max_ratio 0.8" in \
+        dead.user_attrs["stopped"]["reason"]
+    assert kept.state == optuna.trial.TrialState.COMPLETE
+    record = json.loads((out / "search" / "search.json").read_text())
+    assert record["counts"]["stopped_by_check"] == 1 and record["counts"]["failed"] == 0
+    assert record["chosen"] == kept.number
+    assert record["trials"][kept.number]["val_nll"] > 0
