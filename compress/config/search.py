@@ -116,8 +116,9 @@ class SearchConfig(BaseModel):
         "max_latency_ms / max_bytes and beat the best feasible trial.")
     front_slack: float | None = Field(
         0.1, ge=0, le=10, description="With probe: train a candidate only when its untrained "
-        "objective is below the best feasible trial's times (1 + this); none: train every "
-        "candidate that meets the constraints.")
+        "objective is below the best feasible trial's times (1 + this, or 1 + tie when that is "
+        "larger: a candidate within the tie could still be chosen); none: train every candidate "
+        "that meets the constraints.")
     tie: float = Field(
         0.05, ge=0, le=1, description="Feasible trials whose objective is within this fraction of "
         "the best count as tied; the one with the best validation quality among them is chosen "
@@ -131,6 +132,12 @@ class SearchConfig(BaseModel):
                     raise ValueError(f"sampler grid needs choices or a range with a step "
                                      f"(space {key!r} is continuous)")
         return self
+
+    @property
+    def probe_slack(self) -> float | None:
+        """How far the untrained candidate may trail the best feasible trial and still train:
+        ``front_slack``, widened to ``tie`` (a tied trial may win on validation quality)."""
+        return None if self.front_slack is None else max(self.front_slack, self.tie)
 
     def quality_constraint(self) -> bool:
         c = self.constraints

@@ -283,7 +283,8 @@ def _probe(trial, ctx: SearchContext, cfg, raw: dict, run_dir: Path, t0: float) 
     p50s of tiny models timed minutes apart differ by tens of percent on a shared CPU)."""
 
     c, s = ctx.search.constraints, ctx.search
-    best = best_feasible(trial.study) if s.front_slack is not None else None
+    slack = s.probe_slack
+    best = best_feasible(trial.study) if slack is not None else None
     if not s.probe or (c.max_latency_ms is None and c.max_bytes is None and best is None):
         return
     praw = probe_raw(raw)
@@ -304,13 +305,13 @@ def _probe(trial, ctx: SearchContext, cfg, raw: dict, run_dir: Path, t0: float) 
     elif c.max_bytes is not None and nbytes > c.max_bytes:
         reason = f"untrained size {nbytes} B > max_bytes {c.max_bytes}"
     elif best is not None and s.objective == "latency" and rival_p50 is not None:
-        if p50 > rival_p50 * (1 + s.front_slack):
+        if p50 > rival_p50 * (1 + slack):
             reason = (f"untrained p50 {p50:.4f} ms is {p50 / rival_p50:.2f}x best feasible trial "
-                      f"{best[0]}'s {rival_p50:.4f} ms timed beside it (> {1 + s.front_slack:g}x)")
-    elif best is not None and _objective_of(s, p50, nbytes) > best[1] * (1 + s.front_slack):
+                      f"{best[0]}'s {rival_p50:.4f} ms timed beside it (> {1 + slack:g}x)")
+    elif best is not None and _objective_of(s, p50, nbytes) > best[1] * (1 + slack):
         what = "p50" if s.objective == "latency" else "size"
         reason = (f"untrained {what} {_objective_of(s, p50, nbytes):.5g} > best feasible trial "
-                  f"{best[0]}'s {best[1]:.5g} x {1 + s.front_slack:g}")
+                  f"{best[0]}'s {best[1]:.5g} x {1 + slack:g}")
     if reason is not None:
         _stopped(trial, {"at": "probe", "reason": reason}, constraint_values(
             s, None, None, p50, nbytes, ctx.higher), t0)

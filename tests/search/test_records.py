@@ -174,3 +174,14 @@ def test_no_final_round_when_the_space_changes_inputs_or_timing(tmp_path):
         search = SearchConfig.model_validate({"space": {key: [1, 2]}})
         # a ctx with no pipeline: reaching the timing would fail, so {} proves the round is skipped
         assert final_round(study, SimpleNamespace(search=search, search_dir=tmp_path)) == {}
+
+
+def test_the_probe_trains_what_the_tie_could_still_choose():
+    # a candidate 20% slower than the best feasible trial may win a 30% tie on quality: train it
+    def slack(**kw):
+        return SearchConfig.model_validate({"space": {"student.kwargs.width": [2, 4]}, **kw}).probe_slack
+
+    assert slack() == 0.1
+    assert slack(tie=0.3) == 0.3
+    assert slack(tie=0.3, front_slack=0.5) == 0.5
+    assert slack(tie=0.3, front_slack=None) is None
