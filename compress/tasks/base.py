@@ -63,6 +63,15 @@ class Task(ABC):
 
     sequence_axis: ClassVar[int | None] = None  # the inputs' length axis, for variable-length data
 
+    def lengths(self, ds: Dataset) -> list[int] | None:
+        """Each item's length along the sequence axis (its first input's), or None for a task
+        whose inputs all have one shape."""
+        if self.sequence_axis is None:
+            return None
+        name = self.input_names[0]
+        # axis 1 of a batch is axis 0 of an item
+        return [int(ds[i][0][name].shape[self.sequence_axis - 1]) for i in range(len(ds))]
+
     def arrays(self, ds: Dataset, limit: int | None = None,
                seq_len: int | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """All of ``ds`` (or its first ``limit`` items) as ONNX Runtime feeds and targets

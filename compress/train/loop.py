@@ -148,11 +148,7 @@ def _loader(task: Task, train: Dataset, global_batch: int, seed: int, cfg: Train
             device: torch.device) -> DataLoader:
     """The global batch split over ranks; the sampler reshuffles by epoch from ``seed`` (and
     groups similar lengths with ``group_by_length``, for tasks whose inputs vary in length)."""
-    lengths = None
-    if cfg.group_by_length and task.sequence_axis is not None:
-        name = task.input_names[0]
-        # axis 1 of a batch is axis 0 of an item
-        lengths = [int(train[i][0][name].shape[task.sequence_axis - 1]) for i in range(len(train))]
+    lengths = task.lengths(train) if cfg.group_by_length else None
     sampler = dist.batch_sampler(len(train), global_batch, True, seed, lengths)
     g = torch.Generator().manual_seed(seed)
     collate = _indexed_collate(task) if isinstance(train, Indexed) else task.collate

@@ -142,14 +142,20 @@ def _compute(folder: Path, task: Task, teacher: nn.Module, train: Dataset, devic
              topk: int | None, autocast, batch_size: int) -> None:
     import numpy as np
     import torch
+    from torch.utils.data import Subset
 
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     arrays: dict[str, Any] = {}
-    start, n = 0, len(train)
+    n = len(train)
+    # variable-length inputs go longest first in batches of similar length (each batch pads to
+    # its own longest item, not to the longest of a random draw); rows land at their own index
+    lengths = task.lengths(train)
+    order = list(range(n)) if lengths is None else sorted(range(n), key=lambda i: -lengths[i])
+    start = 0
     with torch.inference_mode():
-        for inputs, _ in task.loader(train, batch_size):
+        for inputs, _ in task.loader(Subset(train, order), batch_size):
             with autocast():
                 out = task.train_forward(teacher, {k: v.to(device) for k, v in inputs.items()})
             out = out.float().cpu()
@@ -158,8 +164,9 @@ def _compute(folder: Path, task: Task, teacher: nn.Module, train: Dataset, devic
                 arrays = {name: np.lib.format.open_memmap(tmp / f"{name}.npy", mode="w+", dtype=a.dtype,
                                                           shape=(n, *a.shape[1:]))
                           for name, a in rows.items()}
+            at = np.asarray(order[start:start + len(out)])
             for name, a in rows.items():
-                arrays[name][start:start + len(a)] = a
+                arrays[name][at] = a
             start += len(out)
     for a in arrays.values():
         a.flush()

@@ -125,3 +125,26 @@ def test_embedding_task_reads_its_teacher_from_the_cache(tmp_path):
     # one pass to fill the cache (batch 256: one call), one for the validation reference; none
     # in the 3 training epochs of 4 batches each
     assert teacher.calls == 2
+
+
+def test_sequence_outputs_are_computed_longest_first_and_land_at_their_rows(tmp_path):
+    import contextlib
+
+    from compress.tasks.embedding import EmbeddingTask
+    from compress.train.teacher_cache import build_disk_cache
+
+    g = torch.Generator().manual_seed(0)
+    lens = torch.randint(2, 40, (50,), generator=g).tolist()
+    items = [({"input_ids": torch.randint(1, 50, (n,), generator=g),
+               "attention_mask": torch.ones(n, dtype=torch.long)}, 0) for n in lens]
+    teacher, widths = CountingEmbedder(), []
+    teacher.register_forward_pre_hook(lambda m, args: widths.append(tuple(args[0].shape)))
+    cache = build_disk_cache(tmp_path, "k", EmbeddingTask(), teacher, items, torch.device("cpu"),
+                             None, contextlib.nullcontext, batch_size=8)
+    # batches of 8 sorted by length: each pads to its own longest, 7 batches (the last of 2)
+    assert [w[0] for w in widths] == [8] * 6 + [2]
+    assert [w[1] for w in widths] == [sorted(lens, reverse=True)[8 * b] for b in range(7)]
+    got = cache.get(torch.arange(len(items)))
+    with torch.no_grad():
+        alone = torch.cat([teacher(x["input_ids"][None], x["attention_mask"][None]) for x, _ in items])
+    assert float((got - alone).abs().max()) < 1e-6  # row i is item i, whatever batch it rode in
