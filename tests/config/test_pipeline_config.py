@@ -96,8 +96,8 @@ BAD = [
      "p.yaml:31 stages[1]: each stage is a mapping with one key, the stage kind (one of: "),
     ("typo inside a stage", _edit("temperature: 4.0", "temperature: 4.0\n      temprature: 3"),
      "p.yaml:30 stages[0].distill.temprature: unknown key; expected one of: alpha, attention_weight, "
-     "batch_size, channels_last, checkpoint_every_steps, compile, epochs, grad_clip, hidden_weight, "
-     "hint_weight, hints, lr, optimizer, precision, schedule, teacher_cache, teacher_topk, "
+     "batch_size, channels_last, checkpoint_every_steps, compile, epochs, grad_clip, group_by_length, "
+     "hidden_weight, hint_weight, hints, lr, optimizer, precision, schedule, teacher_cache, teacher_topk, "
      "temperature, use_labels, use_transfer, weight_decay, workers"),
     ("bool", _edit("dynamic_batch: false", "dynamic_batch: maybe"),
      "p.yaml:33 stages[1].export.dynamic_batch: must be true or false (got 'maybe')"),
