@@ -65,7 +65,8 @@ def test_teacher_and_student_are_classifiers_measured_in_ort(run):
     assert list(models) == ["teacher", "student", "student-int8"]
     for m in models.values():
         assert m["task"] == "sequence-classification" and m["metric"] == "accuracy"
-        assert m["split"] == "test" and set(m["quality"]) == {"accuracy", "top1_agreement"}
+        assert m["split"] == "test" and set(m["quality"]) == {"accuracy", "top1_agreement", "nll"}
+        assert m["quality"]["nll"] > 0
         assert round(m["accuracy"] * TEST) == pytest.approx(m["accuracy"] * TEST, abs=1e-9)
     assert models["teacher"]["quality"]["top1_agreement"] == 1.0
     # two of six layers kept: the encoder's layers are about 2/3 of its 22.7M parameters
