@@ -77,7 +77,10 @@ def _open_study(cfg: PipelineConfig, raw: dict, search_dir: Path, storage: str |
         raise InputError(f"search: {url} holds study {cfg.name!r} with {names[cfg.name].n_trials} "
                          "trials already; pass --resume to continue it, or --out for a new run")
     seed = cfg.search.seed if cfg.search.seed is not None else cfg.seed
-    if not local:  # workers sharing one study must not all draw the same candidates
+    if not local and cfg.search.sampler != "grid":
+        # workers sharing one study must not all draw the same candidates; the grid sampler's
+        # workers must share one seed instead: it shuffles the grid with it, and the grid ids in
+        # the storage mean the same point in every worker only when the order is the same
         seed = (seed * 1_000_003 + os.getpid()) % (2**31)
     study = optuna.create_study(storage=store, study_name=cfg.name, load_if_exists=True,
                                 direction="minimize", sampler=st.make_sampler(cfg.search, seed),
@@ -127,7 +130,10 @@ def _optimize(study, ctx: st.SearchContext, total: int, local: bool) -> None:
             time.sleep(st.HEARTBEAT_S)  # the rest is running elsewhere: wait, adopt the dead
             optuna.storages.fail_stale_trials(study)
             continue
-        study.optimize(lambda t: st.objective(t, ctx), n_trials=total - done - running,
+        # one trial per call, the counts read again before each: a worker that took every
+        # remaining trial at once would also start the points other workers are running (Optuna's
+        # grid sampler hands out an unfinished point once all are started)
+        study.optimize(lambda t: st.objective(t, ctx), n_trials=1,
                        timeout=left, catch=(CompressError,), gc_after_trial=True,
                        callbacks=[MaxTrialsCallback(total, states=states),
                                   lambda s, t: ctx.log(trial_line(s, t, total))])
