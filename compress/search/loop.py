@@ -107,14 +107,12 @@ def _optimize(study, ctx: st.SearchContext, total: int, local: bool) -> None:
     count; a worker that has nothing left to start waits for them, and when one goes silent
     (killed) its trial is failed and queued again, so this worker runs it."""
     import optuna
-    from optuna.study import MaxTrialsCallback
 
     if local:
         _retry_dead(study)  # we hold the run lock: a trial still 'running' was killed
     done = st.finished(study)
     if done:
         ctx.log(f"search: {done} of {total} trials finished already")
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     minutes = ctx.search.timeout_minutes
     deadline = time.monotonic() + minutes * 60 if minutes else None
     while True:
@@ -130,13 +128,13 @@ def _optimize(study, ctx: st.SearchContext, total: int, local: bool) -> None:
             time.sleep(st.HEARTBEAT_S)  # the rest is running elsewhere: wait, adopt the dead
             optuna.storages.fail_stale_trials(study)
             continue
-        # one trial per call, the counts read again before each: a worker that took every
-        # remaining trial at once would also start the points other workers are running (Optuna's
-        # grid sampler hands out an unfinished point once all are started)
+        # one trial per call, the counts read again before each (so no count of finished trials
+        # is needed inside the call): a worker that took every remaining trial at once would also
+        # start the points other workers are running (Optuna's grid sampler hands out an
+        # unfinished point once all are started)
         study.optimize(lambda t: st.objective(t, ctx), n_trials=1,
                        timeout=left, catch=(CompressError,), gc_after_trial=True,
-                       callbacks=[MaxTrialsCallback(total, states=states),
-                                  lambda s, t: ctx.log(trial_line(s, t, total))])
+                       callbacks=[lambda s, t: ctx.log(trial_line(s, t, total))])
 
 
 def _retried(study) -> int:

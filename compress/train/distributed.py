@@ -196,8 +196,10 @@ def _sampler_class():
         def __init__(self, n, global_batch, num_replicas, rank, shuffle, seed, lengths=None):
             super().__init__(range(n), num_replicas=num_replicas, rank=rank, shuffle=shuffle,
                              seed=seed, drop_last=False)
+            import torch
+
             self.n, self.global_batch, self.start_step = n, global_batch, 0
-            self.lengths = None if lengths is None else list(lengths)
+            self.lengths = None if lengths is None else torch.as_tensor(lengths)
             if self.lengths is not None and len(self.lengths) != n:
                 raise ValueError(f"{len(self.lengths)} lengths for {n} samples")
             # a last batch smaller than the world would leave a rank without samples: drop it
@@ -227,7 +229,7 @@ def _sampler_class():
     return ShardedBatchSampler
 
 
-def by_length(order, lengths: Sequence[int], batch: int, g=None):
+def by_length(order, lengths: torch.Tensor | Sequence[int], batch: int, g=None):
     """``order`` regrouped so that each batch holds samples of similar length: every run of
     ``LENGTH_GROUP_BATCHES`` batches is sorted by length (longest first) and cut into batches,
     then the full batches trade places at random with ``g`` (none: they stay in order). A short
