@@ -33,3 +33,19 @@ def test_progress_off_a_terminal_is_plain_lines(tmp_path):
     assert res.exit_code == 0, res.output
     assert "\r" not in res.stderr
     assert any(line.startswith("teacher: ") and "(100%) done in" in line for line in res.stderr.splitlines())
+
+
+def test_a_bad_builtin_kwarg_exits_2_naming_it_and_keeps_the_teacher(tmp_path):
+    # the student is built when distill starts: the trained teacher is kept, and the corrected
+    # run resumes it
+    cfg = tiny_config()
+    cfg["student"]["kwargs"]["stem_stride"] = 3
+    out = tmp_path / "run"
+    res = CliRunner().invoke(cli, ["pipeline", str(write_config(tmp_path, cfg)), "--out", str(out), "-q"])
+    assert (res.exit_code, res.stderr.strip()) == (2, "error: student.kwargs: stem_stride must be 1 or 2 (got 3)")
+    assert "Traceback" not in res.output
+    assert (out / "00-teacher" / "stage.json").is_file()
+    cfg["student"]["kwargs"]["stem_stride"] = 2
+    res = CliRunner().invoke(cli, ["pipeline", str(write_config(tmp_path, cfg)), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "[00-teacher] skipped" in res.stderr
