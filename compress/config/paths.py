@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Any, get_args, get_origin
 
@@ -17,7 +18,10 @@ def message(err: dict, loc: Loc, root: type[BaseModel]) -> str:
     """One pydantic error as the user reads it (the key path is printed by the caller)."""
     kind, ctx, got = err["type"], err.get("ctx", {}), err.get("input")
     if kind == "extra_forbidden":
-        return f"unknown key; expected one of: {', '.join(_allowed_keys(root, loc[:-1]))}"
+        allowed = _allowed_keys(root, loc[:-1])
+        near = near_miss(loc[-1], allowed) if loc else None
+        hint = f"did you mean {near!r}? " if near else ""
+        return f"unknown key; {hint}expected one of: {', '.join(allowed)}"
     if kind == "missing":
         return "required key is missing"
     if kind == "literal_error":
@@ -46,6 +50,14 @@ def message(err: dict, loc: Loc, root: type[BaseModel]) -> str:
     if kind == "value_error":
         return str(ctx.get("error", err["msg"]))
     return err["msg"]
+
+
+def near_miss(key: object, allowed: list[str]) -> str | None:
+    """The allowed key a typo most likely meant (``stagse`` -> ``stages``), if one is close."""
+    if not isinstance(key, str):
+        return None
+    found = difflib.get_close_matches(key, allowed, n=1, cutoff=0.75)
+    return found[0] if found else None
 
 
 def _allowed_keys(root: type[BaseModel], loc: Loc) -> list[str]:

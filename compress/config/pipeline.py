@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from compress.config import rules
 from compress.config import stages as sc
 from compress.config.data import DataConfig
-from compress.config.paths import apply_override, message, norm
+from compress.config.paths import apply_override, message, near_miss, norm
 from compress.config.search import SearchConfig, check_space
 from compress.config.stages import KINDS, TargetConfig
 from compress.config.train import TrainConfig
@@ -256,7 +256,8 @@ def _check_stage_kinds(raw: dict, path: Path, lines: dict[Loc, int]) -> None:
 
 
 def _explain(e: ValidationError, path: Path, lines: dict[Loc, int], overrides: tuple[str, ...]) -> str:
-    err = e.errors(include_url=False)[0]
+    errors = e.errors(include_url=False)
+    err = _first_to_show(errors)
     cause = err.get("ctx", {}).get("error")
     loc = (*err["loc"], *cause.loc) if isinstance(cause, rules.At) else tuple(err["loc"])
     where = format_path(loc) or "(top level)"
@@ -270,9 +271,22 @@ def _explain(e: ValidationError, path: Path, lines: dict[Loc, int], overrides: t
         prefix = f"{path}:{line_of(lines, loc)} {where}"
         if above:
             prefix += f" (after --set {above[0]})"
-    more = len(e.errors()) - 1
+    more = len(errors) - 1
     tail = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
     return f"{prefix}: {message(err, loc, PipelineConfig)}{tail}"
+
+
+def _first_to_show(errors: list[dict]) -> dict:
+    """The error a user should read first: a key that is missing because a near-miss typo of it
+    stands beside it (``stagse`` for ``stages``) is reported as the typo, not as the missing key."""
+    missing = {tuple(err["loc"]) for err in errors if err["type"] == "missing"}
+    for err in errors:
+        loc = tuple(err["loc"])
+        if err["type"] == "extra_forbidden" and loc and isinstance(loc[-1], str):
+            siblings = [m[-1] for m in missing if m[:-1] == loc[:-1] and isinstance(m[-1], str)]
+            if near_miss(loc[-1], siblings):
+                return err
+    return errors[0]
 
 
 def missing_files(cfg: BaseModel, loc: Loc = ()) -> list[tuple[Loc, Path]]:

@@ -29,7 +29,13 @@ def load_yaml(path: Path) -> tuple[Any, dict[Loc, int]]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder; expected a pipeline YAML file") from None
+    except UnicodeDecodeError:
+        what = "an ONNX model" if path.suffix.lower() in (".onnx", ".ort") else "a binary file"
+        raise ConfigError(f"{path}: is {what}, not a pipeline YAML; name it in a config "
+                          f"(teacher.onnx: {path.name}) and pass that YAML file") from None
+    except OSError as e:
         raise ConfigError(f"{path}: cannot read the file ({e})") from None
     if not text.strip():
         raise ConfigError(f"{path}: the file is empty; expected a mapping that starts with 'version: 1'")

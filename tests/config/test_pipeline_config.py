@@ -95,10 +95,14 @@ BAD = [
     ("stage not a mapping", _edit("  - export:\n      opset: 18\n", "  - export\n  - export:\n      opset: 18\n"),
      "p.yaml:31 stages[1]: each stage is a mapping with one key, the stage kind (one of: "),
     ("typo inside a stage", _edit("temperature: 4.0", "temperature: 4.0\n      temprature: 3"),
-     "p.yaml:30 stages[0].distill.temprature: unknown key; expected one of: alpha, attention_weight, "
+     "p.yaml:30 stages[0].distill.temprature: unknown key; did you mean 'temperature'? expected one "
+     "of: alpha, attention_weight, "
      "batch_size, channels_last, checkpoint_every_steps, compile, epochs, grad_clip, group_by_length, "
      "hidden_weight, hint_weight, hints, lr, optimizer, precision, schedule, teacher_cache, teacher_topk, "
      "temperature, use_labels, use_transfer, weight_decay, workers"),
+    ("typo of a required key", _edit("stages:", "stagse:"),
+     "p.yaml:25 stagse: unknown key; did you mean 'stages'? expected one of: data, device, gates, "
+     "name, search, seed, stages, student, target, task, teacher, version (and 1 more error)"),
     ("bool", _edit("dynamic_batch: false", "dynamic_batch: maybe"),
      "p.yaml:33 stages[1].export.dynamic_batch: must be true or false (got 'maybe')"),
     ("opset too low", _edit("opset: 18", "opset: 7"), "p.yaml:32 stages[1].export.opset: must be >= 13 (got 7)"),
@@ -134,6 +138,22 @@ SET_CASES = [
     ("nosuch.key=1", "--set nosuch.key: no such key nosuch; expected one of: data, device, gates, "
      "name, search, seed, stages, student, target, task, teacher, version"),
 ]
+
+
+def test_a_model_file_given_as_the_config_says_what_to_pass(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model.onnx").write_bytes(bytes(range(256)))
+    (tmp_path / "runs.yaml").mkdir()
+    for name, message in (
+        ("model.onnx", "error: model.onnx: is an ONNX model, not a pipeline YAML; name it in a "
+                       "config (teacher.onnx: model.onnx) and pass that YAML file"),
+        ("runs.yaml", "error: runs.yaml: is a folder; expected a pipeline YAML file"),
+    ):
+        for command in ("validate", "pipeline"):
+            result = CliRunner().invoke(cli, [command, name])
+            assert result.exit_code == 2, result.output
+            assert result.stderr.strip() == message
+            assert "Traceback" not in result.output
 
 
 @pytest.mark.parametrize("override,message", SET_CASES, ids=[c[0] for c in SET_CASES])
