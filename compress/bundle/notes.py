@@ -46,17 +46,24 @@ val opts = OrtSession.SessionOptions().apply {{
     setIntraOpNumThreads({runtime['threads']})
     addConfigEntry("session.enable_saved_runtime_optimizations", "1")
 }}
-val session = env.createSession(context.assets.open("{runtime['model']}").readBytes(), opts)
+val session = env.createSession(context.assets.open("{phone_model(runtime)}").readBytes(), opts)
 val input = OnnxTensor.createTensor(env, FloatBuffer.wrap(x), longArrayOf({shape}))
 session.run(mapOf("{name}" to input)).use {{ out -> val y = out.get("{out}").get().value }}
 ```"""
+
+
+def phone_model(runtime: dict) -> str:
+    """The file a phone app opens: the ORT-format model every bundle ships beside ``model.onnx``
+    (the session option ``enable_saved_runtime_optimizations`` is for ORT-format files)."""
+    model = runtime["model"]
+    return model if model.endswith(".ort") else model.rsplit(".", 1)[0] + ".ort"
 
 
 def swift(io: dict, pre: dict, runtime: dict) -> str:
     name, out = io["inputs"][0]["name"], io["outputs"][0]["name"]
     shape = ", ".join(str(d) for d in _shape(io, name))
     return f"""```swift
-let options = try ORTSessionOptions()
+let options = try ORTSessionOptions()  // open "{phone_model(runtime)}" from the app bundle
 try options.setIntraOpNumThreads({runtime['threads']})
 try options.addConfigEntry(withKey: "session.enable_saved_runtime_optimizations", value: "1")
 let input = try ORTValue(tensorData: data, elementType: .float, shape: [{shape}])

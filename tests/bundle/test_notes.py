@@ -50,6 +50,17 @@ def test_bundle_readme_holds_the_generated_notes(pipeline_bundle):
         assert line in readme
     assert f'session.run(mapOf("{f["input"]}" to input))' in readme
     assert "longArrayOf(1, 1, 32, 32)" in readme and "setIntraOpNumThreads(1)" in readme
+    # the phone snippets open the ORT-format file the bundle ships, as deploy/ANDROID.md does
+    opened = re.findall(r'assets\.open\("([^"]+)"\)', readme)
+    assert opened == ["model.ort"] and (pipeline_bundle / "model.ort").is_file()
+    android = (ROOT / "deploy" / "ANDROID.md").read_text()
+    assert re.findall(r'assets\.open\("([^"]+)"\)', android) == opened
+
+
+def test_no_shipped_file_points_at_a_document_outside_the_repo():
+    """FACTS.md lives beside the repo, not in it: a user reading a shipped file cannot open it."""
+    shipped = [*(ROOT / "deploy").glob("*.md"), *(ROOT / "compress" / "bundle" / "profiles").glob("*.yaml")]
+    assert shipped and [p.name for p in shipped if "FACTS" in p.read_text()] == []
 
 
 def test_text_notes_say_how_sentences_are_padded():
