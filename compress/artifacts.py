@@ -1,9 +1,10 @@
-"""What flows between stages: a model artifact (torch module or ONNX file), a stage result, and
-the typed measurement of a model that gates and the report read."""
+"""What flows between stages: a model artifact (torch module or ONNX file) and a stage result.
+The typed measurement of a model that gates and the report read lives in ``compress.records``
+(``ModelMeasurement`` is re-exported here)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -11,7 +12,8 @@ if TYPE_CHECKING:
     from torch import nn
 
 from compress.common.files import atomic_write, load_json, sha256_file, write_json
-from compress.stage_reports import StageReport
+from compress.records.measurement import ModelMeasurement
+from compress.records.stage_reports import StageReport
 
 
 @dataclass
@@ -71,73 +73,6 @@ def load_torch(folder: Path, in_channels: int | None, num_classes: int | None) -
 
 def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-def count_macs(module: nn.Module, example: Any, exporter: str = "torchscript",
-               path: Path | None = None) -> int:
-    """MACs of ``module`` on ``example`` (a tensor, a tuple of positional tensors or named ones),
-    counted on its exported ONNX graph with ``compress.bench.macs``: the counter every model in
-    the report is measured with (torch-pruning's module hooks miss Conv2d subclasses and
-    functional convs). ``path``: export there (else a temp file)."""
-    import tempfile
-
-    from compress.bench.macs import onnx_macs
-    from compress.export.torch_onnx import export_onnx
-
-    if isinstance(example, tuple):
-        example = {f"input_{i}": t for i, t in enumerate(example)}  # exported positionally
-    if path is not None:
-        return onnx_macs(export_onnx(module, example, path, exporter=exporter)).total
-    with tempfile.TemporaryDirectory() as tmp:
-        return onnx_macs(export_onnx(module, example, Path(tmp) / "model.onnx", exporter=exporter)).total
-
-
-@dataclass
-class ModelMeasurement:
-    """One model measured in ONNX Runtime on the file that ships: the report.json model entry.
-
-    ``accuracy`` is the task's headline quality (top-1 accuracy, or mean cosine to the teacher for
-    embeddings); ``quality`` holds every metric of the task; ``split`` names the data split they
-    were measured on (``test``, never the one that chose epochs or thresholds).
-    """
-
-    name: str
-    stage: str
-    path: str  # relative to the run directory
-    sha256: str
-    bytes: int
-    params: int | None
-    macs: int | None
-    precision: str
-    accuracy: float
-    split: str
-    quality: dict[str, float]
-    task: str
-    metric: str
-    higher_is_better: bool
-    latency_ms: dict[str, float]
-    threads: int
-    opt_level: str
-    runs: int
-    samples: str | None = None  # raw per-run latencies (ms), a .npy relative to the run directory
-    throughput_per_s: float | None = None
-    session_create_ms: float | None = None
-    speedup_vs_teacher: float | None = None
-    latency_by_length: dict[str, dict[str, float]] | None = None  # sequence models: p50 etc. per length
-    eval_sets: dict[str, dict[str, float]] | None = None  # quality on data.eval_sets, by name
-    clock: str | None = None  # latency clock: "cpu" (calling thread's CPU time, 1 thread) or "wall"
-
-    @property
-    def p50(self) -> float:
-        return self.latency_ms["p50"]
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelMeasurement:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 @dataclass

@@ -3,30 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 from compress.artifacts import ModelMeasurement
 from compress.errors import GateError
-from compress.stage_reports import Record
+from compress.records.report import GateResult
 
 if TYPE_CHECKING:
     from compress.config.pipeline import Gates
-
-
-class GateResult(Record):
-    """One gate on the final model: its limit, the measured value and the verdict (report.json's
-    ``gates`` entries; ``message`` is empty when it passed)."""
-
-    omit_none: ClassVar[tuple[str, ...]] = ("verdict", "ci", "fingerprint_mismatch")
-
-    gate: str
-    value: float
-    limit: float
-    passed: bool
-    message: str
-    verdict: str | None = None  # the baseline gate's statistical verdict
-    ci: list[float] | None = None  # the baseline gate's confidence interval of the ratio
-    fingerprint_mismatch: list[str] | None = None  # what differs from the baseline's machine
 
 
 def _result(gate: str, value: float, limit: float, passed: bool, message: str) -> GateResult:

@@ -14,7 +14,7 @@ PKG = Path(__file__).resolve().parents[1] / "compress"
 # the first dotted part under compress -> floor
 FLOORS = {
     "__init__": 1, "errors": 1, "common": 1,
-    "config": 2,
+    "config": 2, "records": 2,
     "tasks": 3, "models": 3, "data": 3,
     "train": 4, "export": 4, "quant": 4, "bench": 4, "artifacts": 4, "stage_reports": 4,
     "stages": 5, "report": 5, "bundle": 5, "gates": 5,

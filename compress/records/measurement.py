@@ -1,0 +1,55 @@
+"""The typed measurement of one model: a report.json ``models`` entry and a benchmark
+stage's ``measurements`` in stage.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from compress.records.base import Record
+
+
+class ModelMeasurement(Record):
+    """One model measured in ONNX Runtime on the file that ships: the report.json model entry.
+
+    ``accuracy`` is the task's headline quality (top-1 accuracy, or mean cosine to the teacher for
+    embeddings); ``quality`` holds every metric of the task; ``split`` names the data split they
+    were measured on (``test``, never the one that chose epochs or thresholds).
+    """
+
+    name: str
+    stage: str
+    path: str  # relative to the run directory
+    sha256: str
+    bytes: int
+    params: int | None
+    macs: int | None
+    precision: str
+    accuracy: float
+    split: str
+    quality: dict[str, float]
+    task: str
+    metric: str
+    higher_is_better: bool
+    latency_ms: dict[str, float]
+    threads: int
+    opt_level: str
+    runs: int
+    samples: str | None = None  # raw per-run latencies (ms), a .npy relative to the run directory
+    throughput_per_s: float | None = None
+    session_create_ms: float | None = None
+    speedup_vs_teacher: float | None = None
+    latency_by_length: dict[str, dict[str, float]] | None = None  # sequence models: p50 etc. per length
+    eval_sets: dict[str, dict[str, float]] | None = None  # quality on data.eval_sets, by name
+    clock: str | None = None  # latency clock: "cpu" (calling thread's CPU time, 1 thread) or "wall"
+
+    @property
+    def p50(self) -> float:
+        return self.latency_ms["p50"]
+
+    @property
+    def p90(self) -> float | None:
+        return self.latency_ms.get("p90")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelMeasurement:
+        return cls.model_validate(d)
