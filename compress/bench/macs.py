@@ -5,7 +5,7 @@ Why on the ONNX graph: torch-pruning's ``count_ops_and_params`` hooks module typ
 ``F.conv2d`` counts as zero: a real 385M-MAC network was reported at 21M. The exported graph has
 one ``Conv`` node per convolution, however the Python code spelled it.
 
-Why our own counter and not ``onnx-tool`` (1.0.1, evaluated on the nets in tests/runtime/
+Why our own counter and not ``onnx-tool`` (1.0.1, evaluated on the nets in tests/bench/
 test_macs.py): onnx-tool adds bias adds, activations, pooling, softmax and even Quantize/
 DequantizeLinear to its MACs (a conv net counted by hand at 1,364,288 MACs read 1,413,453, its
 QDQ copy 1,574,101; the attention block, 10,240 by hand, read 15,872), it raises
@@ -16,6 +16,9 @@ int8 graphs alike, says which MACs are quantized, names the nodes it could not s
 counting them as zero, and needs nothing beyond onnx (onnxruntime only as a fallback for
 contrib-op shapes).
 
+``count_macs`` exports a torch module and counts its graph here: every model in the report, and
+every prune step, is measured with this one counter.
+
 Conventions: a convolution costs ``N * C_out * prod(out_spatial) * C_in / groups *
 prod(kernel)`` MACs; a matrix product ``batch * M * N * K``; bias adds and elementwise ops cost
 none. Subgraphs (If/Loop bodies) are not counted.
@@ -25,10 +28,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import onnx
+    from torch import nn
 
 # op type -> (formula, index of input A, index of weight input B). One table for every form.
 _RULES: dict[str, tuple[str, int, int]] = {
@@ -103,6 +107,23 @@ def onnx_macs(model: str | Path | onnx.ModelProto, dims: dict[str, int] | None =
     count.inputs = {v.name: shapes[v.name] for v in graph.input
                     if v.name in shapes and v.name not in weights}
     return count
+
+
+def count_macs(module: nn.Module, example: Any, exporter: str = "torchscript",
+               path: Path | None = None) -> int:
+    """MACs of ``module`` on ``example`` (a tensor, a tuple of positional tensors or named ones),
+    counted on its exported ONNX graph (torch-pruning's module hooks miss Conv2d subclasses and
+    functional convs). ``path``: export there (else a temp file)."""
+    import tempfile
+
+    from compress.export.torch_onnx import export_onnx
+
+    if isinstance(example, tuple):
+        example = {f"input_{i}": t for i, t in enumerate(example)}  # exported positionally
+    if path is not None:
+        return onnx_macs(export_onnx(module, example, path, exporter=exporter)).total
+    with tempfile.TemporaryDirectory() as tmp:
+        return onnx_macs(export_onnx(module, example, Path(tmp) / "model.onnx", exporter=exporter)).total
 
 
 def _load(model):

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from compress.artifacts import ModelArtifact, StageResult, count_macs, count_params, save_torch
+from compress.artifacts import ModelArtifact, StageResult, count_params, save_torch
+from compress.bench.macs import count_macs
 from compress.config.stages import DistillConfig
 from compress.config.train import SoftTargets
 from compress.data.sources import DataBundle, with_transfer

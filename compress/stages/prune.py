@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from compress.artifacts import ModelArtifact, StageResult, count_macs, count_params, save_torch
+from compress.artifacts import ModelArtifact, StageResult, count_params, save_torch
+from compress.bench.macs import count_macs
 from compress.config.stages import PruneConfig, TargetConfig
 from compress.config.train import SoftTargets
 from compress.data.sources import DataBundle
