@@ -305,7 +305,7 @@ def _external_shas(onnx: Path | None) -> dict[str, str | None]:
     """The hashes of an onnx teacher's external data files, by name."""
     if onnx is None or not Path(onnx).is_file():
         return {}
-    from compress.bench.onnx_io import external_files
+    from compress.export.teacher_io import external_files
 
     return {p.name: _file_sha(p) for p in external_files(onnx)}
 

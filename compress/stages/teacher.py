@@ -10,7 +10,7 @@ from pydantic import ConfigDict
 
 from compress.artifacts import ModelArtifact, StageResult, count_params, save_torch
 from compress.bench.macs import onnx_macs
-from compress.bench.onnx_io import (
+from compress.export.teacher_io import (
     DataShape,
     IOPlan,
     apply_plan_,

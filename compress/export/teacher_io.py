@@ -1,9 +1,12 @@
-"""An ONNX model's inputs and outputs matched to a task's: which to rename, which to feed zeros,
-whether the embedding's pooling is missing, and whether dtypes and shapes fit the data.
+"""An ONNX teacher made one with its task: its inputs and outputs matched to the task's (which to
+rename, which to feed zeros, whether the embedding's pooling is missing, whether dtypes and
+shapes fit the data), and the graph rewritten to the task's names.
 
-``compress validate`` and the teacher stage share it, so a model exported under other names
-fails before any run with the YAML key to set, and the teacher stage rewrites the graph once so
-every later stage (quantize, benchmark, package) sees the task's own names. Torch-free.
+Two callers, one rule: the config loader (``compress validate``, ``pipeline``, ``search``) runs
+``check_teacher_config`` so a model exported under other names fails before any run with the
+YAML key to set, and the teacher stage rewrites the graph once (``apply_plan_``) so every later
+stage (quantize, benchmark, package) sees the task's own names. It writes ONNX, so it lives with
+export; it measures nothing. Torch-free.
 """
 
 from __future__ import annotations
