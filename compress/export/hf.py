@@ -5,7 +5,8 @@ are dynamic in batch and sequence (servers) or fixed to ``[1, seq_len]`` (mobile
 whole graphs only then). One file, weights inside, checked with ``onnx.checker`` ``full_check``.
 
 Exporters: ``torchscript`` (torch.onnx, ``dynamo=False``), ``dynamo`` (torch.onnx) and
-``optimum`` (optimum-onnx's ``main_export`` of the encoder, then the pooling appended in ONNX).
+``optimum`` (optimum-onnx's ``main_export`` of the encoder, then the pooling appended in ONNX;
+only with the ``optimum`` extra, which resolves transformers<4.58: see ``optimum_missing``).
 All three match PyTorch to a max abs diff of about 2e-7. ``benchmarks/minilm_export.py`` measured
 them (ORT 1.32, batch 1, seq 128, 1 thread, p50 of 200 interleaved runs, CPU clock, ms):
 
@@ -68,6 +69,13 @@ def export_embedder(embedder: SentenceEmbedder, path: str | Path, seq_len: int |
     if exporter == "optimum" and output != OUTPUT:
         raise StageError(f"the optimum exporter appends sentence-embedding pooling; a model with "
                          f"output {output!r} exports with torchscript or dynamo")
+    if exporter == "optimum":
+        from compress.quant.ptq import optimum_missing
+
+        why = optimum_missing("optimum.exporters.onnx")
+        if why is not None:
+            raise StageError(f"the optimum exporter is not available: {why}; "
+                             "the torchscript and dynamo exporters need no extra")
     if attention and exporter != "optimum":
         embedder = with_attention(embedder, attention)
 

@@ -171,7 +171,10 @@ def encode(encoder: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Te
            return_hidden: bool, return_attentions: bool):
     """The encoder's output, with hidden states (and attentions) only when a loss reads them;
     also whether they were asked for."""
-    extra = return_hidden or return_attentions
+    # torch.onnx's tracer passes the unset flags as 0-d tensors; transformers 5 reads a
+    # non-bool output_hidden_states as layer indices, so hand it plain bools
+    return_attentions = bool(return_attentions)
+    extra = bool(return_hidden) or return_attentions
     out = encoder(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=extra,
                   output_attentions=return_attentions, return_dict=True)
     return out, extra

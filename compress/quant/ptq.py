@@ -363,6 +363,29 @@ def modules_of(path: Path, nodes: list[str]) -> list[str]:
 
 
 OPTIMUM_PRESETS = {"x86-vnni": "avx512_vnni", "x86-avx2": "avx2", "arm64": "arm64"}
+OPTIMUM_INSTALL = "pip install 'compress[optimum]'"
+
+
+def optimum_missing(module: str = "optimum.onnxruntime") -> str | None:
+    """Why optimum-onnx's ``module`` cannot be used here, in one line ending with how to get it;
+    ``None`` when it imports. optimum-onnx is an extra of its own: 0.1 caps transformers<4.58,
+    and the ``hf`` extra's transformers 5 breaks its imports."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and e.name.split(".")[0] == "optimum":
+            return f"optimum-onnx is not installed ({OPTIMUM_INSTALL})"
+        return f"optimum-onnx does not import here: {_first_line(e)} ({OPTIMUM_INSTALL})"
+    except Exception as e:  # noqa: BLE001 - an installed but incompatible optimum breaks many ways
+        return (f"optimum-onnx does not import here: {type(e).__name__}: {_first_line(e)} "
+                f"({OPTIMUM_INSTALL}, in a venv of its own)")
+    return None
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0]
 
 
 def optimum_dynamic_int8(src: Path, dst: Path, isa: str) -> Path:
@@ -372,6 +395,11 @@ def optimum_dynamic_int8(src: Path, dst: Path, isa: str) -> Path:
     import logging
     import shutil
 
+    why = optimum_missing()
+    if why is not None:
+        from compress.errors import StageError
+
+        raise StageError(f"optimum's int8 baseline: {why}")
     from optimum.onnxruntime import ORTQuantizer
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import ConfigDict
-
 from compress.artifacts import ModelArtifact, StageResult, count_params, save_torch
 from compress.bench.macs import onnx_macs
 from compress.export.teacher_io import (
@@ -20,8 +18,8 @@ from compress.export.teacher_io import (
     ports,
     weights_sha256,
 )
-from compress.config.pipeline import TeacherConfig
-from compress.config.stages import ExportConfig, StageConfig
+from compress.config.pipeline import TeacherConfig, TeacherStageConfig, export_key  # noqa: F401
+from compress.config.stages import ExportConfig
 from compress.export.checked import export_checked
 from compress.models.build import build_model, load_checkpoint_
 from compress.stage_reports import OnnxTeacherReport, TeacherReport
@@ -29,23 +27,6 @@ from compress.stages.base import Stage, StageContext
 from compress.train.loop import FitData, FitPlan, fit_
 
 DATA_FILE = "model.onnx.data"  # a brought teacher's external weights, beside its model.onnx
-
-
-class TeacherStageConfig(StageConfig):
-    """The teacher section plus the export settings its ONNX shares with the student's."""
-
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
-
-    teacher: TeacherConfig
-    export: ExportConfig
-
-    def takes(self) -> tuple:
-        return ()
-
-
-def export_key(export: ExportConfig) -> dict:
-    """Only what shapes the teacher's ONNX file, not the parity limits."""
-    return export.model_dump(include={"opset", "dynamic_batch", "batch_size", "seq_len", "exporter"})
 
 
 class TeacherStage(Stage):
@@ -80,16 +61,28 @@ class TeacherStage(Stage):
         metrics.update(exported, bytes=path.stat().st_size, params=meta["params"],
                        macs=meta["macs"])
         publish = [onnx_art]
-        if tcfg.optimum_baseline:
-            publish.append(_optimum_baseline(onnx_art, ctx, meta))
-            metrics["optimum_baseline"] = publish[-1].meta["preset"]
+        baseline = _optimum_baseline(onnx_art, ctx, meta) if tcfg.optimum_baseline else None
+        if baseline is not None:
+            publish.append(baseline)
+            metrics["optimum_baseline"] = baseline.meta["preset"]
         return StageResult(art, TeacherReport.model_validate(metrics), publish=publish)
 
 
-def _optimum_baseline(teacher: ModelArtifact, ctx: StageContext, meta: dict) -> ModelArtifact:
-    """Optimum's dynamic int8 of the full teacher, the baseline a user would otherwise pick."""
-    from compress.quant.ptq import OPTIMUM_PRESETS, choose_preset, optimum_dynamic_int8
+def _optimum_baseline(teacher: ModelArtifact, ctx: StageContext, meta: dict) -> ModelArtifact | None:
+    """Optimum's dynamic int8 of the full teacher, the baseline a user would otherwise pick;
+    ``None``, said in one line, when optimum-onnx (an extra of its own) is not there."""
+    from compress.common.console import current
+    from compress.quant.ptq import (
+        OPTIMUM_PRESETS,
+        choose_preset,
+        optimum_dynamic_int8,
+        optimum_missing,
+    )
 
+    why = optimum_missing()
+    if why is not None:
+        current().info(f"[{ctx.stage_name}] teacher.optimum_baseline skipped: {why}")
+        return None
     isa = choose_preset(ctx.target.isa).name
     path = optimum_dynamic_int8(teacher.path, ctx.stage_dir / "optimum-int8.onnx", isa)
     return ModelArtifact.from_onnx("teacher-optimum-int8", path, "int8",

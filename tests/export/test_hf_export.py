@@ -4,6 +4,8 @@ compress/export/hf.py.)"""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import onnx
 import pytest
@@ -11,6 +13,7 @@ from torch.utils.data import Subset
 
 from compress.config.stages import ParityLimits
 from compress.data.text import TextDataset, pydoc_sentences
+from compress.errors import StageError
 from compress.export.hf import export_embedder
 from compress.export.parity import check_parity
 from compress.models.hf import (
@@ -20,6 +23,7 @@ from compress.models.hf import (
     load_tokenizer,
     resolve_hf_dir,
 )
+from compress.quant.ptq import optimum_missing
 from compress.tasks.embedding import EmbeddingTask
 
 
@@ -76,6 +80,18 @@ def test_dynamo_output_name_is_valid(setup, tmp_path):
     assert par.cosine_min > 0.9999 and par.max_abs_diff < 1e-4
 
 
+def test_optimum_exporter_without_optimum_says_how_to_get_it(setup, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "optimum", None)  # as on a default install
+    with pytest.raises(StageError) as e:
+        export_embedder(setup[1], tmp_path / "o.onnx", exporter="optimum", tokenizer_dir=setup[0])
+    assert str(e.value) == ("the optimum exporter is not available: optimum-onnx is not installed "
+                            "(pip install 'compress[optimum]'); the torchscript and dynamo "
+                            "exporters need no extra")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(optimum_missing("optimum.exporters.onnx") is not None,
+                    reason="optimum-onnx is an extra of its own: pip install 'compress[optimum]'")
 def test_optimum_export_with_pooling_appended(setup, tmp_path):
     src, student, ds = setup
     path = export_embedder(student, tmp_path / "o.onnx", exporter="optimum", tokenizer_dir=src)
