@@ -11,8 +11,31 @@ from compress.config.tasks import TASK_USES
 from compress.config.yamlmap import Loc
 
 Stages = list[tuple[str, StageConfig]]
-UNFUSED_LEVELS = ("disable", "basic")  # ORT levels at which QDQ int8 runs unfused, slower than fp32
+
+# The QDQ rule, written once: ORT fuses QuantizeLinear/DequantizeLinear pairs into int8 kernels
+# only at level extended or all; below, a QDQ model runs unfused and slower than fp32. Validate
+# refuses a quantize stage or a QDQ teacher at such a level, and the benchmark refuses any QDQ
+# model it is handed at one (a model that came in some other way).
+UNFUSED_LEVELS = ("disable", "basic")
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+
+
+def fuses_qdq(opt_level: str) -> bool:
+    """Whether ORT at ``opt_level`` fuses QDQ int8 models."""
+    return opt_level not in UNFUSED_LEVELS
+
+
+def is_qdq(onnx_path) -> bool:
+    """Whether the ONNX file holds QuantizeLinear/DequantizeLinear nodes (weights not loaded)."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    return any(n.op_type in QDQ_OPS for n in graph.node)
+
+
+def unfused_qdq(opt_level: str, what: str) -> str:
+    """The refusal of ``what`` (QDQ int8) at an ``opt_level`` that leaves it unfused."""
+    return f"{opt_level!r} leaves {what} unfused and slower than fp32; use 'extended' or 'all'"
 
 
 class At(ValueError):
@@ -46,23 +69,19 @@ def check_stage_order(stages: Stages, fmt: Format) -> None:
 def check_opt_level(stages: Stages, target: TargetConfig) -> None:
     """QDQ int8 models fuse only at ORT level extended or all; below, every quantize trial and
     every benchmark of an int8 model would measure an unfused graph slower than fp32."""
-    if target.opt_level in UNFUSED_LEVELS and any(k == "quantize" for k, _ in stages):
-        raise At(("target", "opt_level"), f"{target.opt_level!r} leaves int8 QDQ models unfused "
-                 "and slower than fp32; use 'extended' or 'all'")
+    if not fuses_qdq(target.opt_level) and any(k == "quantize" for k, _ in stages):
+        raise At(("target", "opt_level"), unfused_qdq(target.opt_level, "int8 QDQ models"))
 
 
 def qdq_teacher_message(onnx_path, stages: Stages, target: TargetConfig) -> str | None:
     """The refusal of a QDQ int8 teacher file benchmarked at an unfused level (a file check: it
     reads the graph), or None."""
-    if target.opt_level not in UNFUSED_LEVELS or not any(k == "benchmark" for k, _ in stages):
+    if fuses_qdq(target.opt_level) or not any(k == "benchmark" for k, _ in stages):
         return None
-    import onnx
-
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    if not any(n.op_type in QDQ_OPS for n in graph.node):
+    if not is_qdq(onnx_path):
         return None
-    return (f"{onnx_path} is a QDQ int8 model, and target.opt_level {target.opt_level!r} leaves it "
-            "unfused and slower than fp32 in the benchmark; use 'extended' or 'all'")
+    return (f"{onnx_path} is a QDQ int8 model, and the benchmark at target.opt_level "
+            + unfused_qdq(target.opt_level, "it"))
 
 
 def check_task_keys(task: str, stages: Stages) -> None:

@@ -180,7 +180,7 @@ def test_a_qdq_teacher_is_refused_at_an_unfused_level(tmp_path, monkeypatch, qdq
         assert res.exit_code == 0, res.output
         return
     assert (res.exit_code, res.stderr.strip()) == (
-        2, "error: p.yaml:6 teacher.onnx: teacher.onnx is a QDQ int8 model, and target.opt_level "
-        "'basic' leaves it unfused and slower than fp32 in the benchmark; use 'extended' or 'all'")
+        2, "error: p.yaml:6 teacher.onnx: teacher.onnx is a QDQ int8 model, and the benchmark at "
+        "target.opt_level 'basic' leaves it unfused and slower than fp32; use 'extended' or 'all'")
     res = _validate(tmp_path, monkeypatch, ONNX_TEACHER.replace("basic", "extended"))
     assert res.exit_code == 0, res.output
