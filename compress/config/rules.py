@@ -126,10 +126,19 @@ def check_task_fits(task: str, source: str, stages: Stages, has_layers: bool,
     if task == "embedding" and source in ("digits", "npz", "image_folder"):
         raise At(("task",), f"embedding needs sentences: data.source text or python "
                  f"(got {source})")
+    refused = layerwise_refusal(task, has_layers)
     for i, (kind, scfg) in enumerate(stages):
         for key in ("hidden_weight", "attention_weight"):
-            layerwise = task in ("embedding", "sequence-classification")
-            if kind == "distill" and getattr(scfg, key) and (not layerwise or not has_layers):
-                raise At(("stages", i, kind, key), "layer-wise losses need task: embedding or "
-                         "sequence-classification and student.layers (the teacher layer of each "
-                         "student layer)")
+            if kind == "distill" and getattr(scfg, key) and refused:
+                raise At(("stages", i, kind, key), refused)
+
+
+def layerwise_refusal(task: str, has_layers: bool) -> str | None:
+    """Why distill's layer-wise losses cannot run, or None: they need a task that has them
+    (``TaskUses.layerwise``) and ``student.layers``. Validate and the distill stage both ask here."""
+    use = TASK_USES.get(task)
+    if use is not None and use.layerwise and has_layers:
+        return None
+    tasks = " or ".join(t for t, u in TASK_USES.items() if u.layerwise)
+    return (f"layer-wise losses need task: {tasks} and student.layers (the teacher layer of each "
+            "student layer)")

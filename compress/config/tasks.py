@@ -22,12 +22,15 @@ class TaskUses:
             ``top1_agreement`` reads ``export.min_agreement``, ``cosine_min`` reads
             ``export.min_cosine``.
         sequences: its inputs vary in length (``group_by_length`` means something).
+        layerwise: its distillation can add the layer-wise losses (``distill.hidden_weight``,
+            ``attention_weight``): the task class has ``layerwise`` (a test keeps the two equal).
     """
 
     soft_targets: bool = False
     labels: bool = False
     parity: tuple[ParityCheck, ...] = ()
     sequences: bool = False
+    layerwise: bool = False
 
     def ignored(self, fields: frozenset[str] | set[str]) -> dict[str, str]:
         """Of a config's ``fields``, those this task ignores, each with the reason."""
@@ -48,7 +51,7 @@ class TaskUses:
 
 TASK_USES: dict[str, TaskUses] = {
     "classification": TaskUses(soft_targets=True, labels=True, parity=("top1_agreement",)),
-    "embedding": TaskUses(parity=("cosine_min",), sequences=True),
+    "embedding": TaskUses(parity=("cosine_min",), sequences=True, layerwise=True),
     "sequence-classification": TaskUses(soft_targets=True, labels=True, parity=("top1_agreement",),
-                                        sequences=True),
+                                        sequences=True, layerwise=True),
 }

@@ -7,6 +7,7 @@ from torch import nn
 
 from compress.artifacts import ModelArtifact, StageResult, count_params, save_torch
 from compress.bench.macs import count_macs
+from compress.config.rules import layerwise_refusal
 from compress.config.stages import DistillConfig
 from compress.config.train import SoftTargets
 from compress.data.sources import DataBundle, with_transfer
@@ -79,12 +80,10 @@ def _training_task(ctx: StageContext, cfg: DistillConfig, scfg) -> Task:
     """The run's task, or its layer-wise variant when hidden-state or attention losses are on."""
     if not (cfg.hidden_weight or cfg.attention_weight):
         return ctx.task
-    if not hasattr(ctx.task, "layerwise"):
-        raise ConfigError(f"{ctx.where}.hidden_weight: layer-wise losses apply to the embedding "
-                          f"task (this run's task is {ctx.task.name})")
-    if scfg.layers is None:
-        raise ConfigError(f"{ctx.where}.hidden_weight: layer-wise losses need student.layers (which "
-                          "teacher layer each student layer was copied from)")
+    refused = layerwise_refusal(ctx.task.name, scfg.layers is not None)
+    if refused:  # validate refuses this first; a notebook call meets it here
+        key = "hidden_weight" if cfg.hidden_weight else "attention_weight"
+        raise ConfigError(f"{ctx.where}.{key}: {refused}")
     from compress.tasks.embedding import LayerwiseWeights
 
     weights = LayerwiseWeights(ctx.task.cos_weight, ctx.task.mse_weight, cfg.hidden_weight,

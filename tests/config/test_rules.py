@@ -184,3 +184,16 @@ def test_a_qdq_teacher_is_refused_at_an_unfused_level(tmp_path, monkeypatch, qdq
         "target.opt_level 'basic' leaves it unfused and slower than fp32; use 'extended' or 'all'")
     res = _validate(tmp_path, monkeypatch, ONNX_TEACHER.replace("basic", "extended"))
     assert res.exit_code == 0, res.output
+
+
+def test_the_tasks_with_layerwise_losses_are_the_ones_the_rule_names():
+    from compress.config.rules import layerwise_refusal
+    from compress.tasks import TASKS, make_task
+
+    has = {name for name in TASKS if hasattr(make_task(name), "layerwise")}
+    assert has == {"embedding", "sequence-classification"}
+    assert {name for name in TASKS if make_task(name).uses.layerwise} == has
+    assert [layerwise_refusal(t, True) for t in sorted(has)] == [None, None]
+    assert layerwise_refusal("embedding", False) == layerwise_refusal("classification", True) == (
+        "layer-wise losses need task: embedding or sequence-classification and student.layers "
+        "(the teacher layer of each student layer)")
