@@ -10,12 +10,10 @@ compress.bench.macs) and, for latency, timed on ORT with the pipeline's target s
 from __future__ import annotations
 
 import copy
-import fnmatch
 import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -26,7 +24,8 @@ from compress.config.stages import PruneConfig, TargetConfig
 from compress.config.train import SoftTargets
 from compress.data.sources import DataBundle
 from compress.errors import ConfigError, GateError, StageError
-from compress.models.widths import attention_heads, record_widths, sync_attention_heads_
+from compress.models.pruning import Example, capped_indices, make_pruner, output_shapes
+from compress.models.widths import record_widths, sync_attention_heads_
 from compress.stage_reports import PruneReport, PruneStep
 from compress.stages.base import Stage, StageContext
 from compress.tasks.base import Task, run_torch
@@ -41,12 +40,11 @@ from compress.train.loop import (
     recalibrate_bn_,
 )
 
-Example = torch.Tensor | tuple | dict
 
-
-@dataclass
+@dataclass(kw_only=True)
 class Recovery:
-    """What the schedule needs beyond the model: data for BN/recovery/taylor, a KD teacher, timing."""
+    """What the schedule needs beyond the model: data for BN/recovery/taylor, a KD teacher, timing.
+    Every field is named at the call (``Recovery(task=..., data=...)``); each has a default."""
 
     task: Task | None = None
     data: DataBundle | None = None
@@ -83,23 +81,6 @@ def prune_channels(
     return prune_schedule_(model, example_inputs, cfg, recovery or Recovery(), where).model
 
 
-def make_importance(name: str):
-    """The torch-pruning importance for a criterion name."""
-    import torch_pruning as tp
-
-    imp = tp.importance
-    return {
-        # l1/l2: the classic filter norm of the layer that roots the group
-        "l1": lambda: imp.MagnitudeImportance(p=1, group_reduction="first", normalizer=None),
-        "l2": lambda: imp.MagnitudeImportance(p=2, group_reduction="first", normalizer=None),
-        "group_l2": lambda: imp.GroupMagnitudeImportance(p=2),
-        "bn_scale": lambda: imp.BNScaleImportance(),
-        "taylor": lambda: imp.GroupTaylorImportance(),
-        "lamp": lambda: imp.LAMPImportance(p=2),
-        "random": lambda: imp.RandomImportance(),
-    }[name]()
-
-
 def prune_schedule_(
     model: nn.Module, example: Example, cfg: PruneConfig, rec: Recovery, where: str = "prune"
 ) -> PruneOutcome:
@@ -118,7 +99,7 @@ def prune_schedule_(
 
 
 def _run_steps(model, example, cfg: PruneConfig, rec: Recovery, where: str, meter: _Meter) -> PruneOutcome:
-    out_shapes = _output_shapes(model, example)
+    out_shapes = output_shapes(model, example)
     row0 = meter.measure(model, 0, 0.0)
     if rec.data is not None:
         row0.acc_recovered = rec.headline(model)
@@ -129,19 +110,19 @@ def _run_steps(model, example, cfg: PruneConfig, rec: Recovery, where: str, mete
 
     final = cfg.ratio if cfg.target == "ratio" else cfg.max_ratio
     n_steps = cfg.steps if cfg.target == "ratio" else math.ceil(cfg.max_ratio / cfg.step_ratio - 1e-9)
-    pruner = _make_pruner(model, example, cfg, final, n_steps, where)
+    pruner = make_pruner(model, example, cfg, final, n_steps, where)
     for k in range(1, n_steps + 1):
         if cfg.importance == "taylor":
             _accumulate_grads(model, rec, cfg.taylor_batches)
         for group in pruner.step(interactive=True):
-            idxs = _capped(group, pruner, cfg)
+            idxs = capped_indices(group, pruner, cfg)
             if idxs is None:
                 group.prune()
             elif idxs:
                 group.prune(idxs)
         model.zero_grad(set_to_none=True)
         sync_attention_heads_(model, pruner.num_heads)
-        shapes = _output_shapes(model, example)
+        shapes = output_shapes(model, example)
         if shapes != out_shapes:
             raise StageError(f"pruning changed the output shapes {out_shapes} -> {shapes}; add the "
                              f"layers that produce the outputs to {where}.ignore")
@@ -153,89 +134,6 @@ def _run_steps(model, example, cfg: PruneConfig, rec: Recovery, where: str, mete
     if budget is not None:
         _unreachable(cfg, trajectory, budget, where)
     return PruneOutcome(model, trajectory)
-
-
-def _make_pruner(model, example, cfg: PruneConfig, ratio: float, steps: int, where: str):
-    import torch_pruning as tp
-
-    ignored = _ignored_layers(model, example, cfg, where)
-    heads = attention_heads(model)
-    head_ratio = ratio if cfg.head_ratio is None else cfg.head_ratio
-    return tp.pruner.BasePruner(
-        model, example, importance=make_importance(cfg.importance),
-        global_pruning=cfg.scope == "global", pruning_ratio=ratio, max_pruning_ratio=cfg.max_ratio,
-        iterative_steps=steps, ignored_layers=ignored, round_to=cfg.round_to if cfg.round_to > 1 else None,
-        # whole heads go; the head size stays what attention kernels expect
-        num_heads=heads, prune_num_heads=bool(heads) and head_ratio > 0, prune_head_dims=not heads,
-        head_pruning_ratio=head_ratio if heads else 0.0, output_transform=_reduce_outputs,
-    )
-
-
-def _capped(group, pruner, cfg: PruneConfig) -> list[int] | None:
-    """Trim a group's indices so no layer loses more than ``max_ratio`` of its initial channels.
-
-    torch-pruning checks the floor only before a step, so one global step can cut below it.
-    Returns None to prune the group as is, else the least important indices that fit.
-    """
-    item = group[0]
-    module, fn, idxs = item.dep.target.module, item.dep.handler, item.idxs
-    dg = pruner.DG
-    if module in pruner.num_heads:
-        return None  # attention groups lose whole heads, bounded by head_ratio
-    out = dg.is_out_channel_pruning_fn(fn)
-    current = dg.get_out_channels(module) if out else dg.get_in_channels(module)
-    init = (pruner.layer_init_out_ch if out else pruner.layer_init_in_ch).get(module)
-    if current is None or init is None:
-        return None
-    floor = math.ceil(init * (1 - cfg.max_ratio) - 1e-9)
-    if cfg.round_to > 1:
-        floor = min(init, math.ceil(floor / cfg.round_to) * cfg.round_to)
-    allowed = current - floor
-    if len(idxs) <= allowed:
-        return None
-    full = dg.get_pruning_group(module, fn, list(range(current)))
-    imp = pruner.estimate_importance(full)
-    if allowed <= 0 or imp is None or len(imp) != current:
-        return []  # grouped channels or nothing left to cut: leave this group whole
-    return sorted(sorted(idxs, key=lambda i: float(imp[i]))[:allowed])
-
-
-def _ignored_layers(model: nn.Module, example: Example, cfg: PruneConfig, where: str) -> list[nn.Module]:
-    named = [(n, m) for n, m in model.named_modules() if n]
-    ignored: list[nn.Module] = []
-    for i, pattern in enumerate(cfg.ignore):
-        hits = [m for n, m in named if fnmatch.fnmatchcase(n, pattern)]
-        if not hits:
-            top = ", ".join(n for n, _ in named if "." not in n)
-            raise ConfigError(f"{where}.ignore[{i}]: {pattern!r} matches no module (top-level modules: {top})")
-        ignored += hits
-    if cfg.keep_head:
-        ignored += output_layers(model, example)
-        if attention_heads(model):
-            # a transformer's hidden size is its embedding space, tied through every residual add
-            # (and, for an embedding model, the space the teacher is compared in): heads and FFN
-            # width are what narrows it
-            ignored += [m for m in model.modules() if isinstance(m, nn.LayerNorm | nn.Embedding)]
-    return ignored
-
-
-def output_layers(model: nn.Module, example: Example) -> list[nn.Module]:
-    """The layers whose widths fix the output shape: the last linear/conv run, and any leaf module
-    whose output tensor is returned as is (e.g. a final LayerNorm)."""
-    order: list[tuple[nn.Module, Any]] = []
-    leaves = [m for m in model.modules() if not list(m.children())]
-    hooks = [m.register_forward_hook(lambda m, _i, o: order.append((m, o))) for m in leaves]
-    try:
-        with torch.no_grad():
-            outs = _tensors(_call(model, example))
-    finally:
-        for h in hooks:
-            h.remove()
-    found = [m for m, o in order if isinstance(o, torch.Tensor) and any(o is t for t in outs)]
-    roots = [m for m, _ in order if isinstance(m, nn.modules.conv._ConvNd | nn.Linear)]
-    if roots:
-        found.append(roots[-1])
-    return list(dict.fromkeys(found))
 
 
 def _recover(model: nn.Module, cfg: PruneConfig, rec: Recovery, row: PruneStep, k: int) -> None:
@@ -332,32 +230,6 @@ def count(model: nn.Module, example: Example) -> tuple[int, int]:
     return count_macs(model, example), count_params(model)
 
 
-def _call(model: nn.Module, example: Example):
-    if isinstance(example, dict):
-        return model(**example)
-    return model(*example) if isinstance(example, tuple) else model(example)
-
-
-def _tensors(out) -> list[torch.Tensor]:
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, dict):
-        out = list(out.values())
-    if isinstance(out, list | tuple):
-        return [t for o in out for t in _tensors(o)]
-    return []
-
-
-def _reduce_outputs(out) -> torch.Tensor:
-    # DepGraph traces back from one tensor; summing every float output reaches all of them
-    return sum(t.float().sum() for t in _tensors(out) if t.is_floating_point())
-
-
-def _output_shapes(model: nn.Module, example: Example) -> list[tuple[int, ...]]:
-    with torch.no_grad():
-        return [tuple(t.shape) for t in _tensors(_call(model.eval(), example))]
-
-
 class PruneStage(Stage):
     kind = "prune"
     uses_target = True  # latency targets and per-step timing measure as the target says
@@ -371,8 +243,8 @@ class PruneStage(Stage):
             raise StageError(f"{model.name!r} has no spec to rebuild it from; cannot save pruned widths")
         net = copy.deepcopy(model.module).cpu().eval()  # the input artifact stays unpruned
         teacher = ctx.teacher.module if ctx.teacher is not None and cfg.recovery == "kd" else None
-        rec = Recovery(ctx.task, ctx.data, teacher, ctx.device, ctx.target, None, ctx.seed, ctx.progress,
-                       ctx.scope)
+        rec = Recovery(task=ctx.task, data=ctx.data, teacher=teacher, device=ctx.device,
+                       target=ctx.target, seed=ctx.seed, progress=ctx.progress, scope=ctx.scope)
         named = ctx.example()
         example = next(iter(named.values())) if len(named) == 1 else named
         outcome = prune_schedule_(net, example, cfg, rec, ctx.where)

@@ -188,7 +188,7 @@ def test_global_scope_cuts_the_least_important_layer_hardest(digits):
 def test_every_importance_prunes_to_the_same_widths(importance, digits):
     torch.manual_seed(0)
     model = ResNet(1, 10, width=16, depth=(1, 1)).eval()
-    rec = Recovery(TASK, digits)  # taylor takes gradients on real batches
+    rec = Recovery(task=TASK, data=digits)  # taylor takes gradients on real batches
     cfg = PruneConfig(ratio=0.5, importance=importance, epochs=0, bn_batches=0, **QUICK)
     prune_channels(model, digits.example(), cfg, rec)
     assert _widths(model) == _widths(_pruned_reference(digits))
@@ -313,7 +313,7 @@ def test_recovery_trajectory_and_report_table(digits):
          FitPlan(TrainConfig(epochs=3, lr=0.01), torch.device("cpu"), progress=False))
     teacher = copy.deepcopy(model)
     cfg = PruneConfig(ratio=0.5, steps=2, epochs=1, lr=0.005, **QUICK)
-    outcome = prune_schedule_(model, data.example(), cfg, Recovery(TASK, data, teacher))
+    outcome = prune_schedule_(model, data.example(), cfg, Recovery(task=TASK, data=data, teacher=teacher))
     rows = outcome.trajectory
     assert [r.ratio for r in rows] == [0.0, 0.25, 0.5]
     assert rows[0].acc_recovered == pytest.approx(evaluate_headline(TASK, teacher, data.val))
@@ -369,3 +369,9 @@ stages:
         "p.yaml:5 stages[0].prune: set exactly one target of ratio, macs, latency_ms (got ratio, macs)"
     )
     assert "Traceback" not in res.output
+
+
+def test_recovery_takes_its_fields_by_name_only():
+    with pytest.raises(TypeError, match="positional"):
+        Recovery(TASK)  # nine fields of one kind or another: a positional call misreads silently
+    assert Recovery(seed=3).seed == 3
