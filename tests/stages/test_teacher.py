@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
@@ -246,3 +247,60 @@ def test_optimums_feature_extraction_export_of_minilm_is_an_embedding_teacher(tm
     assert models["teacher"]["quality"]["cosine_mean"] == pytest.approx(1.0, abs=1e-6)
     assert models["teacher-int8"]["quality"]["cosine_mean"] >= 0.95
     assert (out / "bundle" / "manifest.json").is_file()
+
+
+# optimum-onnx is an extra of its own (it caps transformers<4.58; the hf extra takes 5): without
+# it the teacher's optimum baseline is skipped in one line that says how to get it.
+INSTALL = "pip install 'compress[optimum]'"
+
+
+def test_optimum_missing_names_the_extra(monkeypatch):
+    from compress.quant.ptq import optimum_missing
+
+    monkeypatch.setitem(sys.modules, "optimum", None)
+    assert optimum_missing() == f"optimum-onnx is not installed ({INSTALL})"
+    assert optimum_missing("optimum.exporters.onnx") == f"optimum-onnx is not installed ({INSTALL})"
+
+
+def test_optimum_that_does_not_import_is_named_in_one_line(monkeypatch, tmp_path):
+    from compress.quant.ptq import optimum_missing
+
+    # an optimum-onnx 0.1 beside transformers 5 fails like this on import
+    pkg = tmp_path / "optimum" / "onnxruntime"
+    pkg.mkdir(parents=True)
+    (tmp_path / "optimum" / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("raise ImportError(\"cannot import name 'get_parameter_dtype' "
+                                     "from 'transformers.modeling_utils'\\nmore detail\")\n")
+    for name in ("optimum", "optimum.onnxruntime"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert optimum_missing() == (
+        "optimum-onnx does not import here: ImportError: cannot import name 'get_parameter_dtype' "
+        f"from 'transformers.modeling_utils' ({INSTALL}, in a venv of its own)")
+
+
+def test_teacher_skips_the_optimum_baseline_in_one_line(monkeypatch):
+    import io
+    from types import SimpleNamespace
+
+    from compress.common import console
+    from compress.stages.teacher import _optimum_baseline
+
+    monkeypatch.setitem(sys.modules, "optimum", None)
+    out = io.StringIO()
+    monkeypatch.setattr(console, "_current", console.Console(stream=out))
+    ctx = SimpleNamespace(stage_name="00-teacher")
+    assert _optimum_baseline(None, ctx, {}) is None
+    assert out.getvalue() == ("[00-teacher] teacher.optimum_baseline skipped: optimum-onnx is not "
+                              f"installed ({INSTALL})\n")
+
+
+def test_optimum_int8_without_optimum_is_a_stage_error(monkeypatch, tmp_path):
+    from compress.errors import StageError
+    from compress.quant.ptq import optimum_dynamic_int8
+
+    monkeypatch.setitem(sys.modules, "optimum", None)
+    with pytest.raises(StageError, match=r"^optimum's int8 baseline: optimum-onnx is not installed "
+                       r"\(pip install 'compress\[optimum\]'\)$"):
+        optimum_dynamic_int8(tmp_path / "m.onnx", tmp_path / "q.onnx", "x86-vnni")
+    assert list(tmp_path.iterdir()) == []
