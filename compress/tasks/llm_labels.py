@@ -9,6 +9,7 @@ subtracts the log prior. Both figures stay available (:class:`LabelRows`).
 Public API::
 
     Prompt(template, verbalisers, system=None, answer_prefix="", examples=(), chat=None)
+    check_prompt(prompt, where) / check_data_labels(names, prompt, where)   # InputError, exit 2
     PromptLabeller(model, tokenizer, prompt, where="teacher.prompt")
         .render(text) -> str              # the prompt string the model sees
         .encode(texts) -> list[list[int]] # its token ids
@@ -89,6 +90,15 @@ def check_prompt(prompt: Prompt, where: str = "teacher.prompt") -> None:
         if label not in prompt.verbalisers:
             raise InputError(f"{where}.examples[{i}]: label {label!r} has no verbaliser "
                              f"(labels: {', '.join(prompt.verbalisers)})")
+
+
+def check_data_labels(names: Sequence[str], prompt: Prompt, where: str = "data.labels",
+                      prompt_where: str = "teacher.prompt") -> None:
+    """Refuse label names in the data that no verbaliser names (the first one, listing all)."""
+    unknown = [n for n in dict.fromkeys(names) if n not in prompt.verbalisers]
+    if unknown:
+        raise InputError(f"{where}: label {unknown[0]!r} has no verbaliser in "
+                         f"{prompt_where}.verbalisers (named: {', '.join(prompt.verbalisers)})")
 
 
 def verbaliser_table(ids: Sequence[Sequence[int]]):

@@ -16,6 +16,7 @@ from compress.tasks.llm_labels import (
     LabelRows,
     Prompt,
     PromptLabeller,
+    check_data_labels,
     label_texts,
     read_chunks,
 )
@@ -182,3 +183,12 @@ def test_bad_prompts_word_for_word(model):
         label_texts(lab, ["good"], content_free=(), progress=False)
     assert str(e.value) == ("teacher.prompt.content_free: calibration needs at least one "
                             "content-free input")
+
+
+def test_data_labels_the_verbalisers_do_not_name():
+    prompt = Prompt("{text}", {"negative": " negative", "positive": " positive"})
+    check_data_labels(["positive", "negative", "positive"], prompt)
+    with pytest.raises(InputError) as e:
+        check_data_labels(["positive", "neutral", "mixed"], prompt)
+    assert str(e.value) == ("data.labels: label 'neutral' has no verbaliser in "
+                            "teacher.prompt.verbalisers (named: negative, positive)")
