@@ -1,4 +1,5 @@
-"""``compress deploy``: parse, re-cut the bundle for a target, print. Logic lives in targets.py."""
+"""``compress deploy``: parse, re-cut the bundle for a target, print. The logic lives in
+``compress.bundle.deploy``."""
 
 from __future__ import annotations
 

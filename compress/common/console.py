@@ -12,18 +12,11 @@ import datetime as _dt
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
-
-def _json_default(o: Any) -> Any:
-    if hasattr(o, "item"):  # numpy scalars
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, set | tuple):
-        return list(o)
-    return repr(o)
+from compress.common.files import json_default
 
 
 def _postfix_text(fields: dict[str, Any]) -> str:
@@ -86,7 +79,7 @@ class Console:
         record = {"ts": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds"),
                   "event": kind, **fields}
         if self.json_path is not None:
-            line = json.dumps(record, default=_json_default, allow_nan=True)
+            line = json.dumps(record, default=partial(json_default, strict=False), allow_nan=True)
             # one write of one whole line in append mode: concurrent readers never see half a record
             with open(self.json_path, "a", encoding="utf-8") as f:
                 f.write(line + "\n")

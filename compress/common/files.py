@@ -45,16 +45,20 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n")
 
 
-def _json_default(o: Any) -> Any:
-    if hasattr(o, "item"):
+def json_default(o: Any, strict: bool = True) -> Any:
+    """The JSON form of what ``json`` cannot write: numpy scalars, paths, sets and tuples. Anything
+    else raises ``TypeError``, or with ``strict=False`` (a log line must not stop a run) is its repr."""
+    if hasattr(o, "item"):  # numpy scalars
         return o.item()
     if isinstance(o, Path):
         return str(o)
     if isinstance(o, set | tuple):
         return list(o)
+    if not strict:
+        return repr(o)
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
@@ -68,7 +72,7 @@ def sha256_file(path: str | Path) -> str:
 
 def sha256_json(obj: Any) -> str:
     return hashlib.sha256(
-        json.dumps(obj, sort_keys=True, default=_json_default).encode()
+        json.dumps(obj, sort_keys=True, default=json_default).encode()
     ).hexdigest()
 
 

@@ -316,5 +316,3 @@ def _qat(q: QATConfig, model: ModelArtifact, ctx: StageContext, target: Int8Pres
                                              best_epoch=fit.best_epoch, kd=teacher is not None,
                                              history=fit.history)
 
-
-STAGE = QuantizeStage
