@@ -127,7 +127,7 @@ def deploy_target(run_dir: Path, target: str) -> tuple[Path, Manifest]:
 def _recut(tmp: Path, manifest: Manifest, profile: TargetProfile, target: str) -> Manifest:
     """The target's model file, runtime section, APP.md and file table in ``tmp``."""
     from compress.bundle.notes import app_notes
-    from compress.bundle.writer import convert_to_ort, ort_graph_ops
+    from compress.bundle.ort_format import convert_to_ort, ort_graph_ops
     from compress.common.files import sha256_file
 
     model = manifest.model

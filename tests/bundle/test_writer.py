@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from compress.bundle import PackageConfig, check_readiness, readiness, write_bundle
-from compress.bundle.writer import run_model
+from compress.bundle.ort_format import run_model
 from compress.errors import GateError, InputError
 from tests.bundle.conftest import make_spec
 
