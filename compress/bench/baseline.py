@@ -1,9 +1,13 @@
-"""Latency baselines: save a model's latency relative to a fixed reference workload, check later.
+"""Latency baselines: save a model's latency relative to a reference model, check it later.
 
-The file holds the block medians of the model and of the reference workload (``reference.py``),
-measured interleaved in one run, plus a machine fingerprint. A later check measures both again,
-interleaved, and compares the normalized latency (model / reference) with the stored one: a
-machine that is uniformly faster or slower does not read as a change in the model.
+The file holds, for several fresh processes, the block medians of k session pairs of the model and
+a reference (the built-in workload of ``reference.py``, or a model the caller names, such as the
+teacher), measured interleaved, plus a machine fingerprint. A later check opens k pairs again, in
+its own process, times them interleaved and compares the mean log ratio (model / reference) with
+the stored one. The interval covers the spread between sessions and between fresh processes
+(measured by the baseline, with floors from ``stats``), not only the noise inside one run: a
+check of an unchanged file right after ``--latency-update`` must not read as a regression.
+Version-1 files (one session, one process) are still read; their check assumes the floors.
 """
 
 from __future__ import annotations
@@ -12,28 +16,35 @@ import datetime as _dt
 import json
 import os
 import platform
+import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from compress.bench.compare import (
     CompareSettings,
     Comparison,
-    calls_per_block,
     compare_models,
     describe,
     is_failure,
-    model_feeds,
-    open_model,
     percent,
-    sequential_rounds,
-    session_runner,
-    warm_interleaved,
 )
-from compress.bench.latency import feed_spec, feeds_like, pick_clock
-from compress.bench.reference import REFERENCE_VERSION, reference_model_bytes, reference_sha256
+from compress.bench.latency import feed_spec, pick_clock
+from compress.bench.reference import REFERENCE_VERSION, reference_sha256
+from compress.bench.sessions import PairRequest, PairRounds, in_fresh_process, run_pairs
+from compress.bench.stats import (
+    INCONCLUSIVE,
+    RatioCI,
+    ShiftCI,
+    decide,
+    paired_ratio_ci,
+    shift_ci,
+    spread_of,
+    summarize,
+)
 from compress.common.files import sha256_file, write_json
 from compress.errors import InputError
 
@@ -91,7 +102,13 @@ def format_fingerprint(fp: dict) -> str:
 
 # -- the file ----------------------------------------------------------------------------------
 
+PAIRS = 4  # session pairs per process, in a baseline and in a check
+PROCESSES = 3  # fresh processes a baseline is measured in
+
+
 class _Rounds(BaseModel):
+    """Version 1: one session pair, equal calls per block."""
+
     model_config = ConfigDict(extra="ignore")
 
     calls_per_block: int = Field(ge=1)
@@ -100,11 +117,32 @@ class _Rounds(BaseModel):
 
     @model_validator(mode="after")
     def _paired(self):
-        if len(self.model_ms) != len(self.reference_ms):
-            raise ValueError("model_ms and reference_ms must have the same length")
-        if min(self.model_ms + self.reference_ms) <= 0:
-            raise ValueError("block medians must be positive")
+        _check_paired(self.model_ms, self.reference_ms)
         return self
+
+
+class _Session(BaseModel):
+    """Version 2: one session pair of one fresh process."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    process: int = Field(ge=0)
+    model_calls: int = Field(ge=1)
+    reference_calls: int = Field(ge=1)
+    model_ms: list[float] = Field(min_length=2)
+    reference_ms: list[float] = Field(min_length=2)
+
+    @model_validator(mode="after")
+    def _paired(self):
+        _check_paired(self.model_ms, self.reference_ms)
+        return self
+
+
+def _check_paired(model_ms: list[float], reference_ms: list[float]) -> None:
+    if len(model_ms) != len(reference_ms):
+        raise ValueError("model_ms and reference_ms must have the same length")
+    if min(model_ms + reference_ms) <= 0:
+        raise ValueError("block medians must be positive")
 
 
 class _Settings(BaseModel):
@@ -119,15 +157,47 @@ class BaselineFile(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     format: Literal["compress-latency-baseline"]
-    version: Literal[1]
+    version: Literal[1, 2]
     model: dict[str, Any]
     inputs: dict[str, dict[str, Any]]
     settings: _Settings
     fingerprint: dict[str, Any]
     reference: dict[str, Any]
-    rounds: _Rounds
+    rounds: _Rounds | None = None
+    sessions: list[_Session] | None = Field(default=None, min_length=1)
     normalized: dict[str, float]
     stats: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _has_rounds(self):
+        key = "rounds" if self.version == 1 else "sessions"
+        if getattr(self, key) is None:
+            raise ValueError(f"version {self.version} needs {key}")
+        return self
+
+    def groups(self) -> list[list[RatioCI]]:
+        """Each fresh process's session ratios (version 1: one process, one session)."""
+        if self.sessions is None:
+            return [[_ci(self.rounds.model_ms, self.rounds.reference_ms)]]
+        by: dict[int, list[RatioCI]] = {}
+        for x in self.sessions:
+            by.setdefault(x.process, []).append(_ci(x.model_ms, x.reference_ms))
+        return list(by.values())
+
+    def pairs(self) -> int:
+        return PAIRS if self.sessions is None else max(len(g) for g in self.groups())
+
+    def calls(self) -> tuple[int, int]:
+        if self.sessions is None:
+            return self.rounds.calls_per_block, self.rounds.calls_per_block
+        return self.sessions[0].model_calls, self.sessions[0].reference_calls
+
+    def reference_file(self) -> str | None:
+        return self.reference.get("path") if self.reference.get("kind") == "file" else None
+
+
+def _ci(model_ms: list[float], reference_ms: list[float]) -> RatioCI:
+    return paired_ratio_ci(model_ms, reference_ms)
 
 
 def load_baseline(path: str | Path) -> BaselineFile:
@@ -146,62 +216,144 @@ def load_baseline(path: str | Path) -> BaselineFile:
         err = e.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "top level"
         raise InputError(f"{path}: not a baseline file ({where}: {err['msg']})") from None
-    if base.reference.get("sha256") != reference_sha256():
+    if base.reference.get("kind", "builtin") == "builtin" and \
+            base.reference.get("sha256") != reference_sha256():
         raise InputError(f"{path}: saved against reference workload "
                          f"v{base.reference.get('version')}, this compress builds "
                          f"v{REFERENCE_VERSION}: save the baseline again")
     return base
 
 
-def _measure_pair(model_path: str | Path, threads: int, opt_level: str, settings: CompareSettings,
-                  feeds: dict | None, calls: int | None, stop, base=None) -> tuple[Comparison, dict, float]:
-    clock = pick_clock(settings.clock, threads)
-    sm, created = open_model(model_path, threads, opt_level)
-    sr, _ = open_model(reference_model_bytes(), threads, opt_level)
-    feeds = feeds if feeds is not None else model_feeds(sm)
-    names = [i.name for i in sm.get_inputs()]
-    if sorted(feeds) != sorted(names):
-        raise InputError(f"{model_path}: model inputs ({', '.join(names)}) differ from the inputs "
-                         f"the baseline was measured with ({', '.join(feeds)})")
-    runs = [session_runner(sm, feeds, clock), session_runner(sr, model_feeds(sr), clock)]
-    per_call = warm_interleaved(runs, settings)
-    calls = calls or calls_per_block(max(per_call), settings)
-    return sequential_rounds(runs[0], runs[1], calls, settings, stop, base), feeds, created
+def _reference_record(reference: str | Path | None) -> dict:
+    if reference is None:
+        return {"kind": "builtin", "version": REFERENCE_VERSION, "sha256": reference_sha256()}
+    from compress.bench.compare import check_onnx_file
+
+    check_onnx_file(reference)
+    return {"kind": "file", "path": str(reference), "sha256": sha256_file(reference)}
+
+
+def _resolve_reference(base: BaselineFile, reference: str | Path | None,
+                       baseline_path: str | Path) -> str | None:
+    """The reference this check must time: the baseline's, and unchanged since."""
+    saved = base.reference_file()
+    if saved is None:
+        if reference is not None:
+            raise InputError(f"{baseline_path}: saved against the built-in reference workload, "
+                             f"not {reference}: save the baseline again with that reference")
+        return None
+    path = Path(reference if reference is not None else saved)
+    from compress.bench.compare import check_onnx_file
+
+    check_onnx_file(path)
+    if sha256_file(path) != base.reference.get("sha256"):
+        raise InputError(f"{baseline_path}: reference {path} changed since the baseline was "
+                         "saved: save the baseline again (pytest --latency-update, or compress "
+                         "bench MODEL --save-baseline FILE --reference REF)")
+    return str(path)
 
 
 def save_baseline(model_path: str | Path, out: str | Path, threads: int = 1,
                   opt_level: str = "all", settings: CompareSettings | None = None,
-                  feeds: dict | None = None, precision: float = 0.02) -> dict:
-    """Measure the model and the reference interleaved; write the baseline file atomically.
+                  feeds: dict | None = None, reference: str | Path | None = None,
+                  processes: int = PROCESSES, pairs: int = PAIRS) -> dict:
+    """Measure ``pairs`` session pairs (model, reference) in each of ``processes`` fresh
+    processes, interleaved; write the baseline file atomically and return its JSON.
 
-    Measures until the interval of model/reference is narrower than ``precision`` (relative),
-    or ``settings.max_seconds``. Returns the JSON written.
+    ``settings.max_seconds`` is the measuring time of all processes together (start-up and
+    warm-up not included). ``reference`` is a model file to time beside the model (the
+    teacher, say); by default the built-in reference workload.
     """
+    from compress.bench.compare import model_feeds, open_model
+
     settings = settings or CompareSettings(max_seconds=10.0)
     clock = pick_clock(settings.clock, threads)
+    ref = _reference_record(reference)
+    if feeds is None:
+        feeds = model_feeds(open_model(model_path, threads, opt_level)[0])
+    req = PairRequest(str(model_path), None if reference is None else str(reference),
+                      feed_spec(feeds), threads, opt_level, clock, pairs,
+                      max(0.3, settings.max_seconds / processes), min_rounds=settings.min_rounds)
+    measured, seconds, _ = _in_processes(req, processes, feeds)
+    data = _baseline_json(model_path, feeds, threads, opt_level, clock, ref, measured, seconds)
+    write_json(out, data)
+    return data
 
-    def precise(ci) -> str | None:
-        return "measured" if (ci.high - ci.low) <= precision * ci.ratio else None
 
-    c, feeds, created = _measure_pair(model_path, threads, opt_level, settings, feeds, None, precise)
-    data = {
+def _in_processes(req: PairRequest, processes: int, feeds: dict | None,
+                  stop=None) -> tuple[list[list[PairRounds]], float, str | None]:
+    """``req`` in up to ``processes`` fresh processes one after another, until ``stop`` (called
+    with the groups so far) names a verdict. Later processes use the first one's block sizes."""
+    measured: list[list[PairRounds]] = []
+    seconds, verdict = 0.0, None
+    with tempfile.TemporaryDirectory(prefix="compress-baseline.") as tmp:
+        if feeds is not None:
+            npz = Path(tmp) / "inputs.npz"
+            np.savez(npz, **feeds)
+            req = replace(req, inputs_npz=str(npz))
+        for _ in range(processes):
+            rounds, secs = in_fresh_process(req, timeout=120 + 10 * req.seconds)
+            measured.append(rounds)
+            seconds += secs
+            req = replace(req, calls=(rounds[0].model_calls, rounds[0].reference_calls))
+            verdict = stop(measured) if stop else None
+            if verdict:
+                break
+    return measured, seconds, verdict
+
+
+def _baseline_json(model_path, feeds, threads, opt_level, clock, ref, measured, seconds) -> dict:
+    groups = [[p.ci() for p in g] for g in measured]
+    process_sd, session_sd = spread_of(groups)
+    logs = np.log([c.ratio for g in groups for c in g])
+    half = 1.96 * float(np.sqrt(process_sd ** 2 / len(groups) + session_sd ** 2 / logs.size))
+    return {
         "format": FORMAT,
-        "version": 1,
+        "version": 2,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "model": {"path": str(model_path), "sha256": sha256_file(model_path),
                   "bytes": Path(model_path).stat().st_size},
         "inputs": feed_spec(feeds),
         "settings": {"threads": threads, "opt_level": opt_level, "clock": clock},
         "fingerprint": machine_fingerprint(threads, opt_level, clock),
-        "reference": {"version": REFERENCE_VERSION, "sha256": reference_sha256()},
-        "normalized": {"ratio": c.ci.ratio, "low": c.ci.low, "high": c.ci.high},
-        "stats": {"model": c.a_stats.as_dict(), "reference": c.b_stats.as_dict(),
-                  "session_create_ms": created, "seconds": c.seconds},
-        "rounds": {"calls_per_block": c.calls, "model_ms": [round(x, 6) for x in c.a_blocks],
-                   "reference_ms": [round(x, 6) for x in c.b_blocks]},
+        "reference": ref,
+        "normalized": {"ratio": float(np.exp(logs.mean())), "low": float(np.exp(logs.mean() - half)),
+                       "high": float(np.exp(logs.mean() + half))},
+        "spread": {"process": process_sd, "session": session_sd, "processes": len(groups),
+                   "pairs": len(groups[0])},
+        # of block medians (ms per call), all sessions together
+        "stats": {"model": summarize([x for g in measured for p in g for x in p.model_ms]).as_dict(),
+                  "reference": summarize([x for g in measured for p in g
+                                          for x in p.reference_ms]).as_dict(),
+                  "seconds": seconds},
+        "sessions": [{"process": i, **p.as_dict()} for i, g in enumerate(measured) for p in g],
     }
-    write_json(out, data)
-    return data
+
+
+# -- the check ---------------------------------------------------------------------------------
+
+def judge(now: list[list[PairRounds]], base: BaselineFile, tolerance: float,
+          confidence: float = 0.95) -> tuple[str | None, ShiftCI]:
+    """The verdict (None while undecided) and interval of this check's pairs against ``base``;
+    ``now`` holds the pairs of each process the check ran in."""
+    ci = shift_ci([[p.ci(confidence) for p in g] for g in now], base.groups(), confidence)
+    return decide(ci, tolerance), ci
+
+
+def check_message(verdict: str, ci: ShiftCI, model_path: str | Path, baseline_path: str | Path,
+                  base: BaselineFile, tolerance: float, seconds: float, changed: bool) -> str:
+    """One line: verdict, the move against the baseline, its interval and what it covers."""
+    ref = base.reference_file() or "the reference workload"
+    old = ("; a version-1 baseline holds one session and no measured spread: rewrite it "
+           "(pytest --latency-update, or --save-baseline) for a tighter check"
+           if base.version == 1 else "")
+    return (f"{verdict}: {model_path} is {ci.ratio:.3f}x its baseline {baseline_path} relative to "
+            f"{ref} ({ci.confidence:.0%} CI {ci.low:.3f}-{ci.high:.3f} over {ci.sessions} session "
+            f"pairs in {ci.processes} process(es) now and {ci.base_sessions} in "
+            f"{ci.base_processes} then; spread "
+            f"{ci.process_sd:.1%} between processes, {ci.session_sd:.1%} per session; tolerance "
+            f"{percent(tolerance)}; {ci.rounds} rounds in {seconds:.1f} s"
+            f"{'; model file changed' if changed else ''}{old})")
 
 
 def check_against_baseline(
@@ -213,34 +365,46 @@ def check_against_baseline(
     max_seconds: float = 20.0,
     feeds: dict | None = None,
     settings: CompareSettings | None = None,
+    reference: str | Path | None = None,
+    processes: int = 1,
 ) -> Verdict:
-    """Is ``model_path`` slower, relative to the reference workload, than the baseline says?
+    """Is ``model_path`` slower, relative to its reference, than the baseline says?
 
-    ``threads``/``opt_level`` default to the baseline's. Inputs are rebuilt with the baseline's
-    shapes unless ``feeds`` is given. Raises InputError (exit 2) for a missing or corrupt baseline
-    or model file; never raises for a regression: the caller decides (``Verdict.failed()``).
+    ``threads``/``opt_level`` default to the baseline's, ``reference`` to the baseline's
+    reference. Inputs are rebuilt with the baseline's shapes unless ``feeds`` is given. Raises
+    InputError (exit 2) for a missing or corrupt baseline, model or reference file; never raises
+    for a regression: the caller decides (``Verdict.failed()``). ``processes`` > 1 spreads the
+    check over that many fresh processes (``max_seconds`` shared among them), which averages out
+    the offset one process has: a tighter interval, for about a second of start-up per process.
     """
     base = load_baseline(baseline_path)
     threads = threads or base.settings.threads
     opt_level = opt_level or base.settings.opt_level
+    ref = _resolve_reference(base, reference, baseline_path)
     # the baseline's clock, whatever the caller's settings say: wall and CPU times do not compare
     settings = replace(settings or CompareSettings(), tolerance=tolerance,
                        max_seconds=max_seconds, clock=base.settings.clock)
-    feeds = feeds if feeds is not None else feeds_like(base.inputs)
-    c, _, _ = _measure_pair(model_path, threads, opt_level, settings, feeds,
-                            base.rounds.calls_per_block, None,
-                            (base.rounds.model_ms, base.rounds.reference_ms))
-    now = machine_fingerprint(threads, opt_level, pick_clock(settings.clock, threads))
-    mismatch = fingerprint_mismatch(base.fingerprint, now)
-    changed = "" if sha256_file(model_path) == base.model.get("sha256") else "; model file changed"
-    message = (
-        f"{c.verdict}: {model_path} is {c.ci.ratio:.3f}x its baseline {baseline_path} "
-        f"relative to the reference workload ({c.ci.confidence:.0%} CI {c.ci.low:.3f}-"
-        f"{c.ci.high:.3f}, tolerance {percent(tolerance)}; {c.rounds} rounds in {c.seconds:.1f} s"
-        f"{changed}); machine: {format_fingerprint(now)}"
-        + (f"; fingerprint differs from the baseline's: {'; '.join(mismatch)}" if mismatch else "")
-    )
-    return Verdict(c.verdict, c.ci.ratio, c.ci.low, c.ci.high, mismatch, message)
+    req = PairRequest(str(model_path), ref, base.inputs, threads, opt_level,
+                      base.settings.clock, base.pairs(), max_seconds / processes,
+                      calls=base.calls())
+    if processes == 1:
+        rounds, seconds, verdict = run_pairs(
+            req, settings, lambda r: judge([r], base, tolerance, settings.confidence)[0], feeds)
+        now = [rounds]
+    else:
+        def stop(groups):  # the first process alone says little about the process spread
+            return judge(groups, base, tolerance, settings.confidence)[0] if len(groups) > 1 else None
+
+        now, seconds, verdict = _in_processes(req, processes, feeds, stop)
+    _, ci = judge(now, base, tolerance, settings.confidence)
+    fp = machine_fingerprint(threads, opt_level, base.settings.clock)
+    mismatch = fingerprint_mismatch(base.fingerprint, fp)
+    changed = sha256_file(model_path) != base.model.get("sha256")
+    message = (check_message(verdict or INCONCLUSIVE, ci, model_path, baseline_path, base,
+                             tolerance, seconds, changed) + f"; machine: {format_fingerprint(fp)}"
+               + (f"; fingerprint differs from the baseline's: {'; '.join(mismatch)}"
+                  if mismatch else ""))
+    return Verdict(verdict or INCONCLUSIVE, ci.ratio, ci.low, ci.high, mismatch, message)
 
 
 def check_vs(

@@ -45,6 +45,12 @@ def parse_dims(values: tuple[str, ...]) -> dict[str, int]:
               help="Compare with a baseline saved by --save-baseline.")
 @click.option("--save-baseline", type=click.Path(path_type=Path), metavar="FILE",
               help="Measure MODEL against the reference workload and save a baseline.")
+@click.option("--reference", type=click.Path(path_type=Path), metavar="REF.onnx",
+              help="With --save-baseline: time MODEL relative to this model (the teacher, say) "
+                   "instead of the built-in reference workload; --baseline reuses it.")
+@click.option("--processes", type=click.IntRange(1, 64), default=None,
+              help="Fresh processes to measure in: --save-baseline [default: 3], --baseline "
+                   "[default: 1, this one].")
 @click.option("--tolerance", type=click.FloatRange(0, 10), default=0.10, show_default=True,
               help="Allowed slowdown for --vs/--baseline (0.10 = 10%).")
 @click.option("--strict", is_flag=True, help="Exit 3 on an inconclusive comparison too.")
@@ -56,7 +62,7 @@ def parse_dims(values: tuple[str, ...]) -> dict[str, int]:
               help="Timed runs of a plain bench [default: 300].")
 @click.option("--time", "seconds", type=click.FloatRange(0, 3600, min_open=True), default=None,
               help="Seconds: how long a plain bench runs, or the cap of a comparison "
-                   "[default: 20; 10 for --save-baseline].")
+                   "[default: 20; 10 for --save-baseline, all processes together].")
 @click.option("--dim", "dims", multiple=True, metavar="NAME=SIZE",
               help="Size of a dynamic input dimension (default batch=1, sequence=128, else 1).")
 @click.option("--inputs", type=click.Path(path_type=Path), metavar="FILE.npz",
@@ -67,7 +73,7 @@ def parse_dims(values: tuple[str, ...]) -> dict[str, int]:
 @click.option("--json", "json_out", type=click.Path(path_type=Path), metavar="OUT",
               help="Also write the results as JSON.")
 def bench(model: Path, other: Path | None, baseline: Path | None, save_baseline: Path | None,
-          tolerance: float, strict: bool, threads: int | None, opt_level: str | None,
+          reference: Path | None, processes: int | None, tolerance: float, strict: bool, threads: int | None, opt_level: str | None,
           runs: int | None, seconds: float | None, dims: tuple[str, ...], inputs: Path | None,
           clock: str, json_out: Path | None) -> None:
     """Measure the latency of MODEL (ONNX Runtime, CPU), or compare it with another model or a
@@ -87,6 +93,9 @@ def bench(model: Path, other: Path | None, baseline: Path | None, save_baseline:
     if runs is not None and modes:
         raise InputError(f"--runs applies to a plain bench; {modes[0]} measures until a verdict, "
                          "capped by --time")
+    if (reference is not None or processes is not None) and not (baseline or save_baseline):
+        raise InputError(f"{'--reference' if reference is not None else '--processes'} applies "
+                         "to --save-baseline and --baseline")
     if inputs is not None and dims:
         raise InputError("--inputs and --dim cannot be combined: the arrays fix the shapes")
     if clock == "cpu" and (threads or 1) > 1:
@@ -99,10 +108,11 @@ def bench(model: Path, other: Path | None, baseline: Path | None, save_baseline:
                           seconds or 20.0, dim_map, inputs, clock)
     elif baseline is not None:
         result = _check_baseline(model, baseline, tolerance, strict, threads, opt_level,
-                                 seconds or 20.0, dim_map, inputs)
+                                 seconds or 20.0, dim_map, inputs, reference, processes or 1)
     elif save_baseline is not None:
         result = _save_baseline(model, save_baseline, threads or 1, opt_level or "all",
-                                seconds or 10.0, dim_map, inputs, clock)
+                                seconds or 10.0, dim_map, inputs, clock, reference,
+                                processes or 3)
     else:
         result = _plain(model, threads or 1, opt_level or "all", runs, seconds, dim_map, inputs,
                         "wall" if clock == "auto" else clock)
@@ -185,7 +195,7 @@ def _compare(model: Path, other: Path, tolerance: float, strict: bool, threads: 
 
 def _check_baseline(model: Path, baseline: Path, tolerance: float, strict: bool,
                     threads: int | None, opt_level: str | None, seconds: float, dims: dict,
-                    inputs: Path | None) -> dict:
+                    inputs: Path | None, reference: Path | None, processes: int) -> dict:
     from compress.bench.baseline import check_against_baseline, load_baseline
 
     load_baseline(baseline)  # a bad baseline file is reported before any measuring
@@ -194,7 +204,8 @@ def _check_baseline(model: Path, baseline: Path, tolerance: float, strict: bool,
         from compress.bench.compare import open_model
 
         feeds = _feeds(open_model(model, 1, "basic")[0], dims, inputs)
-    v = check_against_baseline(model, baseline, tolerance, threads, opt_level, seconds, feeds)
+    v = check_against_baseline(model, baseline, tolerance, threads, opt_level, seconds, feeds,
+                               reference=reference, processes=processes)
     click.echo(v.message)
     if v.fingerprint_mismatch:
         click.echo("warning: machine fingerprint differs from the baseline's: "
@@ -204,18 +215,23 @@ def _check_baseline(model: Path, baseline: Path, tolerance: float, strict: bool,
 
 
 def _save_baseline(model: Path, out: Path, threads: int, opt_level: str, seconds: float,
-                   dims: dict, inputs: Path | None, clock: str) -> dict:
+                   dims: dict, inputs: Path | None, clock: str, reference: Path | None,
+                   processes: int) -> dict:
     from compress.bench.baseline import format_fingerprint, save_baseline
     from compress.bench.compare import CompareSettings, open_model
 
     feeds = _feeds(open_model(model, 1, "basic")[0], dims, inputs)
     data = save_baseline(model, out, threads, opt_level,
-                         CompareSettings(max_seconds=seconds, clock=clock), feeds)
-    n, st = data["normalized"], data["stats"]
-    click.echo(f"model      {model}: p50 {st['model']['p50']:.4f} ms; reference workload p50 "
+                         CompareSettings(max_seconds=seconds, clock=clock), feeds, reference,
+                         processes)
+    n, st, sp = data["normalized"], data["stats"], data["spread"]
+    ref = reference or "reference workload"
+    click.echo(f"model      {model}: p50 {st['model']['p50']:.4f} ms; {ref} p50 "
                f"{st['reference']['p50']:.4f} ms")
     click.echo(f"normalized {n['ratio']:.4f}x the reference (95% CI {n['low']:.4f}-{n['high']:.4f},"
-               f" {len(data['rounds']['model_ms'])} rounds)")
+               f" {len(data['sessions'])} session pairs in {sp['processes']} fresh processes)")
+    click.echo(f"spread     {sp['process']:.1%} between processes, {sp['session']:.1%} between "
+               "sessions (log ratio sd)")
     click.echo(f"machine    {format_fingerprint(data['fingerprint'])}")
     click.echo(f"saved      {out}")
     return data

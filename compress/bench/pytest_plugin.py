@@ -9,6 +9,13 @@ gives every suite the ``assert_not_slower`` fixture::
     def test_int8_beats_fp32(assert_not_slower):
         assert_not_slower("int8.onnx", than="fp32.onnx", tolerance=0.0)
 
+    def test_student_vs_its_teacher(assert_not_slower):
+        assert_not_slower("student.onnx", baseline="tests/latency/student.json",
+                          reference="teacher.onnx", tolerance=0.05)
+
+A baseline times the model beside a reference (the built-in workload, or ``reference=``) in
+session pairs in several fresh processes; the check times both again, interleaved, and its
+interval covers how far sessions and fresh processes move their ratio (``baseline.py``).
 ``pytest --latency-update`` rewrites the baselines instead of checking them (do it deliberately,
 on the machine that runs the checks). An inconclusive verdict passes with a warning, unless the
 call passes ``strict=True`` or pytest runs with ``--latency-strict``.
@@ -53,10 +60,14 @@ class LatencyChecker:
         opt_level: str | None = None,
         max_seconds: float = 20.0,
         strict: bool | None = None,
+        reference: str | Path | None = None,
+        processes: int = 1,
     ):
         """Fail the test if ``model`` is slower than its ``baseline`` file or than model ``than``.
 
-        Returns the ``Verdict`` (``compress.bench.baseline``).
+        ``reference`` (with ``baseline=``) is the model timed beside it, e.g. its teacher; by
+        default the built-in reference workload. ``processes`` > 1 spreads the check over that
+        many fresh processes. Returns the ``Verdict`` (``compress.bench.baseline``).
         """
         from compress.bench.baseline import Verdict, check_against_baseline, check_vs, save_baseline
         from compress.bench.compare import CompareSettings
@@ -65,22 +76,26 @@ class LatencyChecker:
 
         if (baseline is None) == (than is None):
             raise TypeError("assert_not_slower: pass exactly one of baseline= or than=")
+        if reference is not None and baseline is None:
+            raise TypeError("assert_not_slower: reference= goes with baseline=")
         strict = self.strict if strict is None else strict
         try:
             if baseline is not None and self.update:
                 data = save_baseline(model, baseline, threads or 1, opt_level or "all",
-                                     CompareSettings(max_seconds=max_seconds))
+                                     CompareSettings(max_seconds=max_seconds),
+                                     reference=reference)
                 self.updated.append(str(baseline))
                 n = data["normalized"]
                 return Verdict("updated", 1.0, 1.0, 1.0, [],
                                f"{baseline}: baseline rewritten ({model} = {n['ratio']:.4f}x "
-                               "the reference workload)")
+                               f"{reference or 'the reference workload'})")
             if baseline is not None:
                 if not Path(baseline).is_file():
                     pytest.fail(f"{baseline}: latency baseline not found; run pytest with "
                                 "--latency-update to create it", pytrace=False)
                 verdict = check_against_baseline(model, baseline, tolerance, threads, opt_level,
-                                                 max_seconds)
+                                                 max_seconds, reference=reference,
+                                                 processes=processes)
             else:
                 verdict, _ = check_vs(model, than, tolerance, threads or 1, opt_level or "all",
                                       max_seconds)

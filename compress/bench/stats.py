@@ -98,7 +98,27 @@ def median_ratio_ci(
     return RatioCI(ratio, float(low), float(high), confidence, int(a.size))
 
 
-def decide(ci: RatioCI, tolerance: float) -> str | None:
+def paired_ratio_ci(a: np.ndarray | list[float], b: np.ndarray | list[float],
+                    confidence: float = 0.95, n_boot: int = 1000, seed: int = 0) -> RatioCI:
+    """Median of the per-round ratios ``a[i] / b[i]``, with a percentile bootstrap over rounds.
+
+    In one round the two blocks run back to back, so they share the load of that moment: the
+    per-round ratio cancels it, where a ratio of medians lets each block's contention count
+    alone. On a loaded 2-core VM this halved the spread of a session's ratio (sd 3.9% -> 2.0%
+    over 12 sessions) and narrowed its interval from +-6% to +-2%.
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.size == 0 or a.shape != b.shape:
+        raise ValueError(f"need paired, non-empty rounds (got {a.shape} and {b.shape})")
+    q = a / b
+    idx = np.random.default_rng(seed).integers(0, q.size, size=(n_boot, q.size))
+    boot = np.median(q[idx], axis=1)
+    tail = (1.0 - confidence) / 2
+    low, high = np.quantile(boot, [tail, 1.0 - tail])
+    return RatioCI(float(np.median(q)), float(low), float(high), confidence, int(q.size))
+
+
+def decide(ci: RatioCI | ShiftCI, tolerance: float) -> str | None:
     """``slower`` if the whole interval lies above ``1 + tolerance``, ``not slower`` if it lies
     below; None while it straddles the line (measure more, or call it inconclusive at the cap)."""
     line = 1.0 + tolerance
@@ -107,3 +127,104 @@ def decide(ci: RatioCI, tolerance: float) -> str | None:
     if ci.high < line:
         return NOT_SLOWER
     return None
+
+
+# -- a baseline check across sessions and processes --------------------------------------------
+
+# Floors of the spread of one session's log ratio (model / reference), measured on a loaded 2-core
+# AMD EPYC VM (benchmarks/latency_false_alarms.py --spread; README "Latency regression tests"):
+# a fresh process moved it by about PROCESS_SPREAD (sd), and each session pair inside one process
+# by about SESSION_SPREAD more than its own bootstrap interval says. A baseline records its own
+# measured spread; these floors keep a lucky, quiet baseline from making the check overconfident.
+PROCESS_SPREAD = 0.02
+SESSION_SPREAD = 0.02
+
+
+@dataclass(frozen=True)
+class ShiftCI:
+    """How far a model moved against its baseline, relative to the reference, across sessions.
+
+    ``ratio`` is ``exp(mean log ratio now - mean log ratio then)``; ``low``/``high`` its interval.
+    ``process_sd`` and ``session_sd`` are the log-scale spreads the interval was built with.
+    """
+
+    ratio: float
+    low: float
+    high: float
+    confidence: float
+    sessions: int
+    base_sessions: int
+    base_processes: int
+    process_sd: float
+    session_sd: float
+    rounds: int
+    processes: int = 1
+
+
+def _z(confidence: float) -> float:
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(1.0 - (1.0 - confidence) / 2)
+
+
+def _log_within_var(ci: RatioCI) -> float:
+    """The variance of a session's log ratio that its own bootstrap interval implies."""
+    return ((np.log(ci.high) - np.log(ci.low)) / (2 * _z(ci.confidence))) ** 2
+
+
+def spread_of(groups: list[list[RatioCI]]) -> tuple[float, float]:
+    """``(process sd, session sd)`` of log ratios, one group of sessions per fresh process.
+
+    One-way analysis of variance: the session sd is the pooled sd inside processes (within-run
+    noise included); the process sd is what the process means vary beyond that. A part that
+    cannot be estimated (one process, or one session per process) is 0.
+    """
+    logs = [np.log([c.ratio for c in g]) for g in groups if g]
+    inside = [x - x.mean() for x in logs if x.size > 1]
+    dof = sum(x.size - 1 for x in inside)
+    session_var = float(sum((x ** 2).sum() for x in inside) / dof) if dof else 0.0
+    if len(logs) < 2:
+        return 0.0, float(np.sqrt(session_var))
+    means = np.array([x.mean() for x in logs])
+    per_process = float(np.mean([1.0 / x.size for x in logs]))
+    process_var = max(0.0, float(means.var(ddof=1)) - session_var * per_process)
+    return float(np.sqrt(process_var)), float(np.sqrt(session_var))
+
+
+def _session_var(cis: list[RatioCI], measured: float | None, floor: float) -> float:
+    """A session's log-ratio variance: the spread measured between sessions, or at least the
+    floor plus what the sessions' own intervals say."""
+    within = float(np.mean([_log_within_var(c) for c in cis]))
+    return max(measured ** 2 if measured is not None else 0.0, floor ** 2 + within)
+
+
+def shift_ci(now: list[list[RatioCI]], base: list[list[RatioCI]], confidence: float = 0.95,
+             process_floor: float = PROCESS_SPREAD,
+             session_floor: float = SESSION_SPREAD) -> ShiftCI:
+    """The model's move against its baseline, with an interval that covers fresh processes.
+
+    ``now`` holds this check's sessions and ``base`` the baseline's, each grouped by the process
+    that measured them (a check in its own process is one group). The difference of mean log
+    ratios has variance ``process^2 (1/Q + 1/P) + session_now^2 / k + session_base^2 / N``
+    for Q and P processes, k and N sessions. The process sd is the baseline's measured one or
+    ``process_floor``, whichever is larger; a session sd is the one measured between sessions of
+    a process, or ``session_floor`` plus the sessions' own bootstrap variance if that is larger.
+    """
+    flat_now = [c for g in now for c in g]
+    flat = [c for g in base for c in g]
+    if not flat_now or not flat:
+        raise ValueError(f"need sessions now and in the baseline (got {len(flat_now)} and "
+                         f"{len(flat)})")
+    q, processes = sum(1 for g in now if g), sum(1 for g in base if g)
+    base_process, base_session = spread_of(base)
+    _, now_session = spread_of(now)
+    r = np.log([c.ratio for c in flat_now])
+    b = np.log([c.ratio for c in flat])
+    var_now = _session_var(flat_now, now_session if r.size > q else None, session_floor)
+    var_base = _session_var(flat, base_session if b.size > processes else None, session_floor)
+    process_sd = max(base_process, process_floor)
+    var = process_sd ** 2 * (1 / q + 1 / processes) + var_now / r.size + var_base / b.size
+    d, half = float(r.mean() - b.mean()), _z(confidence) * float(np.sqrt(var))
+    return ShiftCI(float(np.exp(d)), float(np.exp(d - half)), float(np.exp(d + half)), confidence,
+                   int(r.size), int(b.size), processes, process_sd,
+                   float(np.sqrt(var_now)), min(c.rounds for c in flat_now), q)

@@ -1,4 +1,5 @@
-"""Baseline files: round trip, normalized check, fingerprint mismatch, corrupt and missing files."""
+"""Baseline files: round trip, normalized check, fingerprint mismatch, corrupt and missing files,
+a model file as the reference."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def saved(tmp_path_factory):
     model = folder / "tiny.onnx"
     onnx.save(conv_mlp_model(channels=8, size=16, convs=2), model)
     out = folder / "nested" / "tiny.json"
-    data = save_baseline(model, out, settings=FAST)
+    data = save_baseline(model, out, settings=FAST, processes=2)
     return model, out, data
 
 
@@ -50,12 +51,19 @@ def test_baseline_round_trip(saved):
     assert set(FINGERPRINT_KEYS) <= set(fp)
     assert fp["cores"] == os.cpu_count() and fp["threads"] == 1 and fp["opt_level"] == "all"
     assert fp == machine_fingerprint(1, "all", "cpu")
-    rounds = data["rounds"]
-    assert len(rounds["model_ms"]) == len(rounds["reference_ms"]) >= 20
-    assert data["normalized"]["ratio"] == pytest.approx(
-        np.median(rounds["model_ms"]) / np.median(rounds["reference_ms"]), rel=1e-4)
+    sessions = data["sessions"]
+    assert [s["process"] for s in sessions] == [0, 0, 0, 0, 1, 1, 1, 1]  # 4 pairs, 2 processes
+    assert all(len(s["model_ms"]) == len(s["reference_ms"]) >= 20 for s in sessions)
+    # every process times blocks of the sizes the first one chose
+    assert len({(s["model_calls"], s["reference_calls"]) for s in sessions}) == 1
+    logs = [np.log(np.median(np.array(s["model_ms"]) / np.array(s["reference_ms"])))
+            for s in sessions]
+    assert data["normalized"]["ratio"] == pytest.approx(np.exp(np.mean(logs)), rel=1e-4)
+    assert data["spread"]["processes"] == 2 and data["spread"]["pairs"] == 4
+    assert data["spread"]["session"] == pytest.approx(
+        np.sqrt(sum(np.var(logs[i:i + 4]) * 4 for i in (0, 4)) / 6), rel=1e-3)
     base = load_baseline(out)
-    assert base.rounds.model_ms == rounds["model_ms"]
+    assert base.version == 2 and base.sessions[5].model_ms == sessions[5]["model_ms"]
     assert base.settings.clock == "cpu" and base.reference["sha256"] == reference_sha256()
 
 
@@ -72,7 +80,8 @@ def test_slower_model_and_fingerprint_mismatch_are_reported(saved, tmp_path):
     model, out, data = saved
     doctored = json.loads(json.dumps(data))
     # as if the model had been 3x faster, relative to the reference, when the baseline was saved
-    doctored["rounds"]["model_ms"] = [x / 3 for x in data["rounds"]["model_ms"]]
+    for session in doctored["sessions"]:
+        session["model_ms"] = [x / 3 for x in session["model_ms"]]
     doctored["fingerprint"]["cpu"] = "Fake CPU 9000"
     doctored["fingerprint"]["ort"] = "0.0.1"
     path = tmp_path / "doctored.json"
@@ -113,12 +122,12 @@ def test_corrupt_baseline(tmp_path, text, why):
 def test_baseline_with_unequal_rounds_is_rejected(saved, tmp_path):
     _, _, data = saved
     bad = json.loads(json.dumps(data))
-    bad["rounds"]["reference_ms"] = bad["rounds"]["reference_ms"][:-1]
+    bad["sessions"][1]["reference_ms"] = bad["sessions"][1]["reference_ms"][:-1]
     p = tmp_path / "bad.json"
     p.write_text(json.dumps(bad))
     with pytest.raises(InputError) as e:
         load_baseline(p)
-    assert str(e.value) == (f"{p}: not a baseline file (rounds: Value error, model_ms and "
+    assert str(e.value) == (f"{p}: not a baseline file (sessions.1: Value error, model_ms and "
                             "reference_ms must have the same length)")
 
 
@@ -132,3 +141,28 @@ def test_baseline_from_another_reference_workload(saved, tmp_path):
         load_baseline(p)
     assert str(e.value) == (f"{p}: saved against reference workload v0, this compress builds "
                             "v1: save the baseline again")
+
+
+def test_a_model_file_as_the_reference(saved, tmp_path):
+    model, builtin, _ = saved
+    teacher = tmp_path / "teacher.onnx"
+    onnx.save(conv_mlp_model(channels=8, size=16, convs=3), teacher)
+    out = tmp_path / "vs-teacher.json"
+    data = save_baseline(model, out, settings=FAST, reference=teacher, processes=2)
+    assert data["reference"] == {"kind": "file", "path": str(teacher),
+                                 "sha256": sha256_file(teacher)}
+    # 2 of the teacher's 3 convs: the ratio sits well below 1
+    assert 0.3 < data["normalized"]["ratio"] < 0.95
+    v = check_against_baseline(model, out, tolerance=0.5, max_seconds=2.0)
+    assert v.verdict == NOT_SLOWER
+    assert f"its baseline {out} relative to {teacher} (95% CI " in v.message
+    with pytest.raises(InputError) as e:
+        check_against_baseline(model, builtin, tolerance=0.5, reference=teacher)
+    assert str(e.value) == (f"{builtin}: saved against the built-in reference workload, not "
+                            f"{teacher}: save the baseline again with that reference")
+    onnx.save(conv_mlp_model(channels=8, size=16, convs=2), teacher)  # the teacher changed
+    with pytest.raises(InputError) as e:
+        check_against_baseline(model, out, tolerance=0.5)
+    assert str(e.value) == (f"{out}: reference {teacher} changed since the baseline was saved: "
+                            "save the baseline again (pytest --latency-update, or compress bench "
+                            "MODEL --save-baseline FILE --reference REF)")

@@ -144,6 +144,14 @@ def test_save_baseline_then_check(models, tmp_path, capsys):
     assert err.startswith(f"error: {b}: not a baseline file (invalid JSON: ")
 
 
+def test_reference_and_processes_go_with_baselines(models, capsys):
+    tiny, big = models
+    assert run_cli(capsys, "bench", tiny, "--vs", big, "--reference", big) == (
+        2, "", "error: --reference applies to --save-baseline and --baseline\n")
+    assert run_cli(capsys, "bench", tiny, "--processes", "2") == (
+        2, "", "error: --processes applies to --save-baseline and --baseline\n")
+
+
 def test_inspect_counts_ops(models, capsys):
     tiny, _ = models
     code, out, _ = run_cli(capsys, "inspect", tiny)

@@ -60,19 +60,24 @@ def test_baseline_missing_then_update_then_check(suite):
     r.assert_outcomes(passed=1)
     r.stdout.fnmatch_lines(["compress latency: rewrote 1 baseline(s): latency/tiny.json"])
     saved = json.loads((suite.path / "latency" / "tiny.json").read_text())
-    assert saved["model"]["path"] == "tiny.onnx" and len(saved["rounds"]["model_ms"]) >= 20
+    assert saved["model"]["path"] == "tiny.onnx" and saved["version"] == 2
+    # 4 session pairs in each of 3 fresh processes, at least 20 rounds each
+    assert [s["process"] for s in saved["sessions"]] == [0] * 4 + [1] * 4 + [2] * 4
+    assert min(len(s["model_ms"]) for s in saved["sessions"]) >= 20
 
     r = suite.runpytest("-p", "no:cacheprovider")
     r.assert_outcomes(passed=1)
 
     # the baseline now claims the model used to be 3x faster: the check must fail
-    saved["rounds"]["model_ms"] = [x / 3 for x in saved["rounds"]["model_ms"]]
+    for session in saved["sessions"]:
+        session["model_ms"] = [x / 3 for x in session["model_ms"]]
     (suite.path / "latency" / "tiny.json").write_text(json.dumps(saved))
     r = suite.runpytest("-p", "no:cacheprovider")
     r.assert_outcomes(failed=1)
     r.stdout.re_match_lines([r"latency regression: slower: tiny.onnx is \d+\.\d{3}x its "
                              r"baseline latency/tiny.json relative to the reference workload "
-                             r"\(95% CI .*; machine: .*"])
+                             r"\(95% CI .* over 4 session pairs in 1 process\(es\) now and 12 in 3 "
+                             r"then; .*; machine: .*"])
 
 
 def test_inconclusive_warns_unless_strict(suite):
@@ -97,5 +102,7 @@ def test_bad_call_is_a_type_error(suite):
         def test_both(assert_not_slower):
             with pytest.raises(TypeError, match="exactly one of baseline= or than="):
                 assert_not_slower("tiny.onnx", baseline="b.json", than="big.onnx")
+            with pytest.raises(TypeError, match="reference= goes with baseline="):
+                assert_not_slower("tiny.onnx", than="big.onnx", reference="big.onnx")
     """)
     suite.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
