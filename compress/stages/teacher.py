@@ -8,6 +8,9 @@ from typing import Any
 
 from compress.artifacts import ModelArtifact, StageResult, count_params, save_torch
 from compress.bench.macs import onnx_macs
+from compress.config.pipeline import TeacherConfig, TeacherStageConfig, export_key  # noqa: F401
+from compress.config.stages import ExportConfig
+from compress.export.checked import export_checked
 from compress.export.teacher_io import (
     DataShape,
     IOPlan,
@@ -18,9 +21,6 @@ from compress.export.teacher_io import (
     ports,
     weights_sha256,
 )
-from compress.config.pipeline import TeacherConfig, TeacherStageConfig, export_key  # noqa: F401
-from compress.config.stages import ExportConfig
-from compress.export.checked import export_checked
 from compress.models.build import build_model, load_checkpoint_
 from compress.stage_reports import OnnxTeacherReport, TeacherReport
 from compress.stages.base import Stage, StageContext
@@ -34,6 +34,16 @@ class TeacherStage(Stage):
 
     def trains(self) -> bool:
         return self.cfg.teacher.checkpoint is None and self.cfg.teacher.train is not None
+
+    def key_extra(self, target) -> dict:
+        """optimum's baseline is made with this CPU's preset, and only where optimum-onnx imports:
+        a teacher cached without it (or for another ISA) is not reused once that changes."""
+        if not self.cfg.teacher.optimum_baseline:
+            return {}
+        from compress.quant.ptq import choose_preset, optimum_missing
+
+        return {"optimum_baseline": {"isa": choose_preset(target.isa).name,
+                                     "optimum": optimum_missing() is None}}
 
     def run(self, model: ModelArtifact | None, ctx: StageContext) -> StageResult:
         tcfg: TeacherConfig = self.cfg.teacher

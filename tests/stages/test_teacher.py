@@ -304,3 +304,20 @@ def test_optimum_int8_without_optimum_is_a_stage_error(monkeypatch, tmp_path):
                        r"\(pip install 'compress\[optimum\]'\)$"):
         optimum_dynamic_int8(tmp_path / "m.onnx", tmp_path / "q.onnx", "x86-vnni")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_teacher_key_follows_whether_optimum_can_make_its_baseline(monkeypatch):
+    from types import SimpleNamespace
+
+    from compress.quant.ptq import choose_preset
+    from compress.stages.teacher import TeacherStage
+
+    target = SimpleNamespace(isa="x86-avx2")
+    stage = TeacherStage(SimpleNamespace(teacher=SimpleNamespace(optimum_baseline=False)))
+    assert stage.key_extra(target) == {}
+    stage = TeacherStage(SimpleNamespace(teacher=SimpleNamespace(optimum_baseline=True)))
+    monkeypatch.setitem(sys.modules, "optimum", None)
+    assert choose_preset("x86-avx2").name == "x86-avx2"
+    assert stage.key_extra(target) == {"optimum_baseline": {"isa": "x86-avx2", "optimum": False}}
+    monkeypatch.setattr("compress.quant.ptq.optimum_missing", lambda module="": None)
+    assert stage.key_extra(target) == {"optimum_baseline": {"isa": "x86-avx2", "optimum": True}}
