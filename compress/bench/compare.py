@@ -33,6 +33,7 @@ from compress.bench.stats import (
     median_ratio_ci,
     summarize,
 )
+from compress.common.numbers import percent
 from compress.errors import InputError, StageError
 
 RunBlock = Callable[[int], np.ndarray]  # calls -> milliseconds per call
@@ -226,11 +227,6 @@ def describe(c: Comparison, a: str, b: str, tolerance: float) -> str:
     return (f"{c.verdict}: {a} takes {c.ci.ratio:.3f}x the time of {b} "
             f"({c.ci.confidence:.0%} CI {c.ci.low:.3f}-{c.ci.high:.3f}, tolerance {percent(tolerance)}; "
             f"{c.rounds} rounds x {c.calls} calls in {c.seconds:.1f} s)")
-
-
-def percent(x: float) -> str:
-    """0.1 -> '10%', 0.025 -> '2.5%'."""
-    return f"{x:.0%}" if round(x * 100, 6).is_integer() else f"{x:.1%}"
 
 
 def is_failure(verdict: str, strict: bool = False) -> bool:

@@ -3,30 +3,10 @@ metrics, milliseconds with the digits that matter, sizes with k/M/G."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-PERCENT_HINTS = ("accuracy", "acc_", "recall", "precision", "top1", "top5", "agreement", "f1")
-
-
-def num(v: Any) -> float | None:
-    """A finite float, or None for missing, non-numeric, NaN and inf values."""
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        return None
-    return float(v) if math.isfinite(v) else None
-
-
-def is_percent(metric: str) -> bool:
-    """True for metrics shown as percentages (accuracy-like fractions)."""
-    return any(h in metric.lower() for h in PERCENT_HINTS)
-
-
-def fmt_quality(metric: str, v: Any) -> str:
-    """A quality value: ``99.44%`` for accuracy-like metrics, ``0.9731`` otherwise."""
-    x = num(v)
-    if x is None:
-        return "-"
-    return f"{x * 100:.2f}%" if is_percent(metric) else f"{x:.4f}"
+# the quality rule is the package's one (compress.common.numbers); the report writes it as is
+from compress.common.numbers import fmt_delta, fmt_quality, is_percent, num  # noqa: F401
 
 
 def fmt_ms(v: Any) -> str:
