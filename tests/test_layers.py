@@ -205,6 +205,10 @@ def test_the_config_accepts_exactly_the_registered_tasks():
     ("compress.bench.latency", {"compress.quant.ptq"},
      "compress.bench.latency imports compress.quant.ptq: sideways on floor 4, bench -> quant is "
      "not in SIDEWAYS"),
+    # the data-type module exports and measures (artifacts.count_macs did)
+    ("compress.artifacts", {"compress.bench.macs"},
+     "compress.artifacts imports compress.bench.macs: sideways on floor 4, artifacts -> bench is "
+     "not in SIDEWAYS"),
     # a room the map does not name
     ("compress.util.misc", set(), "compress.util.misc: room 'util' is on no floor of compress/layers.py"),
 ])
