@@ -101,6 +101,9 @@ def load_hf_model(path: str | Path, trust_remote_code: bool = False,
     _offline()
     from safetensors import SafetensorError
     from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # transformers 5 draws a "Loading weights" bar per load
 
     kwargs: dict[str, Any] = {"local_files_only": True, "trust_remote_code": trust_remote_code}
     if attn_implementation:
