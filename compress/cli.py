@@ -111,9 +111,9 @@ def _run_pipeline(cfg, raw: dict, run_dir: Path, device: str, resume: bool, prog
         shutdown()
     if report is None:  # a rank other than 0: rank 0 prints the summary
         return
-    if report["models"]:
-        console.summary(models_table(report["models"]))
-    console.summary(f"report: {run_dir / 'report.html'}  final: {report['final']}")
+    if report.models:
+        console.summary(models_table(report.models))
+    console.summary(f"report: {run_dir / 'report.html'}  final: {report.final}")
 
 
 @cli.command()

@@ -7,9 +7,19 @@ import json
 import os
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from compress.errors import InputError
+
+
+@dataclass(frozen=True)
+class Holder:
+    """The process that holds a run directory's lock (the lock file's JSON)."""
+
+    pid: int
+    host: str
+    since: float  # time.time() when it took the lock
 
 
 class RunLock:
@@ -37,9 +47,9 @@ class RunLock:
                 os.link(tmp, self.path)  # atomic, and the lock is never seen half-written
             except FileExistsError:
                 holder = self._holder()
-                if holder and _alive(holder.get("pid", -1)) and holder.get("host") == socket.gethostname():
+                if holder and _alive(holder.pid) and holder.host == socket.gethostname():
                     raise InputError(
-                        f"{self.path.parent}: another compress run (pid {holder['pid']}) is writing "
+                        f"{self.path.parent}: another compress run (pid {holder.pid}) is writing "
                         "to this run directory; wait for it to finish or pass --out DIR"
                     ) from None
                 self.path.unlink(missing_ok=True)  # stale: its process is gone
@@ -47,10 +57,12 @@ class RunLock:
             return self
         raise InputError(f"{self.path}: cannot take the run-directory lock")
 
-    def _holder(self) -> dict | None:
+    def _holder(self) -> Holder | None:
+        """Who holds the lock; None when the file is gone or not a holder's record."""
         try:
-            return json.loads(self.path.read_text())
-        except (OSError, ValueError):
+            data = json.loads(self.path.read_text())
+            return Holder(int(data["pid"]), str(data["host"]), float(data["since"]))
+        except (OSError, ValueError, TypeError, KeyError):
             return None
 
     def __exit__(self, *exc) -> None:

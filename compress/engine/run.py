@@ -36,6 +36,7 @@ from compress.engine.stage_folder import StageFolder
 from compress.engine.step_cache import StepCache, cache_root
 from compress.errors import CompressError, GateError, StageError
 from compress.gates import check_gates
+from compress.records import Failure, RunReport
 from compress.report.assemble import StepRecord, assemble
 from compress.report.render import write_reports
 from compress.stages import stage_class
@@ -73,7 +74,7 @@ class Engine:
         self.measurements: list[ModelMeasurement] = []
         self.config_sha = sha256_json(cfg.model_dump(mode="json"))
 
-    def run(self) -> dict | None:
+    def run(self) -> RunReport | None:
         main = self.world.main
         with RunLock(self.run_dir) if main else contextlib.nullcontext():
             self._gates_checked = False
@@ -89,7 +90,7 @@ class Engine:
                     self._report(None, failed=True, failure={"reason": "error", "message": str(e)})
                 raise
 
-    def _run(self) -> dict | None:
+    def _run(self) -> RunReport | None:
         cfg = self.cfg
         self.task = make_task(cfg.task)
         self.data = load_data_guarded(cfg.data, cfg.seed)
@@ -118,16 +119,16 @@ class Engine:
         if not self.world.main:
             return None  # rank 0 writes the report
         report = self._report(model.name)
-        current().event("final_models", final=report["final"], models=report["models"])
+        current().event("final_models", final=report.final, models=[m.as_dict() for m in report.models])
         write_text(self.run_dir / "config.resolved.yaml", yaml.safe_dump(self.raw, sort_keys=False))
         self._gates_checked = True
         if cfg.gates is not None:
-            gates = check_gates(cfg.gates, self.measurements, report["final"], self.run_dir)
-            report["gates"] = [g.as_dict() for g in gates]
+            gates = check_gates(cfg.gates, self.measurements, report.final, self.run_dir)
+            report.gates = gates
             failed = [g for g in gates if not g.passed]
             if failed:  # the run produced its models, but the final one fails a gate: say so
                 message = "; ".join(g.message for g in failed)
-                report.update(status="failed", failure={"reason": "gate", "message": message})
+                report.status, report.failure = "failed", Failure(reason="gate", message=message)
             write_reports(report, self.run_dir)
             if failed:
                 raise GateError(message)
@@ -200,16 +201,16 @@ class Engine:
         """The step's outputs when a finished record matches its key (resume, or the step cache
         for the teacher), else None."""
         record = folder.record()
-        matches = bool(record and record.get("status") == "done" and record.get("key") == key)
+        matches = record is not None and record.finished(key)
         cached = self.resume and not matches and step.kind == "teacher" and self._fetch(key, folder)
         found = folder.resume(key, model, self.data.info) if self.resume else None
         if found is None:
             return None
         record, out, pubs = found.record, found.model, found.published
         published.update({p.name: p for p in pubs})
-        self._measured([ModelMeasurement.from_dict(m) for m in record.get("measurements", [])])
-        seconds = float(record.get("seconds", 0.0))  # what the step took when it ran
-        self.records.append(StepRecord(step.name, step.kind, "skipped", seconds, record.get("metrics", {})))
+        self._measured(record.measurements)
+        seconds = record.seconds  # what the step took when it ran
+        self.records.append(StepRecord(step.name, step.kind, "skipped", seconds, record.metrics))
         self.log(f"[{step.name}] reused from the cache {self.cache.folder(key)} (same teacher, data, "
                  f"seed and device; it took {seconds:.1f}s)" if cached else
                  f"[{step.name}] skipped (finished earlier, same config and inputs)")
@@ -276,7 +277,7 @@ class Engine:
 
     def _follow(self, step: Step, folder: StageFolder, model: ModelArtifact | None,
                 published: dict[str, ModelArtifact]) -> ModelArtifact:
-        loaded = folder.load(folder.record() or {}, model, self.data.info)
+        loaded = folder.load(folder.record(), model, self.data.info)
         if loaded is None:
             raise StageError(f"rank {self.world.rank}: cannot load what rank 0 wrote to "
                              f"{folder.final}", step.name)
@@ -287,16 +288,16 @@ class Engine:
         names = {m.name for m in new}
         self.measurements = [m for m in self.measurements if m.name not in names] + new
 
-    def _report(self, final: str | None, failed: bool = False, failure: dict | None = None) -> dict:
+    def _report(self, final: str | None, failed: bool = False, failure: dict | None = None) -> RunReport:
         """Assemble and write the reports; a failed run says why in ``failure`` (``reason``:
         error, gate or interrupted; ``message``)."""
         report = assemble(self.cfg.name, self.config_sha, str(self.device), self.records,
                           self.measurements, final, failed, self.run_dir)
         if failure is not None:
-            report["failure"] = failure
+            report.failure = Failure(**failure)
         data = getattr(self, "data", None)  # the text corpus: each source's licence and counts
         if data is not None and isinstance(data.info.preprocessing.get("corpus"), dict):
-            report["corpus"] = data.info.preprocessing["corpus"]
+            report.corpus = data.info.preprocessing["corpus"]
         write_reports(report, self.run_dir)
         return report
 

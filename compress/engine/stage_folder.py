@@ -12,8 +12,9 @@ from typing import Any
 from compress.artifacts import ModelArtifact, StageResult, load_torch
 from compress.common.console import current
 from compress.common.env import versions
-from compress.common.files import read_json, sha256_file, write_json
-from compress.errors import CompressError
+from compress.common.files import sha256_file
+from compress.errors import CompressError, InputError
+from compress.records import ArtifactRecord, StageRecord
 
 
 class Refused(Exception):
@@ -24,7 +25,7 @@ class Refused(Exception):
 class Resumed:
     """A finished stage taken from its folder instead of being run again."""
 
-    record: dict[str, Any]
+    record: StageRecord
     model: ModelArtifact
     published: list[ModelArtifact]
 
@@ -47,23 +48,27 @@ class StageFolder:
         self.tmp.mkdir(parents=True)
         return self.tmp
 
-    def record(self) -> dict | None:
-        return read_json(self.final / "stage.json")
+    def record(self) -> StageRecord | None:
+        """The folder's stage.json; None when there is none or it is not a finished record."""
+        try:
+            return StageRecord.load(self.final / "stage.json")
+        except InputError:
+            return None
 
     def commit(self, result: StageResult, record: dict[str, Any], model: ModelArtifact | None) -> None:
-        """Write ``stage.json`` into the temp folder, then swap it in for the old folder."""
+        """Write ``stage.json`` into the temp folder, then swap it in for the old folder.
+        ``record``: the engine's part (name, kind, key, seconds, device, config)."""
         tmp, final = self.tmp, self.final
         for art in [result.model, *result.publish]:
             if art.path is not None and tmp in Path(art.path).parents:
                 art.path = final / Path(art.path).relative_to(tmp)
-        write_json(tmp / "stage.json", {
-            **record, "status": "done", "input_sha256": model.sha256 if model else None,
-            "output": _art_record(result.model, final),
-            "published": [_art_record(p, final) for p in result.publish],
-            "files": {f: sha256_file(tmp / f) for f in result.files},
-            "measurements": [m.as_dict() for m in result.measurements],
-            "metrics": result.metrics, "versions": versions(),
-        })
+        StageRecord(
+            **record, status="done", input_sha256=model.sha256 if model else None,
+            output=_art_record(result.model, final),
+            published=[_art_record(p, final) for p in result.publish],
+            files={f: sha256_file(tmp / f) for f in result.files},
+            measurements=result.measurements, metrics=result.metrics, versions=versions(),
+        ).dump(tmp / "stage.json")
         old = self.run_dir / f".{self.name}.old"
         shutil.rmtree(old, ignore_errors=True)
         if final.exists():
@@ -79,7 +84,7 @@ class StageFolder:
             return None
         try:
             record = self._readable()
-            if record.get("key") != key:
+            if record.key != key:
                 raise Refused("its resume key changed (the config, an input model, the data or the "
                               "device differ from the recorded run)")
             model, published = self._load(record, given, info)
@@ -89,54 +94,61 @@ class StageFolder:
             return None
         return Resumed(record, model, published)
 
-    def load(self, record: dict, given: ModelArtifact | None, info) -> tuple | None:
+    def load(self, record: StageRecord | None, given: ModelArtifact | None, info) -> tuple | None:
         """``(model, published)`` from a record whose every file still hashes as recorded."""
+        if record is None:
+            return None
         try:
             return self._load(record, given, info)
         except Refused:
             return None
 
-    def _readable(self) -> dict[str, Any]:
-        record = read_json(self.final / "stage.json")
-        if not isinstance(record, dict) or record.get("status") != "done":
-            raise Refused("stage.json is unreadable (not the JSON record of a finished stage)")
-        return record
+    def _readable(self) -> StageRecord:
+        path = self.final / "stage.json"
+        try:
+            return StageRecord.load(path)
+        except InputError as e:  # the message names the file, then the key: keep the key
+            raise Refused(f"stage.json is unreadable ({str(e).removeprefix(f'{path}: ')})") from None
 
-    def _load(self, record: dict, given: ModelArtifact | None, info) -> tuple:
+    def _load(self, record: StageRecord, given: ModelArtifact | None, info) -> tuple:
         folder = self.final
-        for f, h in record.get("files", {}).items():
+        for f, h in record.files.items():
             if not (folder / f).is_file():
                 raise Refused(f"{f} is missing from {folder}")
             if sha256_file(folder / f) != h:
                 raise Refused(f"{f} changed since it was recorded (its sha256 differs)")
         try:
-            out = _load_art(record["output"], folder, given, info)
-            pubs = [_load_art(p, folder, given, info) for p in record.get("published", [])]
-        except (OSError, KeyError, ValueError, CompressError) as e:
+            out = _load_art(record.output, folder, given, info)
+            pubs = [_load_art(p, folder, given, info) for p in record.published]
+        except (OSError, ValueError, CompressError) as e:
             raise Refused(f"stage.json is unreadable ({type(e).__name__}: {e})") from e
         return out, pubs
 
 
-def _load_art(rec: dict, folder: Path, given: ModelArtifact | None, info) -> ModelArtifact:
-    if rec["format"] == "passthrough":
+def _load_art(rec: ArtifactRecord, folder: Path, given: ModelArtifact | None, info) -> ModelArtifact:
+    if rec.format == "passthrough":
         if given is None:
             raise Refused("it passed on its input model, and there is none here")
         return given
-    path = folder / rec["path"]
+    if rec.path is None or rec.sha256 is None:
+        raise Refused(f"stage.json is unreadable (its {rec.name} {rec.format} model has no path "
+                      "or sha256)")
+    path = folder / rec.path
     if not path.exists():
-        raise Refused(f"{rec['path']} is missing from {folder}")
-    if sha256_file(path) != rec["sha256"]:
-        raise Refused(f"{rec['path']} changed since it was recorded (its sha256 differs)")
-    if rec["format"] == "torch":
+        raise Refused(f"{rec.path} is missing from {folder}")
+    if sha256_file(path) != rec.sha256:
+        raise Refused(f"{rec.path} changed since it was recorded (its sha256 differs)")
+    if rec.format == "torch":
         return load_torch(path.parent, info.input_shape[0] if info.input_shape else None,
                           info.num_classes)
-    return ModelArtifact(rec["name"], "onnx", path=path, sha256=rec["sha256"],
-                         precision=rec.get("precision", "fp32"), meta=rec.get("meta", {}))
+    return ModelArtifact(rec.name, "onnx", path=path, sha256=rec.sha256,
+                         precision=rec.precision or "fp32", meta=rec.meta or {})
 
 
-def _art_record(art: ModelArtifact, folder: Path) -> dict:
+def _art_record(art: ModelArtifact, folder: Path) -> ArtifactRecord:
     if art.path is None or folder not in Path(art.path).parents:
         # the stage passed its input on unchanged (e.g. benchmark): point at the earlier file
-        return {"format": "passthrough", "name": art.name}
-    return {"format": art.format, "name": art.name, "path": str(Path(art.path).relative_to(folder)),
-            "sha256": art.sha256, "precision": art.precision, "meta": art.meta}
+        return ArtifactRecord(format="passthrough", name=art.name)
+    return ArtifactRecord(format=art.format, name=art.name,
+                          path=str(Path(art.path).relative_to(folder)), sha256=art.sha256,
+                          precision=art.precision, meta=art.meta)

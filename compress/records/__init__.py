@@ -14,6 +14,7 @@ from compress.records.report import Failure, GateResult, Machine, RunReport, Sta
 from compress.records.stage import ArtifactRecord, StageRecord
 from compress.records.stage_reports import StageReport, Unread, read_report
 from compress.records.trial import (
+    Bounds,
     Counts,
     FinalRound,
     Probe,
@@ -26,7 +27,7 @@ from compress.records.trial import (
 )
 
 __all__ = [
-    "ArtifactRecord", "Counts", "Failure", "FileRecord", "FinalRound", "GateResult", "Machine",
+    "ArtifactRecord", "Bounds", "Counts", "Failure", "FileRecord", "FinalRound", "GateResult", "Machine",
     "ModelMeasurement", "Probe", "Record", "RunReport", "SearchRecord", "StageEntry", "StageRecord",
     "StageReport", "Stopped", "StudyAttrs", "TrialAttrs", "TrialRecord", "TrialResult", "Unread",
     "read_report",

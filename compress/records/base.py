@@ -80,8 +80,8 @@ class FileRecord(Record):
     def parse(cls, data: Any, where: str | Path) -> Self:
         """The record of parsed JSON ``data``; InputError naming ``where`` and the bad key."""
         if not isinstance(data, dict):
-            raise InputError(f"{where}: expected a JSON object ({cls.what}), got "
-                             f"{type(data).__name__}")
+            raise InputError(f"{where}: expected a JSON object, got {type(data).__name__}")
+
         try:
             return cls.model_validate(data)
         except ValidationError as err:

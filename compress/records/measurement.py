@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from compress.records.base import Record
 
 
@@ -25,11 +27,13 @@ class ModelMeasurement(Record):
     macs: int | None
     precision: str
     accuracy: float
-    split: str
-    quality: dict[str, float]
-    task: str
-    metric: str
-    higher_is_better: bool
+    # reports written before models carried their task say nothing of these five: what the
+    # report then measured (classification accuracy on the test split) stands in
+    split: str = "test"
+    quality: dict[str, float] = Field(default_factory=dict)
+    task: str = "classification"
+    metric: str = "accuracy"
+    higher_is_better: bool = True
     latency_ms: dict[str, float]
     threads: int
     opt_level: str

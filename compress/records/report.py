@@ -69,11 +69,16 @@ class Machine(Record):
     machine: str | None = None
     os: str | None = None
 
+    @property
+    def recorded(self) -> bool:
+        """False for a report written without a machine fingerprint."""
+        return bool(self.model_fields_set)
+
 
 class RunReport(FileRecord):
     """A run's ``report.json``."""
 
-    what: ClassVar[str] = "a run directory's report.json"
+    what: ClassVar[str] = "a run directory holding report.json"
     omit_none: ClassVar[tuple[str, ...]] = ("models_from", "gates", "failure", "corpus", "search")
 
     pipeline: str

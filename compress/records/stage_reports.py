@@ -9,6 +9,7 @@ said so, never half-read.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, ValidationError
@@ -16,6 +17,26 @@ from pydantic import BaseModel, Field, ValidationError
 from compress.records.base import Record
 
 History = list[dict[str, Any]]  # one training run's epochs: {"epoch", "loss", "val_<metric>"}
+
+
+@dataclass(frozen=True)
+class Epoch:
+    """One epoch of a ``History``, read: ``val`` is its ``val_<metric>`` (``val_key``)."""
+
+    epoch: int
+    loss: float | None
+    val: float | None
+    val_key: str | None
+
+
+def epochs(history: History) -> list[Epoch]:
+    """The epochs of a stored training history, typed (a missing number is None)."""
+    out = []
+    for i, row in enumerate(history):
+        key = next((k for k in row if k.startswith("val_")), None)
+        out.append(Epoch(int(row.get("epoch", i + 1)), row.get("loss"),
+                         row.get(key) if key else None, key))
+    return out
 
 
 class StageReport(Record):

@@ -50,15 +50,15 @@ class TrialResult(Record):
     bytes: int
     # the model's parameter count; studies of earlier versions stored it as "params"
     params_count: int | None = Field(validation_alias=AliasChoices("params_count", "params"))
-    macs: int | None
+    macs: int | None = None
     precision: str
-    val_nll: float | None
+    val_nll: float | None = None
     final: str
     final_path: str  # relative to the search folder
     teacher_path: str
     feasible: bool
-    clock: str | None
-    ran: list[str]  # the steps the trial executed (not fetched, not resumed)
+    clock: str | None = None
+    ran: list[str] = Field(default_factory=list)  # the steps it executed (not fetched, not resumed)
 
 
 class TrialAttrs(Record):
@@ -164,6 +164,18 @@ class Counts(Record):
     failed: int
 
 
+class Bounds(Record):
+    """The search's constraints as configured (validation split); unset ones are left out."""
+
+    omit_none: ClassVar[tuple[str, ...]] = ("max_accuracy_drop", "min_quality", "max_bytes",
+                                            "max_latency_ms")
+
+    max_accuracy_drop: float | None = None
+    min_quality: float | None = None
+    max_bytes: int | None = None
+    max_latency_ms: float | None = None
+
+
 class SearchRecord(FileRecord):
     """``search.json``, and report.json's ``search`` object (with ``chosen_run_seconds``)."""
 
@@ -173,7 +185,7 @@ class SearchRecord(FileRecord):
     study: str
     objective: Literal["latency", "size"]
     sampler: str
-    constraints: dict[str, float]
+    constraints: Bounds
     split: str
     teacher_val_quality: float | None
     counts: Counts

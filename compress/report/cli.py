@@ -44,7 +44,7 @@ def compare(run_a: Path, run_b: Path, json_out: Path | None, fail_on_regression:
 
         write_json(json_out, {"a": str(run_a), "b": str(run_b), **result})
     final = result["final"]
-    if final.get("regressed"):
+    if final["checked"] and final["regressed"]:
         message = f"regression of the final model: {'; '.join(final['reasons'])}"
         if fail_on_regression:
             raise GateError(message)

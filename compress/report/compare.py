@@ -12,34 +12,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from compress.common.files import load_json
 from compress.errors import InputError
-from compress.report.formats import fmt_quality, human, is_percent, num
+from compress.records import ModelMeasurement, RunReport
+from compress.report.formats import fmt_delta, fmt_quality, human, num
 
 FINGERPRINT_KEYS = ("cpu", "cores", "machine", "os", "flags")
 
 
-def load_run(path: Path) -> dict:
+def load_run(path: Path) -> RunReport:
     """The report of a run directory (or a report.json path); InputError when unusable."""
     path = Path(path)
     file = path if path.suffix == ".json" and path.is_file() else path / "report.json"
     if not path.exists():
         raise InputError(f"{path}: no such run directory")
-    report = load_json(file, "a run directory holding report.json")
-    models = report.get("models") if isinstance(report, dict) else None
-    if not isinstance(models, list) or not all(isinstance(m, dict) and "name" in m for m in models):
-        raise InputError(f"{file}: expected a JSON object with a 'models' list of objects "
-                         "that each have a 'name'")
-    if report.get("status") == "failed" and not report.get("final"):
-        failure = report.get("failure") or {}
-        why = f" ({failure.get('reason')}: {failure.get('message')})" if failure.get("message") else ""
+    report = RunReport.load(file)
+    if report.status == "failed" and not report.final:
+        failure = report.failure
+        why = f" ({failure.reason}: {failure.message})" if failure and failure.message else ""
         raise InputError(f"{file}: the run failed{why} before it had a final model; "
                          "there is nothing to compare")
     return report
-
-
-def _p50(m: dict | None) -> float | None:
-    return num(((m or {}).get("latency_ms") or {}).get("p50"))
 
 
 def _ratio(b: Any, a: Any) -> float | None:
@@ -47,37 +39,39 @@ def _ratio(b: Any, a: Any) -> float | None:
     return x / y if x is not None and y is not None and y > 0 else None
 
 
-def _side(m: dict | None) -> dict | None:
+_NONE = {"quality": None, "p50_ms": None, "bytes": None}  # the side of a model a run lacks
+
+
+def _side(m: ModelMeasurement | None) -> dict | None:
     if m is None:
         return None
-    return {"quality": num(m.get("accuracy")), "metric": m.get("metric", "accuracy"),
-            "split": m.get("split"), "p50_ms": _p50(m), "bytes": num(m.get("bytes")),
-            "precision": m.get("precision"), "threads": m.get("threads"),
-            "opt_level": m.get("opt_level")}
+    return {"quality": num(m.accuracy), "metric": m.metric, "split": m.split, "p50_ms": num(m.p50),
+            "bytes": num(m.bytes), "precision": m.precision, "threads": m.threads,
+            "opt_level": m.opt_level}
 
 
-def model_row(name: str, a: dict | None, b: dict | None) -> dict:
+def model_row(name: str, a: ModelMeasurement | None, b: ModelMeasurement | None) -> dict:
     """One model of either run: both sides and the deltas (B - A, B / A) where both exist."""
-    qa, qb = num((a or {}).get("accuracy")), num((b or {}).get("accuracy"))
+    qa, qb = (num(m.accuracy) if m else None for m in (a, b))
     return {"name": name, "in": "both" if a and b else ("a" if a else "b"),
             "a": _side(a), "b": _side(b),
             "quality_delta": qb - qa if qa is not None and qb is not None else None,
-            "p50_ratio": _ratio(_p50(b), _p50(a)),
-            "size_ratio": _ratio((b or {}).get("bytes"), (a or {}).get("bytes"))}
+            "p50_ratio": _ratio(b and b.p50, a and a.p50),
+            "size_ratio": _ratio(b and b.bytes, a and a.bytes)}
 
 
-def fingerprint_differences(a: dict, b: dict) -> list[str]:
+def fingerprint_differences(a: RunReport, b: RunReport) -> list[str]:
     """What differs between the two runs' machines and runtime versions, as ``key: A -> B``."""
-    ma, mb = a.get("machine") or {}, b.get("machine") or {}
-    if not ma or not mb:
-        missing = " and ".join(n for n, m in (("A", ma), ("B", mb)) if not m)
+    ma, mb = a.machine, b.machine
+    if not ma.recorded or not mb.recorded:
+        missing = " and ".join(n for n, m in (("A", ma), ("B", mb)) if not m.recorded)
         return [f"run {missing} recorded no machine fingerprint"]
-    diffs = [f"{k}: {_short(ma.get(k))} -> {_short(mb.get(k))}" for k in FINGERPRINT_KEYS
-             if ma.get(k) != mb.get(k) and not (k == "flags" and set(ma.get(k) or [])
-                                                 == set(mb.get(k) or []))]
-    va, vb = a.get("versions") or {}, b.get("versions") or {}
-    if va.get("onnxruntime") != vb.get("onnxruntime"):
-        diffs.append(f"onnxruntime: {va.get('onnxruntime')} -> {vb.get('onnxruntime')}")
+    diffs = [f"{k}: {_short(getattr(ma, k))} -> {_short(getattr(mb, k))}" for k in FINGERPRINT_KEYS
+             if getattr(ma, k) != getattr(mb, k)
+             and not (k == "flags" and set(ma.flags) == set(mb.flags))]
+    ort_a, ort_b = (r.versions.get("onnxruntime") for r in (a, b))
+    if ort_a != ort_b:
+        diffs.append(f"onnxruntime: {ort_a} -> {ort_b}")
     return diffs
 
 
@@ -87,7 +81,7 @@ def _short(v: Any) -> str:
     return repr(v)
 
 
-def compare_reports(a: dict, b: dict, tolerance: float = 0.10,
+def compare_reports(a: RunReport, b: RunReport, tolerance: float = 0.10,
                     quality_tolerance: float = 0.005) -> dict:
     """Models side by side and the verdict on run B's final model against run A's.
 
@@ -96,30 +90,30 @@ def compare_reports(a: dict, b: dict, tolerance: float = 0.10,
         quality_tolerance: allowed loss of the headline quality, in its own units
             (0.005 = 0.5 percentage points of accuracy).
     """
-    ma = {m["name"]: m for m in a.get("models") or []}
-    mb = {m["name"]: m for m in b.get("models") or []}
+    ma, mb = {m.name: m for m in a.models}, {m.name: m for m in b.models}
     names = list(ma) + [n for n in mb if n not in ma]
     rows = [model_row(n, ma.get(n), mb.get(n)) for n in names]
-    fa, fb = ma.get(a.get("final")), mb.get(b.get("final"))
-    final: dict[str, Any] = {"a": a.get("final"), "b": b.get("final"), "checked": False}
+    fa, fb = a.model(a.final), b.model(b.final)
+    final: dict[str, Any] = {"a": a.final, "b": b.final, "checked": False}
     if fa is not None and fb is not None:
         row = model_row("final", fa, fb)
-        final.update({"checked": True, "metric": fb.get("metric", "accuracy"),
+        final.update({"checked": True, "metric": fb.metric,
                       "quality_a": row["a"]["quality"], "quality_b": row["b"]["quality"],
                       "p50_a_ms": row["a"]["p50_ms"], "p50_b_ms": row["b"]["p50_ms"],
                       **{k: row[k] for k in ("quality_delta", "p50_ratio", "size_ratio")}})
         final.update(_verdict(final, fb, tolerance, quality_tolerance))
-    settings = [k for k in ("threads", "opt_level") if fa and fb and fa.get(k) != fb.get(k)]
+    settings = [k for k in ("threads", "opt_level")
+                if fa and fb and getattr(fa, k) != getattr(fb, k)]
     return {"tolerance": tolerance, "quality_tolerance": quality_tolerance,
-            "runs": {k: {"pipeline": r.get("pipeline"), "final": r.get("final"),
-                         "status": r.get("status")} for k, r in (("a", a), ("b", b))},
+            "runs": {k: {"pipeline": r.pipeline, "final": r.final, "status": r.status}
+                     for k, r in (("a", a), ("b", b))},
             "models": rows, "final": final,
             "machine_differences": fingerprint_differences(a, b),
             "settings_differ": settings}
 
 
-def _verdict(row: dict, fb: dict, tolerance: float, quality_tolerance: float) -> dict:
-    higher = bool(fb.get("higher_is_better", True))
+def _verdict(row: dict, fb: ModelMeasurement, tolerance: float, quality_tolerance: float) -> dict:
+    higher = fb.higher_is_better
     d, r = row["quality_delta"], row["p50_ratio"]
     lost = d is not None and ((d < -quality_tolerance) if higher else (d > quality_tolerance))
     slower = r is not None and r > 1 + tolerance
@@ -127,17 +121,14 @@ def _verdict(row: dict, fb: dict, tolerance: float, quality_tolerance: float) ->
     if slower:
         reasons.append(f"p50 {r:.2f}x run A's (tolerance {tolerance:.0%})")
     if lost:
-        metric = fb.get("metric", "accuracy")
-        reasons.append(f"{metric} {_delta_text(metric, d)} (tolerance "
-                       f"{_delta_text(metric, quality_tolerance).lstrip('+')})")
+        reasons.append(f"{fb.metric} {_delta_text(fb.metric, d)} (tolerance "
+                       f"{_delta_text(fb.metric, quality_tolerance).lstrip('+')})")
     return {"slower": slower, "quality_lost": lost, "regressed": slower or lost,
             "reasons": reasons, "higher_is_better": higher}
 
 
 def _delta_text(metric: str, d: float | None) -> str:
-    if d is None:
-        return "-"
-    return f"{d * 100:+.2f} pp" if is_percent(metric) else f"{d:+.4f}"
+    return fmt_delta(metric, d)
 
 
 def _ratio_text(r: float | None) -> str:
@@ -153,13 +144,13 @@ def format_comparison(result: dict, dir_a: Path, dir_b: Path) -> str:
             "size A", "size B", "ratio")
     table = [head]
     for row in result["models"]:
-        a, b = row["a"] or {}, row["b"] or {}
-        metric = (b or a).get("metric", "accuracy")
-        table.append((row["name"], fmt_quality(metric, a.get("quality")),
-                      fmt_quality(metric, b.get("quality")),
+        metric = (row["b"] or row["a"])["metric"]
+        a, b = row["a"] or _NONE, row["b"] or _NONE
+        table.append((row["name"], fmt_quality(metric, a["quality"]),
+                      fmt_quality(metric, b["quality"]),
                       _delta_text(metric, row["quality_delta"]),
-                      _ms(a.get("p50_ms")), _ms(b.get("p50_ms")), _ratio_text(row["p50_ratio"]),
-                      human(a.get("bytes"), "B"), human(b.get("bytes"), "B"),
+                      _ms(a["p50_ms"]), _ms(b["p50_ms"]), _ratio_text(row["p50_ratio"]),
+                      human(a["bytes"], "B"), human(b["bytes"], "B"),
                       _ratio_text(row["size_ratio"])))
     widths = [max(len(str(r[i])) for r in table) for i in range(len(head))]
     for r in table:

@@ -32,11 +32,3 @@ def human(n: Any, unit: str = "") -> str:
         if abs(x) >= div:
             return f"{x / div:.2f}{suffix}{unit}"
     return f"{x:g}{unit}"
-
-
-def final_label(report: dict) -> str:
-    """The final model's name, or what a run without one means (never ``None``)."""
-    if report.get("final"):
-        return str(report["final"])
-    return "none (the run failed before a final model)" if report.get("status") == "failed" \
-        else "none"

@@ -11,10 +11,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+from compress.records import ModelMeasurement, RunReport
+from compress.records.stage_reports import PruneReport, QuantizeReport, ReadinessReport, Unread
 from compress.report import plots
-from compress.report.assemble import read_stage
 from compress.report.formats import (
-    final_label,
+    fmt_delta,
     fmt_ms,
     fmt_num,
     fmt_quality,
@@ -23,7 +24,6 @@ from compress.report.formats import (
     num,
 )
 from compress.report.search import search_section
-from compress.stage_reports import PruneReport, QuantizeReport, ReadinessReport, StageReport, Unread
 
 CSS = """
 body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;margin:24px;color:#222;
@@ -53,17 +53,16 @@ def _cls(good: bool | None) -> str:
     return "" if good is None else (' class="good"' if good else ' class="bad"')
 
 
-def quality_delta(m: dict, ref: dict | None) -> str:
+def quality_delta(m: ModelMeasurement, ref: ModelMeasurement | None) -> str:
     """Quality change of ``m`` against ``ref`` as a coloured cell body (points for percents)."""
     if ref is None or ref is m:
         return '<span class="muted">-</span>'
-    a, b = num(m.get("accuracy")), num(ref.get("accuracy"))
+    a, b = num(m.accuracy), num(ref.accuracy)
     if a is None or b is None:
         return "-"
-    metric = m.get("metric", "accuracy")
     d = a - b
-    text = f"{d * 100:+.2f} pp" if is_percent(metric) else f"{d:+.4f}"
-    better = d >= 0 if m.get("higher_is_better", True) else d <= 0
+    text = fmt_delta(m.metric, d)
+    better = d >= 0 if m.higher_is_better else d <= 0
     return f"<span{_cls(better if abs(d) > 1e-12 else None)}>{e(text)}</span>"
 
 
@@ -86,22 +85,13 @@ def ratio_cell(a: Any, b: Any, ref_is_self: bool = False, speed: bool = False) -
     return f"<span{_cls(good)}>{r:.3g}x</span>{words}"
 
 
-def teacher_of(models: list[dict]) -> dict | None:
-    """The model named ``teacher`` (else from the teacher stage, else the first)."""
-    for key in ("name", "stage"):
-        for m in models:
-            if m.get(key) == "teacher":
-                return m
-    return models[0] if models else None
-
-
-def models_section(report: dict) -> str:
+def models_section(report: RunReport) -> str:
     """The models table with deltas against the teacher and against the previous model."""
-    models = report.get("models") or []
+    models = report.models
     if not models:
         return "<h2>Models</h2><p>No model was measured in this run.</p>"
-    teacher, final = teacher_of(models), report.get("final")
-    metrics = {m.get("metric", "accuracy") for m in models}
+    teacher = report.teacher
+    metrics = {m.metric for m in models}
     one_metric = next(iter(metrics)) if len(metrics) == 1 else None
     head = ('<table id="models"><thead><tr><th class="l" rowspan="2">model</th>'
             '<th class="l" rowspan="2">stage</th><th rowspan="2">precision</th>'
@@ -112,41 +102,39 @@ def models_section(report: dict) -> str:
             + "<th>quality</th><th>latency</th><th>size</th>" * 2 + "</tr></thead><tbody>")
     rows = []
     for i, m in enumerate(models):
-        prev = models[i - 1] if i else None
-        lat, metric = m.get("latency_ms") or {}, m.get("metric", "accuracy")
-        cells = [f'<td class="l">{e(m.get("name", "?"))}</td>', f'<td class="l">{e(m.get("stage", ""))}</td>',
-                 f"<td>{e(m.get('precision', '-'))}</td>", f"<td>{human(m.get('params'))}</td>",
-                 f"<td>{human(m.get('macs'))}</td>", f"<td>{human(m.get('bytes'), 'B')}</td>",
-                 f"<td>{e(fmt_quality(metric, m.get('accuracy')))}"
-                 + ("" if one_metric else f'<br><span class="muted">{e(metric)}</span>') + "</td>",
-                 f'<td class="l">{e(m.get("split", "-"))}</td>',
-                 f"<td>{fmt_ms(lat.get('p50'))}</td>", f"<td>{fmt_ms(lat.get('p90'))}</td>"]
-        for ref in (teacher, prev):
+        cells = [f'<td class="l">{e(m.name)}</td>', f'<td class="l">{e(m.stage)}</td>',
+                 f"<td>{e(m.precision)}</td>", f"<td>{human(m.params)}</td>",
+                 f"<td>{human(m.macs)}</td>", f"<td>{human(m.bytes, 'B')}</td>",
+                 f"<td>{e(fmt_quality(m.metric, m.accuracy))}"
+                 + ("" if one_metric else f'<br><span class="muted">{e(m.metric)}</span>') + "</td>",
+                 f'<td class="l">{e(m.split)}</td>',
+                 f"<td>{fmt_ms(m.p50)}</td>", f"<td>{fmt_ms(m.p90)}</td>"]
+        for ref in (teacher, models[i - 1] if i else None):
             self_ref = ref is None or ref is m
-            p_ref = (ref or {}).get("latency_ms") or {}
             cells += [f"<td>{quality_delta(m, ref)}</td>",
-                      f"<td>{ratio_cell(lat.get('p50'), p_ref.get('p50'), self_ref, True)}</td>",
-                      f"<td>{ratio_cell(m.get('bytes'), (ref or {}).get('bytes'), self_ref)}</td>"]
-        cls = ' class="final"' if m.get("name") == final else ""
+                      f"<td>{ratio_cell(m.p50, ref and ref.p50, self_ref, True)}</td>",
+                      f"<td>{ratio_cell(m.bytes, ref and ref.bytes, self_ref)}</td>"]
+        cls = ' class="final"' if m.name == report.final else ""
         rows.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
     m0 = models[0]
-    note = (f"Latency: ONNX Runtime, {e(m0.get('threads', '?'))} thread(s), graph optimization "
-            f"{e(m0.get('opt_level', '?'))}, {e(m0.get('runs', '?'))} runs. Ratios are model / "
+    note = (f"Latency: ONNX Runtime, {e(m0.threads)} thread(s), graph optimization "
+            f"{e(m0.opt_level)}, {e(m0.runs)} runs. Ratios are model / "
             "reference: below 1 is faster or smaller. Quality deltas in percentage points (pp) for "
             "accuracy-like metrics. The final model's row is highlighted.")
     return ("<h2>Models</h2>" + head + "".join(rows) + "</tbody></table>"
             + f'<p class="note">{note}</p>' + _extra_quality(models))
 
 
-def _extra_quality(models: list[dict]) -> str:
-    metrics = sorted({k for m in models for k in (m.get("quality") or {})})
+def _extra_quality(models: list[ModelMeasurement]) -> str:
+    metrics = sorted({k for m in models for k in m.quality})
     if len(metrics) <= 1:
         return ""
     head = '<tr><th class="l">model</th><th class="l">split</th>' + "".join(
         f"<th>{e(k)}</th>" for k in metrics) + "</tr>"
     rows = "".join(
-        f'<tr><td class="l">{e(m.get("name", "?"))}</td><td class="l">{e(m.get("split", "?"))}</td>'
-        + "".join(f"<td>{e(fmt_quality(k, (m.get('quality') or {}).get(k)))}</td>" for k in metrics)
+        f'<tr><td class="l">{e(m.name)}</td><td class="l">{e(m.split)}</td>'
+        + "".join(f"<td>{e(fmt_quality(k, m.quality[k] if k in m.quality else None))}</td>"
+                  for k in metrics)
         + "</tr>" for m in models)
     return f"<h3>All quality metrics</h3><table>{head}{rows}</table>"
 
@@ -198,39 +186,33 @@ def _scalars(metrics: dict, limit: int = 6) -> str:
     return "; ".join(parts)
 
 
-def stages_section(report: dict) -> str:
+def stages_section(report: RunReport) -> str:
     """Each stage's status, time, a few metrics, and the error of a failed stage."""
-    stages = report.get("stages") or []
-    if not stages:
+    if not report.stages:
         return "<h2>Stages</h2><p>No stage ran.</p>"
     rows = []
-    for s in stages:
-        status = str(s.get("status", "?"))
-        seconds = num(s.get("seconds"))
-        typed = read_stage(s)
-        note = s.get("error") or _scalars(s.get("metrics") or {})
-        if isinstance(typed, Unread) and s.get("metrics"):
-            note += f" (stored in another version's shape, {typed.problem})"
-        rows.append(f'<tr><td class="l">{e(s.get("dir", s.get("name", "?")))}</td>'
-                    f'<td class="l">{e(s.get("kind", ""))}</td>'
-                    f'<td class="l status-{e(status)}">{e(status)}</td>'
-                    f"<td>{'-' if seconds is None else f'{seconds:.1f}'}</td>"
+    for s in report.stages:
+        note = s.error or _scalars(s.metrics)
+        if isinstance(s.report, Unread) and s.metrics:
+            note += f" (stored in another version's shape, {s.report.problem})"
+        rows.append(f'<tr><td class="l">{e(s.dir)}</td>'
+                    f'<td class="l">{e(s.kind)}</td>'
+                    f'<td class="l status-{e(s.status)}">{e(s.status)}</td>'
+                    f"<td>{s.seconds:.1f}</td>"
                     f'<td class="l">{e(note)}</td></tr>')
     return ('<h2>Stages</h2><table id="stages"><tr><th class="l">stage</th><th class="l">kind</th>'
             '<th class="l">status</th><th>seconds</th><th class="l">metrics / error</th></tr>'
             + "".join(rows) + "</table>")
 
 
-def training_section(report: dict, plot_dir: Path) -> str:
+def training_section(report: RunReport, plot_dir: Path) -> str:
     """Loss and validation curves of every stage that trained (prune recovery included)."""
     parts = []
-    for s in report.get("stages") or []:
-        name = str(s.get("dir") or s.get("name", "stage"))
-        typed = read_stage(s)
-        runs = typed.histories() if isinstance(typed, StageReport) else []
-        png = plots.training_plot(name, runs, plot_dir / f"training-{_slug(name)}.png")
+    for s in report.stages:
+        runs = [] if isinstance(s.report, Unread) else s.report.histories()
+        png = plots.training_plot(s.dir, runs, plot_dir / f"training-{_slug(s.dir)}.png")
         if png is not None:
-            parts.append(f"<h3>{e(name)}</h3>" + img_tag(png, f"training curves of {name}"))
+            parts.append(f"<h3>{e(s.dir)}</h3>" + img_tag(png, f"training curves of {s.dir}"))
     return "<h2>Training curves</h2>" + "".join(parts) if parts else ""
 
 
@@ -242,14 +224,13 @@ TRIAL_COLUMNS = [("float_layers", "layers kept in float"), ("accuracy", "val acc
                  ("fp32_p50_ms", "fp32 p50 ms"), ("speedup", "speedup")]
 
 
-def prune_section(report: dict, plot_dir: Path) -> str:
+def prune_section(report: RunReport, plot_dir: Path) -> str:
     """Each prune stage's trajectory: a table and a plot."""
     parts = []
-    for s in report.get("stages") or []:
-        typed = read_stage(s)
+    for s in report.stages:
+        typed, name = s.report, s.dir
         if not isinstance(typed, PruneReport) or not typed.trajectory:
             continue
-        name = str(s.get("dir") or s.get("name", "prune"))
         rows = [{**r.as_dict(), "params": human(r.params), "macs": human(r.macs)} for r in typed.trajectory]
         png = plots.prune_plot(typed.trajectory, plot_dir / f"prune-{_slug(name)}.png")
         parts.append(f"<h3>{e(name)}</h3>" + simple_table(rows, PRUNE_COLUMNS, table_id="prune")
@@ -257,14 +238,13 @@ def prune_section(report: dict, plot_dir: Path) -> str:
     return "<h2>Prune trajectory</h2>" + "".join(parts) if parts else ""
 
 
-def quantize_section(report: dict) -> str:
+def quantize_section(report: RunReport) -> str:
     """Each quantize stage's trials (which layers stayed float), the one kept, and why."""
     parts = []
-    for s in report.get("stages") or []:
-        typed = read_stage(s)
+    for s in report.stages:
+        typed, name = s.report, s.dir
         if not isinstance(typed, QuantizeReport) or not typed.trials:
             continue
-        name = str(s.get("dir") or s.get("name", "quantize"))
         kept = typed.kept_trial()
         rows = [t.as_dict() for t in typed.trials]
         # argmax agreement means nothing for a model without labels (an embedding): cosine says it
@@ -279,11 +259,11 @@ def quantize_section(report: dict) -> str:
     return "<h2>Quantization trials</h2>" + "".join(parts) if parts else ""
 
 
-def readiness_section(report: dict) -> str:
+def readiness_section(report: RunReport) -> str:
     """Which share of each model's graph mobile execution providers (NNAPI, CoreML) would take."""
     rows = []
-    for s in report.get("stages") or []:
-        typed = read_stage(s)
+    for s in report.stages:
+        typed = s.report
         if not isinstance(typed, ReadinessReport):
             continue
         for model, eps in typed.readiness.items():
@@ -297,50 +277,46 @@ def readiness_section(report: dict) -> str:
     return "<h2>Mobile readiness</h2>" + simple_table(rows, cols, table_id="readiness")
 
 
-def machine_section(report: dict) -> str:
+def machine_section(report: RunReport) -> str:
     """The machine fingerprint and the library versions the numbers were measured with."""
-    mach, vers = report.get("machine") or {}, report.get("versions") or {}
-    rows = []
-    for k in ("cpu", "cores", "os"):
-        if k in mach:
-            rows.append((k, mach[k]))
-    if mach.get("flags"):
-        rows.append(("ISA flags", " ".join(str(f) for f in mach["flags"])))
-    rows += [(k, v) for k, v in mach.items() if k not in ("cpu", "cores", "os", "flags")]
-    rows += [(k, v) for k, v in vers.items()]
-    if report.get("config_sha256"):
-        rows.append(("config sha256", report["config_sha256"]))
+    mach = report.machine
+    rows = [(k, v) for k, v in (("cpu", mach.cpu), ("cores", mach.cores), ("os", mach.os))
+            if v is not None]
+    if mach.flags:
+        rows.append(("ISA flags", " ".join(str(f) for f in mach.flags)))
+    if mach.machine is not None:
+        rows.append(("machine", mach.machine))
+    rows += list((mach.model_extra or {}).items()) + list(report.versions.items())
+    if report.config_sha256:
+        rows.append(("config sha256", report.config_sha256))
     if not rows:
         return ""
     body = "".join(f"<tr><td>{e(k)}</td><td>{e(v)}</td></tr>" for k, v in rows)
     return f'<h2>Machine and versions</h2><table class="kv">{body}</table>'
 
 
-def header_section(report: dict) -> str:
+def header_section(report: RunReport) -> str:
     """Pipeline name, status, final model, device; the error of a failed run in a box."""
-    status = str(report.get("status", "done"))
-    errors = [f"{s.get('dir', s.get('name', '?'))}: {s['error']}"
-              for s in report.get("stages") or [] if s.get("error")]
-    failure = report.get("failure") or {}
-    if failure.get("message") and failure.get("reason") != "error":  # a gate or an interrupt
-        errors.insert(0, f"{failure['reason']}: {failure['message']}")
+    errors = [f"{s.dir}: {s.error}" for s in report.stages if s.error]
+    failure = report.failure
+    if failure and failure.message and failure.reason != "error":  # a gate or an interrupt
+        errors.insert(0, f"{failure.reason}: {failure.message}")
     box = "".join(f'<div class="error">{e(x)}</div>' for x in errors)
-    if status == "failed" and not errors:
+    if report.status == "failed" and not errors:
         box = '<div class="error">The run failed before any stage reported an error.</div>'
-    return (f"<h1>compress run: {e(report.get('pipeline', '?'))}</h1>"
-            f'<p>Status: <span class="status-{e(status)}">{e(status)}</span> &middot; '
-            f"final model: <b>{e(final_label(report))}</b> &middot; "
-            f"device: {e(report.get('device', '?'))}</p>" + box
-            + (f'<p class="note">Models shown come from the {e(report["models_from"])}.</p>'
-               if report.get("models_from") else ""))
+    return (f"<h1>compress run: {e(report.pipeline)}</h1>"
+            f'<p>Status: <span class="status-{e(report.status)}">{e(report.status)}</span> &middot; '
+            f"final model: <b>{e(report.final_label)}</b> &middot; "
+            f"device: {e(report.device)}</p>" + box
+            + (f'<p class="note">Models shown come from the {e(report.models_from)}.</p>'
+               if report.models_from else ""))
 
 
-def render_html(report: dict, run_dir: Path) -> str:
+def render_html(report: RunReport, run_dir: Path) -> str:
     """The page as a string; plots are written under ``run_dir/plots`` on the way."""
     plot_dir = Path(run_dir) / "plots"
-    models = report.get("models") or []
-    pareto = plots.pareto_plot(models, plot_dir / "pareto.png", report.get("final"))
-    latency = plots.latency_plot(models, Path(run_dir), plot_dir / "latency.png")
+    pareto = plots.pareto_plot(report.models, plot_dir / "pareto.png", report.final)
+    latency = plots.latency_plot(report.models, Path(run_dir), plot_dir / "latency.png")
     body = [header_section(report), models_section(report)]
     if pareto is not None:
         body.append('<h2>Quality vs latency</h2><div id="pareto">'
@@ -350,13 +326,13 @@ def render_html(report: dict, run_dir: Path) -> str:
     body += [stages_section(report), training_section(report, plot_dir),
              prune_section(report, plot_dir), quantize_section(report),
              readiness_section(report), search_section(report, plot_dir), machine_section(report)]
-    title = f"compress run: {report.get('pipeline', '?')}"
+    title = f"compress run: {report.pipeline}"
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{e(title)}</title><style>{CSS}</style></head><body>"
             + "\n".join(b for b in body if b) + "</body></html>\n")
 
 
-def write_html(report: dict, run_dir: Path) -> Path:
+def write_html(report: RunReport, run_dir: Path) -> Path:
     """Write ``RUN_DIR/report.html`` (self-contained) and the plots as ``RUN_DIR/plots/*.png``."""
     from compress.common.files import write_text
 

@@ -9,10 +9,12 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from compress.records.stage_reports import epochs
 from compress.report.formats import num
 
 if TYPE_CHECKING:
-    from compress.stage_reports import History, PruneStep
+    from compress.records import ModelMeasurement
+    from compress.records.stage_reports import History, PruneStep
 
 DPI = 110
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
@@ -58,10 +60,10 @@ def _save(fig, path: Path, layout: bool = True) -> Path:
                                                       metadata={"Software": None}))
 
 
-def model_point(m: dict) -> tuple[float, float] | None:
+def model_point(m: ModelMeasurement) -> tuple[float, float] | None:
     """(p50 ms, headline quality) of a model, or None when either is missing."""
-    lat = num((m.get("latency_ms") or {}).get("p50"))
-    q = num(m.get("accuracy"))
+    lat = num(m.p50)
+    q = num(m.accuracy)
     if lat is None or q is None or lat <= 0:
         return None
     return lat, q
@@ -83,22 +85,22 @@ def pareto_front(points: list[tuple[float, float]], higher_is_better: bool = Tru
     return front
 
 
-def pareto_plot(models: list[dict], path: Path, final: str | None = None) -> Path | None:
+def pareto_plot(models: list[ModelMeasurement], path: Path, final: str | None = None) -> Path | None:
     """Quality (y) against p50 latency (x, log scale); marker area by file size; front drawn;
     the run's final model ringed and labelled."""
     pts = [(m, p) for m in models if (p := model_point(m)) is not None]
     if not pts:
         return None
     fig, (ax,) = _figure(7.5, 4.6)
-    higher = bool(pts[0][0].get("higher_is_better", True))
-    sizes = [num(m.get("bytes")) or 0.0 for m, _ in pts]
+    higher = pts[0][0].higher_is_better
+    sizes = [num(m.bytes) or 0.0 for m, _ in pts]
     biggest = max(sizes) or 1.0
     labels = []
     for k, ((m, (x, y)), b) in enumerate(zip(pts, sizes, strict=True)):
         area = 40 + 460 * math.sqrt(b / biggest)
         ax.scatter([x], [y], s=area, color=COLORS[k % len(COLORS)], alpha=0.75,
                    edgecolors="black", linewidths=0.6, zorder=3)
-        name = str(m.get("name", "?"))
+        name = m.name
         if final is not None and name == final:
             ax.scatter([x], [y], s=area * 2.2, facecolors="none", edgecolors="#c62828",
                        linewidths=2.0, zorder=4, label=f"final: {name}")
@@ -109,9 +111,9 @@ def pareto_plot(models: list[dict], path: Path, final: str | None = None) -> Pat
     ax.step(fx, fy, where="post", color="grey", linestyle="--", linewidth=1,
             label="Pareto front", zorder=2)
     _plain_log_x(ax)
-    metric = pts[0][0].get("metric", "accuracy")
+    metric = pts[0][0].metric
     _percent_y(ax, metric)
-    split = pts[0][0].get("split")
+    split = pts[0][0].split
     ax.set_xlabel("latency p50 (ms, log scale)")
     ax.set_ylabel(f"{metric}" + (f" ({split} split)" if split else "")
                   + (" - higher is better" if higher else " - lower is better"))
@@ -204,14 +206,13 @@ def load_samples(run_dir: Path, rel: str | None) -> Any:
     return arr if arr.size else None
 
 
-def latency_plot(models: list[dict], run_dir: Path, path: Path) -> Path | None:
+def latency_plot(models: list[ModelMeasurement], run_dir: Path, path: Path) -> Path | None:
     """Box plots of each model's raw per-run latencies; models without samples are skipped."""
-    data = [(m.get("name", "?"), s) for m in models
-            if (s := load_samples(run_dir, m.get("samples"))) is not None]
+    data = [(m.name, s) for m in models if (s := load_samples(run_dir, m.samples)) is not None]
     if not data:
         return None
     fig, (ax,) = _figure(7.5, 0.9 + 0.5 * len(data))
-    ax.boxplot([s for _, s in data], vert=False, whis=(1, 99), showfliers=True,
+    ax.boxplot([s for _, s in data], orientation="horizontal", whis=(1, 99), showfliers=True,
                flierprops={"markersize": 2, "alpha": 0.4})
     ax.set_yticks(range(1, len(data) + 1), [f"{n} (n={len(s)})" for n, s in data], fontsize=8)
     ax.invert_yaxis()  # first model (the teacher) on top, as in the table
@@ -220,11 +221,6 @@ def latency_plot(models: list[dict], run_dir: Path, path: Path) -> Path | None:
     ax.set_title("Latency distribution")
     ax.grid(True, axis="x", which="both", alpha=0.3)
     return _save(fig, path)
-
-
-def _val_key(rows: list[dict]) -> str | None:
-    keys = [k for r in rows for k in r if k.startswith("val_")]
-    return keys[0] if keys else None
 
 
 def training_plot(name: str, runs: list[tuple[str, History]], path: Path) -> Path | None:
@@ -236,16 +232,17 @@ def training_plot(name: str, runs: list[tuple[str, History]], path: Path) -> Pat
 
     fig, (ax_loss, ax_val) = _figure(9, 3.4, ncols=2)
     offset, val_name = 0, None
-    for k, (label, rows) in enumerate(runs):
+    for k, (label, history) in enumerate(runs):
         color = COLORS[k % len(COLORS)]
-        key = _val_key(rows)
+        rows = epochs(history)
+        key = next((r.val_key for r in rows if r.val_key), None)
         val_name = val_name or key
-        xs = [offset + (int(r.get("epoch", i + 1))) for i, r in enumerate(rows)]
-        loss = [num(r.get("loss")) for r in rows]
+        xs = [offset + r.epoch for r in rows]
+        loss = [num(r.loss) for r in rows]
         ax_loss.plot(xs, [v if v is not None else math.nan for v in loss], marker="o",
                      markersize=3, color=color, label=label)
         if key:
-            val = [num(r.get(key)) for r in rows]
+            val = [num(r.val) for r in rows]
             ax_val.plot(xs, [v if v is not None else math.nan for v in val], marker="o",
                         markersize=3, color=color, label=label)
         if len(runs) > 1:  # recovery runs follow one another along one axis

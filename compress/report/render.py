@@ -1,14 +1,13 @@
-"""Render a run's report.json (the contract in DESIGN.md) as report.md; stages return data, the
-tables here are drawn from it."""
+"""Render a run's report (``RunReport``, the contract in DESIGN.md) as report.md; stages return
+data, the tables here are drawn from it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from compress.common.files import write_json, write_text
-from compress.report.assemble import read_stage
-from compress.report.formats import final_label, human
-from compress.stage_reports import (
+from compress.common.files import write_text
+from compress.records import ModelMeasurement, RunReport, StageEntry
+from compress.records.stage_reports import (
     DistillReport,
     ParityReport,
     PruneReport,
@@ -17,30 +16,28 @@ from compress.stage_reports import (
     TeacherReport,
     Unread,
 )
+from compress.report.formats import fmt_quality, human
 
 
-def _quality(m: dict) -> str:
-    value = m.get("accuracy")
-    if value is None:
-        return "-"
-    return f"{value * 100:.2f}%" if m.get("metric", "accuracy") == "accuracy" else f"{value:.4f}"
+def _quality(m: ModelMeasurement) -> str:
+    return fmt_quality(m.metric, m.accuracy)
 
 
-def models_table(models: list[dict]) -> str:
-    metric = models[0].get("metric", "accuracy") if models else "accuracy"
-    split = models[0].get("split", "test") if models else "test"
+def models_table(models: list[ModelMeasurement]) -> str:
+    metric = models[0].metric if models else "accuracy"
+    split = models[0].split if models else "test"
     rows = [
         f"| model | stage | precision | params | MACs | size | {metric} (ORT, {split}) | p50 ms | p90 ms "
         "| speedup vs teacher |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in models:
-        lat = m.get("latency_ms", {})
-        speed = m.get("speedup_vs_teacher")
+        speed = m.speedup_vs_teacher
+        p90 = m.p90 if m.p90 is not None else float("nan")
         rows.append(
-            f"| {m['name']} | {m.get('stage', '')} | {m.get('precision', '')} | {human(m.get('params'))} "
-            f"| {human(m.get('macs'))} | {human(m.get('bytes'), 'B')} | {_quality(m)} "
-            f"| {lat.get('p50', float('nan')):.4f} | {lat.get('p90', float('nan')):.4f} "
+            f"| {m.name} | {m.stage} | {m.precision} | {human(m.params)} "
+            f"| {human(m.macs)} | {human(m.bytes, 'B')} | {_quality(m)} "
+            f"| {m.p50:.4f} | {p90:.4f} "
             f"| {'-' if speed is None else f'{speed:.2f}x'} |"
         )
     return "\n".join(rows)
@@ -91,30 +88,30 @@ def quantize_table(m: QuantizeReport) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(report: dict) -> str:
-    lines = [f"# compress run: {report['pipeline']}", ""]
-    failure = report.get("failure") or {}
-    why = f" ({failure['reason']}: {failure['message']})" if failure.get("message") else ""
-    lines += [f"Status: **{report.get('status', 'done')}**{why}. Device: {report['device']}. "
-              f"Final model: **{final_label(report)}**.", ""]
-    if report["models"]:
-        m0 = report["models"][0]
-        lines += [f"## Models (ONNX Runtime CPU, {m0.get('threads')} thread(s), batch as exported; "
-                  f"quality on the {m0.get('split', 'test')} split)", "",
-                  models_table(report["models"]), ""]
+def render_markdown(report: RunReport) -> str:
+    lines = [f"# compress run: {report.pipeline}", ""]
+    failure = report.failure
+    why = f" ({failure.reason}: {failure.message})" if failure and failure.message else ""
+    lines += [f"Status: **{report.status}**{why}. Device: {report.device}. "
+              f"Final model: **{report.final_label}**.", ""]
+    if report.models:
+        m0 = report.models[0]
+        lines += [f"## Models (ONNX Runtime CPU, {m0.threads} thread(s), batch as exported; "
+                  f"quality on the {m0.split} split)", "",
+                  models_table(report.models), ""]
     lines += ["## Stages", "", "| stage | status | seconds | notes |", "|---|---|---|---|"]
-    for s in report["stages"]:
-        notes = s.get("error") or _stage_notes(s)
-        lines.append(f"| {s.get('dir', s['name'])} | {s['status']} | {s['seconds']:.1f} | {notes} |")
-    for s in report["stages"]:
+    for s in report.stages:
+        notes = s.error or _stage_notes(s)
+        lines.append(f"| {s.dir} | {s.status} | {s.seconds:.1f} | {notes} |")
+    for s in report.stages:
         table = _stage_table(s)
         if table:
-            lines += ["", f"## {s.get('dir', s['name'])}", "", table]
+            lines += ["", f"## {s.dir}", "", table]
     return "\n".join(lines) + "\n"
 
 
-def _stage_table(stage: dict) -> str | None:
-    typed = read_stage(stage)
+def _stage_table(stage: StageEntry) -> str | None:
+    typed = stage.report
     if isinstance(typed, PruneReport) and typed.trajectory:
         return trajectory_table(typed.trajectory)
     if isinstance(typed, QuantizeReport) and typed.trials:
@@ -122,8 +119,8 @@ def _stage_table(stage: dict) -> str | None:
     return None
 
 
-def _stage_notes(stage: dict) -> str:
-    typed = read_stage(stage)
+def _stage_notes(stage: StageEntry) -> str:
+    typed = stage.report
     if isinstance(typed, Unread):
         return f"metrics not read: {typed.problem}" if typed.metrics else ""
     parts = []
@@ -138,10 +135,10 @@ def _stage_notes(stage: dict) -> str:
     return "; ".join(parts)
 
 
-def write_reports(report: dict, run_dir: Path) -> None:
+def write_reports(report: RunReport, run_dir: Path) -> None:
     """report.json, report.md and the self-contained report.html with its plots."""
     from compress.report.html import write_html
 
-    write_json(run_dir / "report.json", report)
+    report.dump(run_dir / "report.json")
     write_text(run_dir / "report.md", render_markdown(report))
     write_html(report, run_dir)

@@ -50,13 +50,13 @@ def search(config: Path, out: Path | None, trials: int | None, storage: str | No
     run_dir = out or Path("runs") / cfg.name
     report = run_search(cfg, raw, run_dir, trials=trials, storage=storage, resume=resume,
                         device=device, log=console.info)
-    s = report["search"]
-    if report.get("models"):
-        console.summary(models_table(report["models"]))
-    console.summary(f"search: {s['counts']['trials']} trials, {s['counts']['feasible']} feasible, "
-                    f"{s['counts']['stopped_untrained']} stopped untrained, "
-                    f"{s['counts']['stopped_early']} stopped early, "
-                    f"{s['counts']['stopped_by_check']} stopped by a check they cannot pass, "
-                    f"{s['counts']['failed']} failed; chosen trial {s['chosen']}")
-    console.summary(f"report: {run_dir / 'report.html'}  final: {report['final']}  "
+    n = report.search.counts
+    if report.models:
+        console.summary(models_table(report.models))
+    console.summary(f"search: {n.trials} trials, {n.feasible} feasible, "
+                    f"{n.stopped_untrained} stopped untrained, "
+                    f"{n.stopped_early} stopped early, "
+                    f"{n.stopped_by_check} stopped by a check they cannot pass, "
+                    f"{n.failed} failed; chosen trial {report.search.chosen}")
+    console.summary(f"report: {run_dir / 'report.html'}  final: {report.final}  "
                     f"bundle: {run_dir / 'bundle'}")

@@ -14,14 +14,14 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from compress.common.files import sha256_json, write_json, write_text
+from compress.common.files import sha256_json, write_text
 from compress.config.pipeline import PipelineConfig
 from compress.engine.lock import RunLock
 from compress.errors import CompressError, GateError, InputError
+from compress.records import RunReport, SearchRecord, StudyAttrs
 from compress.search import study as st
 from compress.search.records import pareto, summary, trial_line
 from compress.search.store import SharedEngine, StageStore
@@ -54,9 +54,9 @@ def run_search(cfg: PipelineConfig, raw: dict, run_dir: Path, *, trials: int | N
             log(f"search: {len(rounds)} feasible trials timed again side by side beside the "
                 "teacher (the choice reads this round)")
         result = summary(study, search, total, ctx.higher, rounds)
-        write_json(search_dir / "search.json", result)
-    if result["chosen"] is None:
-        raise GateError(f"search: none of {result['counts']['complete']} trained trials met the "
+        result.dump(search_dir / "search.json")
+    if result.chosen is None:
+        raise GateError(f"search: none of {result.counts.complete} trained trials met the "
                         f"constraints on validation; see {search_dir / 'search.json'}")
     return _run_chosen(cfg, raw, run_dir, ctx, result, log)
 
@@ -85,7 +85,7 @@ def _open_study(cfg: PipelineConfig, raw: dict, search_dir: Path, storage: str |
     study = optuna.create_study(storage=store, study_name=cfg.name, load_if_exists=True,
                                 direction="minimize", sampler=st.make_sampler(cfg.search, seed),
                                 pruner=st.make_pruner(cfg.search.warmup_epochs, cfg.search.early_stop))
-    had = study.user_attrs.get("config_key")
+    had = StudyAttrs.of(study).config_key
     if had is None:
         study.set_user_attr("config_key", key)
     elif had != key:
@@ -153,18 +153,18 @@ def _retry_dead(study) -> None:
 
 
 def _run_chosen(cfg: PipelineConfig, raw: dict, run_dir: Path, ctx: st.SearchContext,
-                result: dict, log) -> dict:
+                result: SearchRecord, log) -> RunReport:
     """The chosen trial's pipeline in RUN_DIR (its stages fetched from the store), with the
     benchmark on the test split and the package stage; report.json gets the search object."""
     from compress.report.render import write_reports
 
-    chosen = next(t for t in result["trials"] if t["number"] == result["chosen"])
-    full = pipeline_raw(raw, chosen["overrides"], drop=())
-    chosen_cfg = validated(full, f"chosen trial {chosen['number']}")
+    chosen = result.trial(result.chosen)
+    full = pipeline_raw(raw, chosen.overrides, drop=())
+    chosen_cfg = validated(full, f"chosen trial {chosen.number}")
     write_text(ctx.search_dir / "chosen.yaml", f"# compress search {cfg.name}: trial "
-               f"{chosen['number']} ({', '.join(chosen['overrides'])})\n"
+               f"{chosen.number} ({', '.join(chosen.overrides)})\n"
                + yaml.safe_dump(full, sort_keys=False))
-    log(f"search: chosen trial {chosen['number']}; running it in {run_dir} (test split, bundle)")
+    log(f"search: chosen trial {chosen.number}; running it in {run_dir} (test split, bundle)")
     t0 = time.perf_counter()
     engine = SharedEngine(chosen_cfg, full, Path(run_dir), ctx.device, resume=True,
                           progress=False, log=log, store=ctx.store)
@@ -173,17 +173,16 @@ def _run_chosen(cfg: PipelineConfig, raw: dict, run_dir: Path, ctx: st.SearchCon
         report = engine.run()
     except GateError as e:  # the gates wrote their report; add the search to it
         failure, report = e, _read_report(run_dir)
-    report["search"] = {**result, "chosen_run_seconds": round(time.perf_counter() - t0, 1)}
+    report.search = result.model_copy(
+        update={"chosen_run_seconds": round(time.perf_counter() - t0, 1)})
     write_reports(report, Path(run_dir))
     if failure is not None:
         raise failure
     return report
 
 
-def _read_report(run_dir: Path) -> dict[str, Any]:
-    from compress.common.files import read_json
-
-    return read_json(Path(run_dir) / "report.json") or {}
+def _read_report(run_dir: Path) -> RunReport:
+    return RunReport.load(Path(run_dir) / "report.json")
 
 
 __all__ = ["run_search", "default_storage", "pareto"]

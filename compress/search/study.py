@@ -19,6 +19,7 @@ from typing import Any
 from compress.config.pipeline import PipelineConfig
 from compress.config.search import Dimension, SearchConfig, encode, is_scalar_choice, override
 from compress.errors import CompressError, GateError
+from compress.records import StudyAttrs, TrialAttrs, TrialResult
 from compress.search.store import StageStore, link_or_copy
 from compress.search.trial import (
     TrialStopped,
@@ -101,7 +102,7 @@ def _grid_values(d: Dimension) -> list[Any]:
 
 def constraints_of(trial) -> dict[str, float]:
     """The trial's constraint values by name; each value <= 0 is met."""
-    return dict(trial.user_attrs.get("constraints") or {"unmeasured": UNKNOWN})
+    return dict(TrialAttrs.of(trial).constraints or {"unmeasured": UNKNOWN})
 
 
 def set_constraints(trial, values: dict[str, float]) -> None:
@@ -174,7 +175,7 @@ def make_pruner(warmup: int, enabled: bool):
             if not enabled or step is None:
                 return False
             best = max(v for s, v in trial.intermediate_values.items() if s <= step)
-            return cannot_reach(study, step, best, warmup, trial.user_attrs.get("schedule")) is not None
+            return cannot_reach(study, step, best, warmup, TrialAttrs.of(trial).schedule) is not None
 
     return ReachPruner()
 
@@ -195,13 +196,13 @@ def cannot_reach(study, step: int, best_now: float, warmup: int,
     Values are in the 'higher is better' direction (as the trials report them)."""
     import optuna
 
-    need = study.user_attrs.get("needed_quality")
+    need = StudyAttrs.of(study).needed_quality
     if step < warmup or need is None:
         return None
     gains = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         iv = t.intermediate_values
-        if step in iv and t.user_attrs.get("schedule") == schedule:
+        if step in iv and TrialAttrs.of(t).schedule == schedule:
             gains.append(max(iv.values()) - max(v for s, v in iv.items() if s <= step))
     if not gains or best_now + max(gains) >= need:
         return None
@@ -323,15 +324,15 @@ def _rival(study, ctx: SearchContext, best: tuple[int, float], folder: Path):
     from compress.artifacts import ModelArtifact
 
     t = next(t for t in study.get_trials(deepcopy=False) if t.number == best[0])
-    rel = (t.user_attrs.get("result") or {}).get("final_path")
-    src = ctx.search_dir / rel if rel else None
+    res = TrialAttrs.of(t).result
+    src = ctx.search_dir / res.final_path if res else None
     if src is None or not src.is_file():
         return None
     dst = folder / "rival" / src.name
     dst.parent.mkdir(parents=True, exist_ok=True)
     dst.unlink(missing_ok=True)  # a resumed trial's earlier probe
     link_or_copy(str(src), str(dst))
-    return ModelArtifact.from_onnx(f"trial-{best[0]}", dst, precision=t.user_attrs["result"]["precision"])
+    return ModelArtifact.from_onnx(f"trial-{best[0]}", dst, precision=res.precision)
 
 
 def distill_key(raw: dict) -> str | None:
@@ -351,16 +352,17 @@ def _same_distill_stopped(trial, ctx: SearchContext, t0: float) -> None:
     distill would run the same epochs to the same validation curve."""
     import optuna
 
-    key = trial.user_attrs.get("distill_key")
+    key = TrialAttrs.of(trial).distill_key
     if key is None:
         return
     for t in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,)):
-        at = t.user_attrs.get("stopped") or {}
-        if t.user_attrs.get("distill_key") == key and at.get("at") == "epoch" and "epoch" in at:
-            _stopped(trial, {**at, "same_as": t.number,
-                             "reason": f"same distill as trial {t.number}, which {at['reason']}"},
-                     constraint_values(ctx.search, at.get("quality"), trial.study.user_attrs.get(
-                         "teacher_val"), None, None, ctx.higher), t0)
+        attrs = TrialAttrs.of(t)
+        at = attrs.stopped
+        if attrs.distill_key == key and at is not None and at.at == "epoch" and at.epoch is not None:
+            _stopped(trial, {**at.as_dict(), "same_as": t.number,
+                             "reason": f"same distill as trial {t.number}, which {at.reason}"},
+                     constraint_values(ctx.search, at.quality, StudyAttrs.of(trial.study).teacher_val,
+                                       None, None, ctx.higher), t0)
 
 
 def _stopped(trial, stopped: dict, constraints: dict[str, float], t0: float) -> None:
@@ -392,29 +394,29 @@ def _train_and_measure(trial, ctx: SearchContext, cfg, raw: dict, run_dir: Path,
     except TrialStopped as e:
         _stopped(trial, {"at": "epoch", "epoch": e.epoch, "quality": round(e.quality, 5),
                          "needed": round(e.needed, 5), "reason": str(e)},
-                 constraint_values(ctx.search, e.quality, trial.study.user_attrs.get("teacher_val"),
+                 constraint_values(ctx.search, e.quality, StudyAttrs.of(trial.study).teacher_val,
                                    None, None, ctx.higher), t0)
     teacher, final = measure_val(out, run_dir, [out.teacher_onnx, out.final])
     _note_teacher(trial.study, ctx, teacher.accuracy)
     cons = constraint_values(ctx.search, final.accuracy, teacher.accuracy, final.p50, final.bytes,
                              ctx.higher)
     set_constraints(trial, cons)
-    trial.set_user_attr("result", {
-        "val_quality": round(final.accuracy, 6), "teacher_val_quality": round(teacher.accuracy, 6),
-        "p50_ms": round(final.p50, 5), "teacher_p50_ms": round(teacher.p50, 5),
-        "speedup_vs_teacher": final.speedup_vs_teacher, "bytes": final.bytes,
-        "params": final.params, "macs": final.macs, "precision": final.precision,
-        "val_nll": final.quality.get("nll"),
-        "final": final.name, "final_path": f"{run_dir.name}/{final.path}",
-        "teacher_path": f"{run_dir.name}/{teacher.path}", "feasible": all(v <= 0 for v in cons.values()), "clock": getattr(final, "clock", None),
-        "ran": out.engine.ran})
+    trial.set_user_attr("result", TrialResult(
+        val_quality=round(final.accuracy, 6), teacher_val_quality=round(teacher.accuracy, 6),
+        p50_ms=round(final.p50, 5), teacher_p50_ms=round(teacher.p50, 5),
+        speedup_vs_teacher=final.speedup_vs_teacher, bytes=final.bytes,
+        params_count=final.params, macs=final.macs, precision=final.precision,
+        val_nll=final.quality["nll"] if "nll" in final.quality else None,
+        final=final.name, final_path=f"{run_dir.name}/{final.path}",
+        teacher_path=f"{run_dir.name}/{teacher.path}", feasible=all(v <= 0 for v in cons.values()),
+        clock=final.clock, ran=out.engine.ran).as_dict())
     trial.set_user_attr("seconds", round(time.perf_counter() - t0, 2))
     return _objective_of(ctx.search, final.p50, final.bytes)
 
 
 def _note_teacher(study, ctx: SearchContext, teacher_val: float) -> None:
     """The teacher's validation quality, and the bar it sets, for every later trial's early stop."""
-    if study.user_attrs.get("teacher_val") is None:
+    if StudyAttrs.of(study).teacher_val is None:
         study.set_user_attr("teacher_val", teacher_val)
         need = needed_quality(ctx.search, teacher_val, ctx.higher)
         if need is not None:
@@ -442,13 +444,13 @@ def final_round(study, ctx: SearchContext) -> dict[int, dict[str, float]]:
         return {}  # trials differ in their inputs or timing settings: one session cannot hold them
     models, numbers, teacher = [], {}, None
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        res = t.user_attrs.get("result") or {}
-        path = ctx.search_dir / res["final_path"] if res.get("final_path") else None
-        if not res.get("feasible") or path is None or not path.is_file():
+        res = TrialAttrs.of(t).result
+        path = ctx.search_dir / res.final_path if res else None
+        if res is None or not res.feasible or not path.is_file():
             continue
-        if teacher is None and (ctx.search_dir / res.get("teacher_path", "")).is_file():
-            teacher = ModelArtifact.from_onnx("teacher", ctx.search_dir / res["teacher_path"])
-        art = ModelArtifact.from_onnx(f"trial-{t.number}", path, precision=res["precision"])
+        if teacher is None and (ctx.search_dir / res.teacher_path).is_file():
+            teacher = ModelArtifact.from_onnx("teacher", ctx.search_dir / res.teacher_path)
+        art = ModelArtifact.from_onnx(f"trial-{t.number}", path, precision=res.precision)
         same = next((m for m in models if m.sha256 == art.sha256), None)  # one file, timed once
         if same is None:
             models.append(art)

@@ -34,7 +34,8 @@ def _committed(tmp_path) -> StageFolder:
     report = ExportReport(max_abs_diff=1e-6, top1_agreement=1.0, parity_samples=8,
                           parity_split="test", bytes=20)
     folder.commit(StageResult(art, report, publish=[art], files=["samples.npz"]),
-                  {"name": folder.name, "kind": "export", "key": "k1"}, None)
+                  {"name": folder.name, "kind": "export", "key": "k1", "seconds": 1.5,
+                   "device": "cpu", "config": {"opset": 18}}, None)
     return folder
 
 
@@ -44,7 +45,7 @@ def test_a_committed_folder_resumes_under_its_key(tmp_path, console):
     found = folder.resume("k1", None, INFO)
     assert found.model.path == folder.final / "model.onnx" and found.model.meta == {"params": 12}
     assert [p.name for p in found.published] == ["student"]
-    assert found.record["metrics"]["max_abs_diff"] == 1e-6
+    assert found.record.metrics["max_abs_diff"] == 1e-6 and found.record.seconds == 1.5
     assert console.getvalue() == ""  # nothing refused, nothing said
 
 
@@ -77,11 +78,26 @@ def test_a_changed_file_is_named(tmp_path, console, name):
 def test_an_unreadable_record_is_said(tmp_path, console):
     folder = _committed(tmp_path)
     record = folder.final / "stage.json"
+    written = json.loads(record.read_text())
     record.write_text("{not json")
     assert folder.resume("k1", None, INFO) is None
-    record.write_text(json.dumps({"status": "done", "key": "k1"}))  # no output entry
+    record.write_text(json.dumps({k: v for k, v in written.items() if k != "output"}))
+    assert folder.resume("k1", None, INFO) is None
+    record.write_text(json.dumps({**written, "files": {"samples.npz": 7}}))
     assert folder.resume("k1", None, INFO) is None
     assert console.getvalue().splitlines() == [
-        "[02-export] not resumed: stage.json is unreadable (not the JSON record of a finished "
-        "stage); running it again",
-        "[02-export] not resumed: stage.json is unreadable (KeyError: 'output'); running it again"]
+        "[02-export] not resumed: stage.json is unreadable (not valid JSON (line 1: Expecting "
+        "property name enclosed in double quotes)); running it again",
+        "[02-export] not resumed: stage.json is unreadable (missing key 'output'); running it again",
+        "[02-export] not resumed: stage.json is unreadable (key 'files.samples.npz': Input should "
+        "be a valid string (got 7)); running it again"]
+
+
+def test_the_record_holds_the_engine_part_and_the_result(tmp_path):
+    record = _committed(tmp_path).record()
+    assert (record.name, record.kind, record.key, record.seconds, record.device) == (
+        "02-export", "export", "k1", 1.5, "cpu")
+    assert record.status == "done" and record.input_sha256 is None and record.finished("k1")
+    assert record.output.path == "model.onnx" and record.output.meta == {"params": 12}
+    assert list(record.files) == ["samples.npz"] and len(record.files["samples.npz"]) == 64
+    assert record.metrics["parity_split"] == "test" and not record.finished("k2")

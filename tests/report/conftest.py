@@ -1,18 +1,20 @@
-"""Report dicts in the shape the pipeline writes (report.json), built here so the report code is
-tested without running a pipeline; raw latency samples are written as .npy like the benchmark."""
+"""Run reports built from the records the pipeline writes (``RunReport``, ``ModelMeasurement``,
+each stage's typed report), so the report code is tested without running a pipeline and a
+fixture cannot drift from what the producers write; raw latency samples are written as .npy
+like the benchmark."""
 
 from __future__ import annotations
 
-import copy
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from _reports import stage_reports
 
-MACHINE = {"cpu": "Intel(R) Xeon(R) Platinum 8480+", "flags": ["avx2", "avx512f", "avx512_vnni"],
-           "cores": 2, "os": "Linux-6.1-x86_64-with-glibc2.36"}
+from compress.records import Failure, Machine, ModelMeasurement, RunReport, StageEntry
+
+MACHINE = Machine(cpu="Intel(R) Xeon(R) Platinum 8480+", flags=["avx2", "avx512f", "avx512_vnni"],
+                  cores=2, os="Linux-6.1-x86_64-with-glibc2.36")
 VERSIONS = {"python": "3.11.2", "torch": "2.13.0+cpu", "onnxruntime": "1.32.0"}
 # name, stage, precision, bytes, params, macs, accuracy, p50 ms
 MODELS = [("teacher", "teacher", "fp32", 2_723_000, 696_042, 105_760_000, 0.9972, 0.83),
@@ -32,58 +34,57 @@ def write_samples(run_dir: Path, name: str, p50: float, n: int = 200, seed: int 
     return rel
 
 
-def model_entry(run_dir: Path, spec: tuple, teacher_p50: float, samples: bool = True) -> dict:
+def model_entry(run_dir: Path, spec: tuple, teacher_p50: float, samples: bool = True
+                ) -> ModelMeasurement:
     name, stage, precision, size, params, macs, acc, p50 = spec
-    m = {"name": name, "stage": stage, "path": f"{stage}/model.onnx", "sha256": "ab" * 32,
-         "bytes": size, "params": params, "macs": macs, "precision": precision,
-         "accuracy": acc, "split": "test", "quality": {"accuracy": acc},
-         "task": "classification", "metric": "accuracy", "higher_is_better": True,
-         "latency_ms": {"p50": p50, "p90": p50 * 1.05, "p99": p50 * 1.3, "mean": p50 * 1.02,
-                        "std": p50 * 0.05},
-         "threads": 1, "opt_level": "all", "runs": 200,
-         "speedup_vs_teacher": round(teacher_p50 / p50, 3)}
-    if samples:
-        m["samples"] = write_samples(run_dir, name, p50, seed=len(name))
-    return m
+    return ModelMeasurement(
+        name=name, stage=stage, path=f"{stage}/model.onnx", sha256="ab" * 32, bytes=size,
+        params=params, macs=macs, precision=precision, accuracy=acc, split="test",
+        quality={"accuracy": acc}, task="classification", metric="accuracy", higher_is_better=True,
+        latency_ms={"p50": p50, "p90": p50 * 1.05, "p99": p50 * 1.3, "mean": p50 * 1.02,
+                    "std": p50 * 0.05},
+        threads=1, opt_level="all", runs=200,
+        samples=write_samples(run_dir, name, p50, seed=len(name)) if samples else None,
+        speedup_vs_teacher=round(teacher_p50 / p50, 3))
 
 
 SECONDS = {"teacher": 40.0, "distill": 30.5, "prune": 12.0, "export": 2.0, "quantize": 8.0,
            "benchmark": 20.0, "package": 1.0}
 
 
-def stages() -> list[dict]:
-    """The report.json stages of a finished run, each holding its typed report's ``as_dict()``."""
-    return [{"name": kind, "kind": kind, "dir": f"{i:02d}-{kind}", "status": "done",
-             "seconds": SECONDS[kind], "metrics": r.as_dict()}
+def stages() -> list[StageEntry]:
+    """The stages of a finished run, each holding its typed report as the engine stores it."""
+    return [StageEntry(name=kind, kind=kind, dir=f"{i:02d}-{kind}", status="done",
+                       seconds=SECONDS[kind], metrics=r.as_dict())
             for i, (kind, r) in enumerate(stage_reports([m[0] for m in MODELS]).items())]
 
 
 def build_report(run_dir: Path, scale: dict[str, float] | None = None,
-                 acc_shift: dict[str, float] | None = None, samples: bool = True) -> dict:
+                 acc_shift: dict[str, float] | None = None, samples: bool = True) -> RunReport:
     """A finished run's report; ``scale``/``acc_shift`` change a model's p50 / accuracy."""
     scale, acc_shift = scale or {}, acc_shift or {}
     specs = [(n, s, pr, b, p, mc, acc + acc_shift.get(n, 0.0), p50 * scale.get(n, 1.0))
              for n, s, pr, b, p, mc, acc, p50 in MODELS]
     models = [model_entry(run_dir, sp, specs[0][7], samples) for sp in specs]
-    return {"pipeline": "digits-mobile", "config_sha256": "cd" * 32, "device": "cpu",
-            "status": "done", "final": "student-int8", "versions": dict(VERSIONS),
-            "machine": copy.deepcopy(MACHINE), "stages": stages(), "models": models}
+    return RunReport(pipeline="digits-mobile", config_sha256="cd" * 32, device="cpu",
+                     status="done", stages=stages(), models=models, final="student-int8",
+                     versions=dict(VERSIONS), machine=MACHINE.model_copy(deep=True))
 
 
-def failed_report() -> dict:
+def failed_report() -> RunReport:
     """A run whose prune stage failed: two stages, no models, no final."""
     st = stages()[:3]
-    st[2] = {"name": "prune", "kind": "prune", "dir": "02-prune", "status": "failed",
-             "seconds": 0.4, "metrics": {},
-             "error": "stage prune: <script>alert(1)</script> ratio 0.99 leaves no channels"}
-    return {"pipeline": "digits-mobile", "config_sha256": "cd" * 32, "device": "cpu",
-            "status": "failed", "final": None, "versions": dict(VERSIONS),
-            "machine": copy.deepcopy(MACHINE), "stages": st, "models": []}
+    st[2] = StageEntry(name="prune", kind="prune", dir="02-prune", status="failed", seconds=0.4,
+                       error="stage prune: <script>alert(1)</script> ratio 0.99 leaves no channels")
+    return RunReport(pipeline="digits-mobile", config_sha256="cd" * 32, device="cpu",
+                     status="failed", stages=st, models=[], final=None, versions=dict(VERSIONS),
+                     machine=MACHINE.model_copy(deep=True),
+                     failure=Failure(reason="error", message=st[2].error))
 
 
-def save_run(run_dir: Path, report: dict) -> Path:
+def save_run(run_dir: Path, report: RunReport) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "report.json").write_text(json.dumps(report, indent=2))
+    report.dump(run_dir / "report.json")
     return run_dir
 
 
@@ -93,5 +94,5 @@ def run_dir(tmp_path) -> Path:
 
 
 @pytest.fixture
-def report(run_dir) -> dict:
+def report(run_dir) -> RunReport:
     return build_report(run_dir)

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from conftest import build_report, save_run
 
 from compress.cli import cli
+from compress.records import Failure
 from compress.report.cli import register
 from compress.report.compare import compare_reports
 
@@ -77,8 +78,8 @@ def test_faster_and_better_is_no_regression(runs):
 def test_lower_is_better_metric(tmp_path):
     a, b = build_report(tmp_path), build_report(tmp_path, acc_shift={"student-int8": 0.02})
     for r in (a, b):
-        for m in r["models"]:
-            m.update(metric="wer", higher_is_better=False)
+        for m in r.models:
+            m.metric, m.higher_is_better = "wer", False
     res = compare_reports(a, b)
     assert res["final"]["quality_lost"] is True and res["final"]["slower"] is False
     assert res["final"]["reasons"] == ["wer +0.0200 (tolerance 0.0050)"]
@@ -87,9 +88,9 @@ def test_lower_is_better_metric(tmp_path):
 def test_models_matched_by_name_and_machine_note(tmp_path):
     a = build_report(tmp_path / "a", samples=False)
     b = build_report(tmp_path / "b", samples=False)
-    b["models"] = [m for m in b["models"] if m["name"] != "student-pruned"]
-    b["models"].append({**b["models"][-1], "name": "student-qat"})
-    b["machine"]["cpu"] = "Apple M2"
+    b.models = [m for m in b.models if m.name != "student-pruned"]
+    b.models.append(b.models[-1].model_copy(update={"name": "student-qat"}))
+    b.machine.cpu = "Apple M2"
     res = compare_reports(a, b)
     assert [(r["name"], r["in"]) for r in res["models"]] == [
         ("teacher", "both"), ("student", "both"), ("student-pruned", "a"),
@@ -106,7 +107,7 @@ def test_models_matched_by_name_and_machine_note(tmp_path):
 
 def test_missing_final_is_not_compared(tmp_path):
     a, b = build_report(tmp_path, samples=False), build_report(tmp_path, samples=False)
-    b["final"], b["status"] = None, "failed"
+    b.final, b.status = None, "failed"
     res = compare_reports(a, b)
     assert res["final"]["checked"] is False and "regressed" not in res["final"]
 
@@ -114,8 +115,8 @@ def test_missing_final_is_not_compared(tmp_path):
 def test_a_run_that_failed_before_a_final_model_is_refused(tmp_path, runs):
     a, _ = runs
     report = build_report(tmp_path / "f", samples=False)
-    report.update(final=None, status="failed",
-                  failure={"reason": "error", "message": "stage 02-export: ONNX parity failed"})
+    report.final, report.status = None, "failed"
+    report.failure = Failure(reason="error", message="stage 02-export: ONNX parity failed")
     failed = save_run(tmp_path / "f", report)
     code, out, err = run_cli(a, failed)
     assert (code, out) == (2, "")  # it printed 'final None' and exited 0
@@ -133,10 +134,8 @@ def test_missing_run_dir(tmp_path, runs):
 @pytest.mark.parametrize(("content", "message"), [
     (None, "{f}: not found (expected a run directory holding report.json)"),
     ("{not json", "{f}: not valid JSON (line 1: Expecting property name enclosed in double quotes)"),
-    ('{"models": {}}', "{f}: expected a JSON object with a 'models' list of objects that each "
-                       "have a 'name'"),
-    ("[1, 2]", "{f}: expected a JSON object with a 'models' list of objects that each have a "
-               "'name'"),
+    ('{"models": {}}', "{f}: missing key 'pipeline'"),
+    ("[1, 2]", "{f}: expected a JSON object, got list"),
 ])
 def test_bad_report_json(tmp_path, runs, content, message):
     a, _ = runs
@@ -151,7 +150,7 @@ def test_bad_report_json(tmp_path, runs, content, message):
 
 def test_different_latency_settings_are_named(tmp_path):
     a, b = build_report(tmp_path, samples=False), build_report(tmp_path, samples=False)
-    b["models"][-1]["threads"] = 4
+    b.models[-1].threads = 4
     res = compare_reports(a, b)
     assert res["settings_differ"] == ["threads"] and res["machine_differences"] == []
     code, out, _ = run_cli(save_run(tmp_path / "a", a), save_run(tmp_path / "b", b))

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import build_report, failed_report
 
+from compress.records import RunReport
 from compress.report.html import write_html
 from compress.report.plots import pareto_front
 
@@ -91,7 +92,7 @@ def test_self_contained_page_with_all_sections(full):
 def test_one_row_per_model_with_deltas(full):
     report, _, page, _ = full
     rows = data_rows(page, "models")
-    assert [r[0] for r in rows] == [m["name"] for m in report["models"]]
+    assert [r[0] for r in rows] == [m.name for m in report.models]
     # columns: model stage precision params MACs size quality split p50 p90 | vs teacher
     # (quality, latency, size) | vs previous (quality, latency, size)
     teacher, student, pruned, int8 = rows
@@ -122,8 +123,8 @@ def test_tables_of_prune_quantize_readiness(full):
 
 
 def test_fp32_kept_marks_no_trial(report, run_dir):
-    quantize = next(s for s in report["stages"] if s["kind"] == "quantize")
-    quantize["metrics"].update(kept="fp32", reason="int8 is not faster: p50 0.0310 ms vs fp32 0.0300 ms")
+    quantize = next(s for s in report.stages if s.kind == "quantize")
+    quantize.metrics.update(kept="fp32", reason="int8 is not faster: p50 0.0310 ms vs fp32 0.0300 ms")
     _, text = parse(write_html(report, run_dir))
     assert 'class="kept"' not in text
     assert "kept: fp32 (the input model) - int8 is not faster: p50 0.0310 ms vs fp32 0.0300 ms" in text
@@ -132,8 +133,8 @@ def test_fp32_kept_marks_no_trial(report, run_dir):
 def test_stage_of_another_shape_is_named_not_half_read(report, run_dir):
     """A stored quantize stage without ``kept`` (another version's shape) gets no trials table,
     and the stages table says which key it lacked."""
-    quantize = next(s for s in report["stages"] if s["kind"] == "quantize")
-    del quantize["metrics"]["kept"]
+    quantize = next(s for s in report.stages if s.kind == "quantize")
+    del quantize.metrics["kept"]
     page, text = parse(write_html(report, run_dir))
     assert "trials" not in page.ids
     assert "(stored in another version&#x27;s shape, kept: Field required)" in text
@@ -152,17 +153,17 @@ def test_failed_run_renders_escaped(tmp_path):
 
 def test_models_without_samples_skip_the_latency_plot(run_dir):
     report = build_report(run_dir, samples=False)
-    report["stages"] = []  # only the models' plots
-    report["models"][1]["samples"] = "05-benchmark/latency/missing.npy"
+    report.stages = []  # only the models' plots
+    report.models[1].samples = "05-benchmark/latency/missing.npy"
     page, text = parse(write_html(report, run_dir))
     assert "pareto" in page.ids and not (run_dir / "plots" / "latency.png").exists()
     assert len(page.imgs) == 1 and "No stage ran." in text
 
 
 def test_text_from_the_report_is_escaped(report, run_dir):
-    report["pipeline"] = 'a<b>&"c'
-    report["models"][0]["name"] = "<img src=x onerror=alert(1)>"
-    report["stages"] = report["stages"][3:4]  # no plots of stages: this test is about text
+    report.pipeline = 'a<b>&"c'
+    report.models[0].name = "<img src=x onerror=alert(1)>"
+    report.stages = report.stages[3:4]  # no plots of stages: this test is about text
     _, text = parse(write_html(report, run_dir))
     assert "<title>compress run: a&lt;b&gt;&amp;&quot;c</title>" in text
     assert "<img src=x" not in text and "&lt;img src=x onerror=alert(1)&gt;" in text
@@ -171,9 +172,11 @@ def test_text_from_the_report_is_escaped(report, run_dir):
 def test_real_pipeline_report_of_the_old_shape_renders(tmp_path):
     """A report.json written by `compress pipeline pipelines/mobile.yaml` before the report grew
     samples, quality and split: every model still gets a row and the page stays self-contained."""
-    old = json.loads((Path(__file__).parent / "data" / "mobile-report.json").read_text())
+    path = Path(__file__).parent / "data" / "mobile-report.json"
+    old = RunReport.load(path)
     page, text = parse(write_html(old, tmp_path))
-    assert [r[0] for r in data_rows(page, "models")] == [m["name"] for m in old["models"]]
+    names = [m["name"] for m in json.loads(path.read_text())["models"]]
+    assert [r[0] for r in data_rows(page, "models")] == names
     assert "pareto" in page.ids and "http" not in text
     assert all(src.startswith("data:image/png;base64,") for src in page.imgs)
 
@@ -192,7 +195,7 @@ def test_samples_outside_the_run_dir_are_ignored(tmp_path):
     from compress.report.plots import load_samples
 
     run_dir = tmp_path / "run"
-    rel = build_report(run_dir)["models"][0]["samples"]
+    rel = build_report(run_dir).models[0].samples
     assert load_samples(run_dir, rel).shape == (200,)
     outside = tmp_path / "secret.npy"
     outside.write_bytes((run_dir / rel).read_bytes())

@@ -10,6 +10,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 
 from compress.config.search import SearchConfig
+from compress.records import TrialResult
 from compress.search.records import choose, pareto, summary
 from compress.search.study import cannot_reach, constraint_values, needed_quality
 
@@ -19,16 +20,24 @@ SEARCH = SearchConfig.model_validate({
 TEACHER = 0.99
 
 
+def _result(quality: float, p50: float, nbytes: int, feasible: bool, n: int = 0) -> TrialResult:
+    """A measured trial's result, typed as the search stores it."""
+    return TrialResult(val_quality=quality, teacher_val_quality=TEACHER, p50_ms=p50,
+                       teacher_p50_ms=0.5, speedup_vs_teacher=round(0.5 / p50, 3), bytes=nbytes,
+                       params_count=nbytes // 4, macs=1000, precision="fp32", final="student",
+                       final_path=f"trial-{n}/model.onnx", teacher_path="trial-0/model.onnx",
+                       feasible=feasible, ran=["01-distill"])
+
+
 def _trial(width: int, quality: float, p50: float, nbytes: int, curve: list[float] | None = None,
            schedule: int | None = None):
     cons = constraint_values(SEARCH, quality, TEACHER, p50, nbytes, higher=True)
+    result = _result(quality, p50, nbytes, all(v <= 0 for v in cons.values()))
     return create_trial(
         state=TrialState.COMPLETE, value=p50, params={"student.kwargs.width": width},
         distributions={"student.kwargs.width": CategoricalDistribution([2, 4, 6, 8])},
         intermediate_values=dict(enumerate(curve or [], start=1)),
-        user_attrs={"constraints": cons, "schedule": schedule, "result": {
-            "val_quality": quality, "p50_ms": p50, "bytes": nbytes,
-            "feasible": all(v <= 0 for v in cons.values())}})
+        user_attrs={"constraints": cons, "schedule": schedule, "result": result.as_dict()})
 
 
 def _study(*trials):
@@ -56,22 +65,25 @@ def test_an_infeasible_trial_is_never_chosen_however_fast():
         _trial(8, 0.995, 0.015, 90_000),   # fast and accurate, but too big
     )
     s = summary(study, SEARCH, total=4)
-    assert s["chosen"] == 1
-    assert [t["feasible"] for t in s["trials"]] == [False, True, True, False]
-    assert s["pareto"] == [1, 2]  # feasible trials only, by p50
-    assert s["counts"]["feasible"] == 2 and s["counts"]["complete"] == 4
+    assert s.chosen == 1
+    assert [t.feasible for t in s.trials] == [False, True, True, False]
+    assert s.pareto == [1, 2]  # feasible trials only, by p50
+    assert s.counts.feasible == 2 and s.counts.complete == 4
+    # the model's parameter count is params_count in the record as in the stored result
+    assert [t.params_count for t in s.trials] == [2500, 5000, 7500, 22500]
+    assert s.trials[0].params == {"student.kwargs.width": 2}
 
 
 def test_no_feasible_trial_chooses_nothing():
     records = summary(_study(_trial(2, 0.95, 0.01, 10_000), _trial(8, 0.99, 0.02, 90_000)),
-                      SEARCH, total=2)["trials"]
+                      SEARCH, total=2).trials
     assert choose(records, "latency") is None
     assert pareto(records, "latency") == [0, 1]  # the front of what was measured
 
 
 def test_size_objective_picks_the_smallest_feasible():
     records = summary(_study(_trial(4, 0.985, 0.020, 30_000), _trial(6, 0.986, 0.030, 20_000)),
-                      SEARCH, total=2)["trials"]
+                      SEARCH, total=2).trials
     assert choose(records, "latency") == 0
     assert choose(records, "size") == 1
 
@@ -97,13 +109,13 @@ def test_the_choice_reads_the_side_by_side_final_round():
     # one session it is the slower of the two: the round decides, and the front follows it
     study = _study(_trial(4, 0.985, 0.020, 20_000), _trial(6, 0.986, 0.025, 30_000))
     plain = summary(study, SEARCH, total=2)
-    assert plain["chosen"] == 0 and plain["trials"][0]["final_round"] is None
+    assert plain.chosen == 0 and plain.trials[0].final_round is None
     rounds = {0: {"p50_ms": 0.031, "speedup_vs_teacher": 30.0},
               1: {"p50_ms": 0.027, "speedup_vs_teacher": 34.4}}
     s = summary(study, SEARCH, total=2, final_round=rounds)
-    assert s["chosen"] == 1 and s["pareto"] == [1]
-    assert s["trials"][1]["final_round"] == rounds[1]
-    assert s["trials"][0]["p50_ms"] == 0.020  # the trial's own figure stays on record
+    assert s.chosen == 1 and s.pareto == [1]
+    assert s.trials[1].final_round.as_dict() == rounds[1]
+    assert s.trials[0].p50_ms == 0.020  # the trial's own figure stays on record
 
 
 def test_a_trial_with_the_distill_of_a_stopped_trial_is_stopped_at_once():
@@ -141,8 +153,8 @@ def test_trials_tied_on_speed_are_decided_by_validation_quality():
     # 0.0230 is 15% slower and is not tied, however accurate
     study = _study(_trial(4, 0.980, 0.0200, 20_000), _trial(6, 0.986, 0.0208, 30_000),
                    _trial(8, 0.990, 0.0230, 40_000))
-    assert summary(study, SEARCH, total=3)["chosen"] == 1
-    records = summary(study, SEARCH, total=3)["trials"]
+    assert summary(study, SEARCH, total=3).chosen == 1
+    records = summary(study, SEARCH, total=3).trials
     assert choose(records, "latency", tie=0.0) == 0
     assert choose(records, "latency", tie=0.2) == 2
 
@@ -150,11 +162,11 @@ def test_trials_tied_on_speed_are_decided_by_validation_quality():
 def test_equal_speed_and_accuracy_are_decided_by_validation_loss():
     # 360 validation images make accuracy a count: two trials often tie on it, their loss does not
     records = summary(_study(_trial(4, 0.986, 0.0200, 20_000), _trial(6, 0.986, 0.0205, 30_000)),
-                      SEARCH, total=2)["trials"]
-    records[0]["val_nll"], records[1]["val_nll"] = 0.081, 0.052
+                      SEARCH, total=2).trials
+    records[0].val_nll, records[1].val_nll = 0.081, 0.052
     assert choose(records, "latency", tie=0.05) == 1
     assert choose(records, "latency", tie=0.0) == 0  # not tied on speed: the faster one
-    records[1]["val_nll"] = None  # no loss measured: the faster one
+    records[1].val_nll = None  # no loss measured: the faster one
     assert choose(records, "latency", tie=0.05) == 0
 
 
@@ -167,9 +179,8 @@ def test_no_final_round_when_the_space_changes_inputs_or_timing(tmp_path):
     for n in range(2):
         (tmp_path / f"trial-{n}").mkdir()
         (tmp_path / f"trial-{n}" / "model.onnx").write_bytes(bytes([n]) * 8)
-        study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.02, user_attrs={"result": {
-            "feasible": True, "final_path": f"trial-{n}/model.onnx", "precision": "fp32",
-            "teacher_path": "trial-0/model.onnx"}}))
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.02, user_attrs={
+            "result": _result(0.99, 0.02, 8, True, n).as_dict()}))
     for key in ("data.image_size", "target.threads"):
         search = SearchConfig.model_validate({"space": {key: [1, 2]}})
         # a ctx with no pipeline: reaching the timing would fail, so {} proves the round is skipped

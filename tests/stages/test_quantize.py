@@ -146,13 +146,16 @@ def test_fallback_keeps_the_outlier_layer_in_float(tmp_path, data, outlier):
 def test_html_marks_the_kept_trial_of_a_real_stage_result(tmp_path, data, outlier):
     """report.html from a real QuantizeStage result: the fallback's second trial (the outlier
     layers in float) is the kept one, and only that row is marked."""
+    from compress.records import RunReport, StageEntry
     from compress.report.html import write_html
 
     cfg = QuantizeConfig(mode="static", max_accuracy_drop=0.005, min_speedup=0.01, calibration_samples=64)
     r = QuantizeStage(cfg).run(outlier, context(tmp_path, data, runs=10))
-    stage = {"name": "quantize", "kind": "quantize", "dir": "03-quantize", "status": "done", "seconds": 1.0,
-             "metrics": r.metrics}
-    text = write_html({"pipeline": "t", "stages": [stage], "models": []}, tmp_path).read_text()
+    stage = StageEntry(name="quantize", kind="quantize", dir="03-quantize", status="done", seconds=1.0,
+                       metrics=r.metrics)
+    report = RunReport(pipeline="t", config_sha256="cd" * 32, device="cpu", stages=[stage],
+                       models=[], final=None)
+    text = write_html(report, tmp_path).read_text()
     rows = re.findall(r'<table id="trials">.*?</table>', text)[0].split("<tr")[2:]  # the data rows
     assert len(rows) == len(r.report.trials) == 2
     assert [row.startswith(' class="kept">') for row in rows] == [False, True]
