@@ -3,7 +3,7 @@ render report.json stages made from these, so a fixture cannot drift from what a
 
 from __future__ import annotations
 
-from compress.stage_reports import (
+from compress.records.stage_reports import (
     BenchmarkReport,
     Calibration,
     DistillReport,

@@ -8,7 +8,7 @@ import json
 import pytest
 from _reports import stage_reports
 
-from compress.stage_reports import (
+from compress.records.stage_reports import (
     REPORTS,
     DistillReport,
     OnnxTeacherReport,

@@ -132,3 +132,14 @@ def test_a_trial_result_of_an_earlier_version_reads_its_parameter_count():
     assert TrialResult.model_validate(old) == new
     attrs = TrialAttrs.model_validate({"result": stored, "schedule": 15, "optuna_extra": 1})
     assert attrs.result.params_count == 400 and attrs.schedule == 15 and attrs.stopped is None
+
+
+def test_records_import_neither_torch_nor_the_search_or_measuring_libraries():
+    """records/ stands on floor 2: torch-free, so validate, schema and compare stay light."""
+    import subprocess
+    import sys
+
+    code = ("import sys, compress.records, compress.stage_reports; print(sorted(m for m in "
+            "('torch', 'optuna', 'onnxruntime', 'numpy', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
