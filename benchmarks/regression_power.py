@@ -42,8 +42,9 @@ from compress.bench.stats import INCONCLUSIVE, NOT_SLOWER, SLOWER
 UNIT_DIM = 96  # one unit of added work: a (16 x 96) @ (96 x 96) MatMul, about 1-2 us here
 
 
-def slowed_variant(src: Path, dst: Path, units: int, seed: int = 0) -> Path:
-    """Copy ``src`` with ``units`` chained MatMuls added on a branch that depends on the input."""
+def slowed_variant(src: Path, dst: Path, units: int, seed: int = 0, dim: int = UNIT_DIM) -> Path:
+    """Copy ``src`` with ``units`` chained (16 x dim) @ (dim x dim) MatMuls added on a branch
+    that depends on the input."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -52,12 +53,12 @@ def slowed_variant(src: Path, dst: Path, units: int, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     x = g.input[0].name
     # a scalar from the input times a constant matrix: input-dependent, so not constant-folded
-    seed_mat = rng.standard_normal((16, UNIT_DIM)).astype(np.float32)
+    seed_mat = rng.standard_normal((16, dim)).astype(np.float32)
     g.initializer.append(numpy_helper.from_array(seed_mat, "slow_seed"))
     g.node.append(helper.make_node("ReduceMean", [x], ["slow_s"], keepdims=0))
     g.node.append(helper.make_node("Mul", ["slow_s", "slow_seed"], ["slow_h0"]))
     # orthogonal weights keep the values bounded (no overflow, no denormals) along the chain
-    q, _ = np.linalg.qr(rng.standard_normal((UNIT_DIM, UNIT_DIM)))
+    q, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
     g.initializer.append(numpy_helper.from_array(q.astype(np.float32), "slow_w"))
     for i in range(units):
         g.node.append(helper.make_node("MatMul", [f"slow_h{i}", "slow_w"], [f"slow_h{i + 1}"]))

@@ -13,17 +13,16 @@ Version-1 files (one session, one process) are still read; their check assumes t
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import platform
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from compress.bench.baseline_file import FORMAT, PAIRS, PROCESSES, BaselineFile, load_baseline
 from compress.bench.compare import (
     CompareSettings,
     Comparison,
@@ -37,10 +36,8 @@ from compress.bench.reference import REFERENCE_VERSION, reference_sha256
 from compress.bench.sessions import PairRequest, PairRounds, in_fresh_process, run_pairs
 from compress.bench.stats import (
     INCONCLUSIVE,
-    RatioCI,
     ShiftCI,
     decide,
-    paired_ratio_ci,
     shift_ci,
     spread_of,
     summarize,
@@ -48,7 +45,6 @@ from compress.bench.stats import (
 from compress.common.files import sha256_file, write_json
 from compress.errors import InputError
 
-FORMAT = "compress-latency-baseline"
 # ISA extensions that change which kernels ORT picks (int8 VNNI, bf16, AMX, NEON dot product)
 _ISA = {"sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
         "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "sve",
@@ -98,130 +94,6 @@ def format_fingerprint(fp: dict) -> str:
     return (f"{fp.get('cpu')}, {fp.get('cores')} cores{', ' + isa if isa else ''}, "
             f"ORT {fp.get('ort')}, {fp.get('threads')} thread(s), opt {fp.get('opt_level')}, "
             f"{fp.get('clock')} clock")
-
-
-# -- the file ----------------------------------------------------------------------------------
-
-PAIRS = 4  # session pairs per process, in a baseline and in a check
-PROCESSES = 3  # fresh processes a baseline is measured in
-
-
-class _Rounds(BaseModel):
-    """Version 1: one session pair, equal calls per block."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    calls_per_block: int = Field(ge=1)
-    model_ms: list[float] = Field(min_length=2)
-    reference_ms: list[float] = Field(min_length=2)
-
-    @model_validator(mode="after")
-    def _paired(self):
-        _check_paired(self.model_ms, self.reference_ms)
-        return self
-
-
-class _Session(BaseModel):
-    """Version 2: one session pair of one fresh process."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    process: int = Field(ge=0)
-    model_calls: int = Field(ge=1)
-    reference_calls: int = Field(ge=1)
-    model_ms: list[float] = Field(min_length=2)
-    reference_ms: list[float] = Field(min_length=2)
-
-    @model_validator(mode="after")
-    def _paired(self):
-        _check_paired(self.model_ms, self.reference_ms)
-        return self
-
-
-def _check_paired(model_ms: list[float], reference_ms: list[float]) -> None:
-    if len(model_ms) != len(reference_ms):
-        raise ValueError("model_ms and reference_ms must have the same length")
-    if min(model_ms + reference_ms) <= 0:
-        raise ValueError("block medians must be positive")
-
-
-class _Settings(BaseModel):
-    threads: int = Field(ge=1)
-    opt_level: Literal["disable", "basic", "extended", "all"]
-    clock: Literal["wall", "cpu"]
-
-
-class BaselineFile(BaseModel):
-    """The JSON a baseline file holds (unknown keys are kept for later versions)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    format: Literal["compress-latency-baseline"]
-    version: Literal[1, 2]
-    model: dict[str, Any]
-    inputs: dict[str, dict[str, Any]]
-    settings: _Settings
-    fingerprint: dict[str, Any]
-    reference: dict[str, Any]
-    rounds: _Rounds | None = None
-    sessions: list[_Session] | None = Field(default=None, min_length=1)
-    normalized: dict[str, float]
-    stats: dict[str, Any] = {}
-
-    @model_validator(mode="after")
-    def _has_rounds(self):
-        key = "rounds" if self.version == 1 else "sessions"
-        if getattr(self, key) is None:
-            raise ValueError(f"version {self.version} needs {key}")
-        return self
-
-    def groups(self) -> list[list[RatioCI]]:
-        """Each fresh process's session ratios (version 1: one process, one session)."""
-        if self.sessions is None:
-            return [[_ci(self.rounds.model_ms, self.rounds.reference_ms)]]
-        by: dict[int, list[RatioCI]] = {}
-        for x in self.sessions:
-            by.setdefault(x.process, []).append(_ci(x.model_ms, x.reference_ms))
-        return list(by.values())
-
-    def pairs(self) -> int:
-        return PAIRS if self.sessions is None else max(len(g) for g in self.groups())
-
-    def calls(self) -> tuple[int, int]:
-        if self.sessions is None:
-            return self.rounds.calls_per_block, self.rounds.calls_per_block
-        return self.sessions[0].model_calls, self.sessions[0].reference_calls
-
-    def reference_file(self) -> str | None:
-        return self.reference.get("path") if self.reference.get("kind") == "file" else None
-
-
-def _ci(model_ms: list[float], reference_ms: list[float]) -> RatioCI:
-    return paired_ratio_ci(model_ms, reference_ms)
-
-
-def load_baseline(path: str | Path) -> BaselineFile:
-    """Read and check a baseline file; any problem is an InputError naming the file (exit 2)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: baseline file not found (create it with "
-                         f"`compress bench MODEL.onnx --save-baseline {path}`)")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{path}: not a baseline file (invalid JSON: {e})") from e
-    try:
-        base = BaselineFile.model_validate(raw)
-    except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "top level"
-        raise InputError(f"{path}: not a baseline file ({where}: {err['msg']})") from None
-    if base.reference.get("kind", "builtin") == "builtin" and \
-            base.reference.get("sha256") != reference_sha256():
-        raise InputError(f"{path}: saved against reference workload "
-                         f"v{base.reference.get('version')}, this compress builds "
-                         f"v{REFERENCE_VERSION}: save the baseline again")
-    return base
 
 
 def _reference_record(reference: str | Path | None) -> dict:
@@ -386,7 +258,7 @@ def check_against_baseline(
                        max_seconds=max_seconds, clock=base.settings.clock)
     req = PairRequest(str(model_path), ref, base.inputs, threads, opt_level,
                       base.settings.clock, base.pairs(), max_seconds / processes,
-                      calls=base.calls())
+                      calls=base.calls(), min_rounds=settings.min_rounds)
     if processes == 1:
         rounds, seconds, verdict = run_pairs(
             req, settings, lambda r: judge([r], base, tolerance, settings.confidence)[0], feeds)

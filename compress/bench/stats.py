@@ -206,8 +206,8 @@ def shift_ci(now: list[list[RatioCI]], base: list[list[RatioCI]], confidence: fl
     ``now`` holds this check's sessions and ``base`` the baseline's, each grouped by the process
     that measured them (a check in its own process is one group). The difference of mean log
     ratios has variance ``process^2 (1/Q + 1/P) + session_now^2 / k + session_base^2 / N``
-    for Q and P processes, k and N sessions. The process sd is the baseline's measured one or
-    ``process_floor``, whichever is larger; a session sd is the one measured between sessions of
+    for Q and P processes, k and N sessions. The process sd is the largest of the baseline's
+    measured one, this check's (when it ran in several processes) and ``process_floor``; a session sd is the one measured between sessions of
     a process, or ``session_floor`` plus the sessions' own bootstrap variance if that is larger.
     """
     flat_now = [c for g in now for c in g]
@@ -217,12 +217,12 @@ def shift_ci(now: list[list[RatioCI]], base: list[list[RatioCI]], confidence: fl
                          f"{len(flat)})")
     q, processes = sum(1 for g in now if g), sum(1 for g in base if g)
     base_process, base_session = spread_of(base)
-    _, now_session = spread_of(now)
+    now_process, now_session = spread_of(now)
     r = np.log([c.ratio for c in flat_now])
     b = np.log([c.ratio for c in flat])
     var_now = _session_var(flat_now, now_session if r.size > q else None, session_floor)
     var_base = _session_var(flat, base_session if b.size > processes else None, session_floor)
-    process_sd = max(base_process, process_floor)
+    process_sd = max(base_process, now_process, process_floor)
     var = process_sd ** 2 * (1 / q + 1 / processes) + var_now / r.size + var_base / b.size
     d, half = float(r.mean() - b.mean()), _z(confidence) * float(np.sqrt(var))
     return ShiftCI(float(np.exp(d)), float(np.exp(d - half)), float(np.exp(d + half)), confidence,
