@@ -19,7 +19,6 @@ class Holder:
 
     pid: int
     host: str
-    since: float  # time.time() when it took the lock
 
 
 class RunLock:
@@ -61,7 +60,7 @@ class RunLock:
         """Who holds the lock; None when the file is gone or not a holder's record."""
         try:
             data = json.loads(self.path.read_text())
-            return Holder(int(data["pid"]), str(data["host"]), float(data["since"]))
+            return Holder(int(data["pid"]), str(data["host"]))
         except (OSError, ValueError, TypeError, KeyError):
             return None
 
