@@ -5,20 +5,14 @@ highlighted) and a table of the Pareto front. Drawn from report.json's ``search`
 from __future__ import annotations
 
 import base64
-import math
 from html import escape
 from pathlib import Path
 from typing import Any
 
 from compress.common.files import atomic_write
 from compress.common.numbers import fmt_quality
+from compress.common.numbers import num as _num
 from compress.records import RunReport, SearchRecord, TrialRecord
-
-
-def _num(v: Any) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        return None
-    return float(v) if math.isfinite(v) else None
 
 
 def e(value: Any) -> str:
