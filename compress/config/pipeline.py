@@ -119,6 +119,24 @@ class TeacherConfig(ModelConfig):
         return self
 
 
+class TeacherStageConfig(sc.StageConfig):
+    """The teacher step's config: the teacher section plus the export settings its ONNX shares
+    with the student's (the engine builds it; it is no YAML stage)."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    teacher: TeacherConfig
+    export: sc.ExportConfig
+
+    def takes(self) -> tuple:
+        return ()
+
+
+def export_key(export: sc.ExportConfig) -> dict:
+    """Only what shapes the teacher's ONNX file, not the parity limits."""
+    return export.model_dump(include={"opset", "dynamic_batch", "batch_size", "seq_len", "exporter"})
+
+
 class Gates(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
