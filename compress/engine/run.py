@@ -138,10 +138,11 @@ class Engine:
         cfg = self.cfg
         export = next((c for k, c in cfg.stage_list() if k == "export"), ExportConfig())
         stage = TeacherStage(TeacherStageConfig(teacher=cfg.teacher, export=export))
+        extra = stage.key_extra(cfg.target)  # optimum's baseline: this CPU's preset, optimum there
         return Step("00-teacher", "teacher", "teacher", stage, {
             "teacher": cfg.teacher.model_dump(mode="json"), "ckpt": _file_sha(cfg.teacher.checkpoint),
             "onnx": _file_sha(cfg.teacher.onnx), "export": export_key(export),
-            "onnx_data": _external_shas(cfg.teacher.onnx)})
+            "onnx_data": _external_shas(cfg.teacher.onnx), **({"extra": extra} if extra else {})})
 
     # -- one step --------------------------------------------------------------------------
 
