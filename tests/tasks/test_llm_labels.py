@@ -192,3 +192,20 @@ def test_data_labels_the_verbalisers_do_not_name():
         check_data_labels(["positive", "neutral", "mixed"], prompt)
     assert str(e.value) == ("data.labels: label 'neutral' has no verbaliser in "
                             "teacher.prompt.verbalisers (named: negative, positive)")
+
+
+@pytest.mark.slow
+def test_builtin_smollm2_judges_clear_reviews_after_calibration():
+    from compress.models.causal_lm import load_causal_lm
+
+    model, tok = load_causal_lm("smollm2-135m-instruct")
+    prompt = Prompt("Is the sentiment of this movie review positive or negative?\n\nReview: {text}",
+                    {"negative": " negative", "positive": " positive"},
+                    answer_prefix="The sentiment is")
+    lab = PromptLabeller(model, tok, prompt)
+    assert lab.verbaliser_ids == [[3524], [2731]]
+    texts = ["A dull, lifeless mess that wastes its cast and my evening.",
+             "A wonderful, moving film with superb performances."]
+    rows = label_texts(lab, texts, progress=False)
+    assert rows.predictions(calibrated=True).tolist() == [0, 1]
+    assert rows.prior[1] > 0.5  # it leans positive on content-free input
