@@ -20,6 +20,31 @@ def versions() -> dict[str, str]:
     return out
 
 
+OPTIMUM_INSTALL = "pip install 'compress[optimum]'"
+
+
+def optimum_missing(module: str = "optimum.onnxruntime") -> str | None:
+    """Why optimum-onnx's ``module`` cannot be used here, in one line ending with how to get it;
+    ``None`` when it imports. optimum-onnx is an extra of its own: 0.1 caps transformers<4.58,
+    and the ``hf`` extra's transformers 5 breaks its imports."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and e.name.split(".")[0] == "optimum":
+            return f"optimum-onnx is not installed ({OPTIMUM_INSTALL})"
+        return f"optimum-onnx does not import here: {_first_line(e)} ({OPTIMUM_INSTALL})"
+    except Exception as e:  # noqa: BLE001 - an installed but incompatible optimum breaks many ways
+        return (f"optimum-onnx does not import here: {type(e).__name__}: {_first_line(e)} "
+                f"({OPTIMUM_INSTALL}, in a venv of its own)")
+    return None
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0]
+
+
 def machine() -> dict:
     """The CPU, its ISA flags that matter for int8, cores and OS."""
     from compress.common.ort import cpu_info

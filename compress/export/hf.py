@@ -70,7 +70,7 @@ def export_embedder(embedder: SentenceEmbedder, path: str | Path, seq_len: int |
         raise StageError(f"the optimum exporter appends sentence-embedding pooling; a model with "
                          f"output {output!r} exports with torchscript or dynamo")
     if exporter == "optimum":
-        from compress.quant.ptq import optimum_missing
+        from compress.common.env import optimum_missing
 
         why = optimum_missing("optimum.exporters.onnx")
         if why is not None:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from compress.common.env import OPTIMUM_INSTALL, optimum_missing  # noqa: F401  (callers import it from here)
+
 # integer kernels in ORT's optimized graph: each one means a quantized node really runs in int8
 FUSED_OPS = ("QLinearConv", "QLinearAdd", "QGemm", "MatMulInteger", "ConvInteger", "QLinearMatMul",
              "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QLinearGlobalAveragePool")
@@ -363,31 +365,6 @@ def modules_of(path: Path, nodes: list[str]) -> list[str]:
 
 
 OPTIMUM_PRESETS = {"x86-vnni": "avx512_vnni", "x86-avx2": "avx2", "arm64": "arm64"}
-OPTIMUM_INSTALL = "pip install 'compress[optimum]'"
-
-
-def optimum_missing(module: str = "optimum.onnxruntime") -> str | None:
-    """Why optimum-onnx's ``module`` cannot be used here, in one line ending with how to get it;
-    ``None`` when it imports. optimum-onnx is an extra of its own: 0.1 caps transformers<4.58,
-    and the ``hf`` extra's transformers 5 breaks its imports."""
-    import importlib
-
-    try:
-        importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name and e.name.split(".")[0] == "optimum":
-            return f"optimum-onnx is not installed ({OPTIMUM_INSTALL})"
-        return f"optimum-onnx does not import here: {_first_line(e)} ({OPTIMUM_INSTALL})"
-    except Exception as e:  # noqa: BLE001 - an installed but incompatible optimum breaks many ways
-        return (f"optimum-onnx does not import here: {type(e).__name__}: {_first_line(e)} "
-                f"({OPTIMUM_INSTALL}, in a venv of its own)")
-    return None
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [""])[0]
-
-
 def optimum_dynamic_int8(src: Path, dst: Path, isa: str) -> Path:
     """What a user of Hugging Face Optimum would ship: ``ORTQuantizer`` with the dynamic,
     per-channel preset for the CPU family (``avx512_vnni``, ``avx2`` or ``arm64``), measured in
