@@ -2,9 +2,10 @@
 
 The file holds, for several fresh processes, the block medians of k session pairs of the model and
 a reference (the built-in workload of ``reference.py``, or a model the caller names, such as the
-teacher), measured interleaved, plus a machine fingerprint. A later check opens k pairs again, in
-its own process, times them interleaved and compares the mean log ratio (model / reference) with
-the stored one. The interval covers the spread between sessions and between fresh processes
+teacher), measured interleaved, plus a machine fingerprint. A pair's ratio is that of its fastest
+blocks (``stats.fastest_ratio_ci``: the least disturbed by other jobs). A later check opens k pairs
+again, in its own process, times them interleaved and compares the mean log ratio with the
+stored one. The interval covers the spread between sessions and between fresh processes
 (measured by the baseline, with floors from ``stats``), not only the noise inside one run: a
 check of an unchanged file right after ``--latency-update`` must not read as a regression.
 Version-1 files (one session, one process) are still read; their check assumes the floors.

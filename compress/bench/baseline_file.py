@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from compress.bench.reference import REFERENCE_VERSION, reference_sha256
-from compress.bench.stats import RatioCI, paired_ratio_ci
+from compress.bench.stats import RatioCI, fastest_ratio_ci
 from compress.errors import InputError
 
 FORMAT = "compress-latency-baseline"
@@ -113,7 +113,7 @@ class BaselineFile(BaseModel):
 
 
 def _ci(model_ms: list[float], reference_ms: list[float]) -> RatioCI:
-    return paired_ratio_ci(model_ms, reference_ms)
+    return fastest_ratio_ci(model_ms, reference_ms)
 
 
 def load_baseline(path: str | Path) -> BaselineFile:

@@ -3,7 +3,8 @@
 A session's latency depends on more than its graph: two sessions of one file in one process gave
 model/reference ratios 4-9% apart on a loaded AMD EPYC VM, each with a tight interval of its own.
 So a baseline check opens k pairs (model, reference) and interleaves blocks of all 2k sessions in
-one run: each pair's ratio is one sample of that spread, and every pair saw the same load. A
+one run: each pair's ratio (of its fastest blocks) is one sample of that spread, and every pair
+saw the same load. A
 baseline runs this in several fresh processes (``python -m compress.bench.sessions``) so that it
 also measures how far a new process moves the ratio.
 """
@@ -20,7 +21,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from compress.bench.stats import RatioCI, paired_ratio_ci
+from compress.bench.stats import RatioCI, fastest_ratio_ci
 from compress.errors import InputError, StageError
 
 
@@ -34,7 +35,7 @@ class PairRounds:
     reference_calls: int
 
     def ci(self, confidence: float = 0.95, n_boot: int = 1000, seed: int = 0) -> RatioCI:
-        return paired_ratio_ci(self.model_ms, self.reference_ms, confidence, n_boot, seed)
+        return fastest_ratio_ci(self.model_ms, self.reference_ms, confidence, n_boot, seed)
 
     def as_dict(self) -> dict:
         return {"model_calls": self.model_calls, "reference_calls": self.reference_calls,
