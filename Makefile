@@ -31,7 +31,7 @@ test: $(STAMP) $(TEXT_STAMP) $(LLM_STAMP)
 	-bash benchmarks/qemu/fetch_qemu.sh >/dev/null
 	$(PY) -m pytest -q
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) $(TEXT_STAMP) $(LLM_STAMP)
 	$(PY) -m pytest -q -m slow
 
 lint: $(STAMP)
