@@ -122,20 +122,28 @@ stages:
 """
 
 
-@pytest.mark.slow  # installs torch and the optimum extra (~2 min), then runs a pipeline
-def test_optimum_extra_in_a_scratch_venv_measures_the_baseline(tmp_path):
-    py = _venv(tmp_path / "venv")
+@pytest.fixture(scope="module")
+def optimum_venv(tmp_path_factory) -> Path:
+    """A scratch venv with torch, then ``compress[optimum]`` from a copy of the tree, and pytest
+    (7.5 min on a loaded 2-core box, most of it pip)."""
+    where = tmp_path_factory.mktemp("optimum")
+    py = _venv(where / "venv")
     _pip(py, "torch==2.13.0")  # torch first, as the Makefile does
-    _pip(py, f"{_source_copy(tmp_path)}[optimum]")
-    r = _run([py, "-c", "import transformers; from compress.quant.ptq import optimum_missing; "
-              "print(transformers.__version__, optimum_missing())"], 300, cwd=tmp_path)
+    _pip(py, f"{_source_copy(where)}[optimum]", "pytest>=8")
+    r = _run([py, "-c", "import transformers; from compress.common.env import optimum_missing; "
+              "print(transformers.__version__, optimum_missing())"], 300, cwd=where)
     version, missing = r.stdout.split()
     assert Version(version) < Version("4.58") and missing == "None", r.stdout + r.stderr
+    return py
+
+
+@pytest.mark.slow
+def test_optimum_extra_in_a_scratch_venv_measures_the_baseline(optimum_venv, tmp_path):
     corpus = tmp_path / "sentences.txt"
     corpus.write_text("\n".join(f"Sentence number {i} says something about item {i % 7}."
                                 for i in range(40)) + "\n")
     (tmp_path / "pipe.yaml").write_text(PIPELINE.format(corpus=corpus))
-    r = _run([tmp_path / "venv" / "bin" / "compress", "pipeline", "pipe.yaml", "--out", "run",
+    r = _run([optimum_venv.parent / "compress", "pipeline", "pipe.yaml", "--out", "run",
               "--no-progress"], 1200, cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "optimum_baseline skipped" not in r.stdout + r.stderr
@@ -144,6 +152,18 @@ def test_optimum_extra_in_a_scratch_venv_measures_the_baseline(tmp_path):
     assert list(models) == ["teacher", "teacher-optimum-int8"]
     assert models["teacher-optimum-int8"]["precision"] == "int8"
     assert models["teacher-optimum-int8"]["quality"]["cosine_mean"] > 0.97
+
+
+@pytest.mark.slow
+def test_the_optimum_tests_pass_in_the_scratch_venv(optimum_venv):
+    """The tests that skip without optimum (its exporter with pooling appended; its MiniLM export
+    as an ONNX teacher), run there: ~2 min."""
+    tests = ["tests/export/test_hf_export.py::test_optimum_export_with_pooling_appended",
+             "tests/stages/test_teacher.py::"
+             "test_optimums_feature_extraction_export_of_minilm_is_an_embedding_teacher"]
+    r = _run([optimum_venv, "-m", "pytest", "-q", "-rs", "-m", "slow or not slow", *tests], 1200,
+             cwd=ROOT)
+    assert r.returncode == 0 and "2 passed" in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]
 
 
 def _audit(tool: Path, pins: Path, service: str, resolved: dict) -> tuple[list[dict], str]:
