@@ -36,14 +36,14 @@ def _handwritten_yaml(arg: str | None) -> Path:
 
 def _run_handwritten(run_dir: Path, yaml_path: Path):
     from compress.config.pipeline import load_config
-    from compress.search.store import StageStore
+    from compress.engine.step_cache import search_store
     from compress.search.trial import pipeline_raw, run_candidate, validated
 
     _, raw = load_config(yaml_path)
     raw = pipeline_raw(raw, [])  # without benchmark and package: measured below, beside the others
     cfg = validated(raw, str(yaml_path))
     out = run_candidate(cfg, raw, run_dir / "compare" / "handwritten",
-                        StageStore(run_dir / "search" / "store"), "cpu")
+                        search_store(run_dir / "search" / "store"), "cpu")
     return out
 
 
@@ -55,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from compress.artifacts import ModelArtifact
+    from compress.bench.measure import benchmark_models
     from compress.config.stages import BenchmarkConfig
-    from compress.stages.benchmark import benchmark_models
 
     run_dir = args.run_dir.resolve()
     report = json.loads((run_dir / "report.json").read_text())

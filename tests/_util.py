@@ -69,5 +69,6 @@ def stage_context(tmp_path: Path, data, name: str, where: str, teacher=None, run
     work = tmp_path / ".work" / name
     work.mkdir(parents=True, exist_ok=True)
     target = TargetConfig(threads=1, opt_level=opt_level, runs=runs, warmup=5)
-    return StageContext(tmp_path, stage_dir, work, name, where, task, data, teacher, None,
-                        torch.device("cpu"), 0, target, progress=False)
+    return StageContext(run_dir=tmp_path, stage_dir=stage_dir, work_dir=work, stage_name=name,
+                        where=where, task=task, data=data, teacher=teacher, student=None,
+                        device=torch.device("cpu"), seed=0, target=target, progress=False)

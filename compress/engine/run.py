@@ -18,6 +18,7 @@ import contextlib
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -28,23 +29,23 @@ from compress.common.console import current
 from compress.common.device import resolve_device, seed_everything, stage_seed
 from compress.common.files import sha256_file, sha256_json, write_text
 from compress.config.data import data_fingerprint
-from compress.config.pipeline import PipelineConfig
+from compress.config.pipeline import PipelineConfig, TeacherStageConfig, export_key
 from compress.config.stages import ExportConfig
 from compress.data.sources import load_data_guarded
 from compress.engine.lock import RunLock
-from compress.engine.stage_folder import StageFolder
-from compress.engine.step_cache import StepCache, cache_root
+from compress.engine.stage_folder import StageFolder, swap_in
+from compress.engine.step_cache import StepStore, finished, teacher_cache
 from compress.errors import CompressError, GateError, StageError
+from compress.export.teacher_io import teacher_classes
 from compress.gates import check_gates
 from compress.records import Failure, RunReport
 from compress.report.assemble import StepRecord, assemble
 from compress.report.render import write_reports
 from compress.stages import stage_class
 from compress.stages.base import Stage, StageContext
-from compress.stages.teacher import TeacherStage, TeacherStageConfig, export_key
 from compress.tasks import make_task
 from compress.train import distributed as dist
-from compress.train.checkpoint import TrainingScope
+from compress.train.checkpoint import EpochMetrics, TrainingScope
 
 DISTILLED = "student-distilled"  # the distilled student before pruning, as the benchmark measures it
 INTERRUPTED = "interrupted (Ctrl-C); finished stages are kept: run the same command to resume"
@@ -60,19 +61,33 @@ class Step:
 
 
 class Engine:
+    """One run of a pipeline. Others hook in instead of subclassing it: ``stores`` (finished
+    steps kept outside the run folder), ``on_epoch`` (each training epoch's validation metrics)
+    and ``teacher_outputs``; after ``run`` it holds ``final_model``, ``published`` (the models
+    the steps published, by name) and ``ran`` (the steps it ran rather than reused)."""
+
     def __init__(self, cfg: PipelineConfig, raw: dict, run_dir: Path, device: str = "auto",
                  resume: bool = True, progress: bool = True, log=print,
-                 cache_dir: Path | None | bool = None):
+                 cache_dir: Path | None | bool = None, *, stores: Sequence[StepStore] = (),
+                 on_epoch: Callable[[EpochMetrics], None] | None = None,
+                 teacher_outputs: Path | None = None):
         """``cache_dir``: where finished teacher steps are shared between run directories
-        (None: ``$COMPRESS_CACHE`` or ``~/.cache/compress``; False: no cache)."""
+        (None: ``$COMPRESS_CACHE`` or ``~/.cache/compress``; False: no cache). ``stores``: more
+        step stores, asked first. ``teacher_outputs``: where the training loops keep the
+        teacher's outputs (default ``RUN_DIR/.cache/teacher``)."""
         self.cfg, self.raw, self.run_dir = cfg, raw, run_dir
-        self.cache = None if cache_dir is False else StepCache(cache_root(cache_dir or None))
+        self.stores = [*stores, *([] if cache_dir is False else [teacher_cache(cache_dir or None)])]
+        self.on_epoch, self.teacher_outputs = on_epoch, teacher_outputs
         self.device = dist.init_from_env(resolve_device(device if device != "auto" else cfg.device))
         self.world = dist.world()
         self.resume, self.progress, self.log = resume, progress, log
         self.records: list[StepRecord] = []
         self.measurements: list[ModelMeasurement] = []
         self.config_sha = sha256_json(cfg.model_dump(mode="json"))
+        self.export = next((c for k, c in cfg.stage_list() if k == "export"), None)
+        self.final_model: ModelArtifact | None = None
+        self.published: dict[str, ModelArtifact] = {}
+        self.ran: list[str] = []
 
     def run(self) -> RunReport | None:
         main = self.world.main
@@ -93,10 +108,10 @@ class Engine:
     def _run(self) -> RunReport | None:
         cfg = self.cfg
         self.task = make_task(cfg.task)
-        self.data = load_data_guarded(cfg.data, cfg.seed)
+        self.data = load_data_guarded(cfg.data, cfg.seed, teacher_classes(cfg))
         self.data_key = sha256_json({"seed": cfg.seed, "data": cfg.data.model_dump(mode="json"),
                                      "files": data_fingerprint(cfg.data)})
-        published: dict[str, ModelArtifact] = {}
+        published = self.published
         teacher = model = self._step(self._teacher_step(), None, None, published)
         kinds = [k for k, _ in cfg.stage_list()]
         for i, (kind, scfg) in enumerate(cfg.stage_list(), start=1):
@@ -116,6 +131,7 @@ class Engine:
                 # measured in ORT beside the pruned student: what pruning bought
                 published[DISTILLED] = replace(model, name=DISTILLED,
                                                meta={**model.meta, "stage": step.name})
+        self.final_model = model
         if not self.world.main:
             return None  # rank 0 writes the report
         report = self._report(model.name)
@@ -136,8 +152,8 @@ class Engine:
 
     def _teacher_step(self) -> Step:
         cfg = self.cfg
-        export = next((c for k, c in cfg.stage_list() if k == "export"), ExportConfig())
-        stage = TeacherStage(TeacherStageConfig(teacher=cfg.teacher, export=export))
+        export = self.export or ExportConfig()
+        stage = stage_class("teacher")(TeacherStageConfig(teacher=cfg.teacher, export=export))
         extra = stage.key_extra(cfg.target)  # optimum's baseline: this CPU's preset, optimum there
         return Step("00-teacher", "teacher", "teacher", stage, {
             "teacher": cfg.teacher.model_dump(mode="json"), "ckpt": _file_sha(cfg.teacher.checkpoint),
@@ -182,8 +198,8 @@ class Engine:
                                "seconds": round(seconds, 3), "device": str(self.device),
                                "config": step.stage.cfg.model_dump(mode="json")}, model)
         shutil.rmtree(ctx.work_dir, ignore_errors=True)  # checkpoints are for crash recovery only
-        if step.kind == "teacher":
-            self._store(key, folder.final)
+        self._put(step, key, folder.final)
+        self.ran.append(step.name)
         dist.barrier()  # the peers may now load what this step wrote
         published.update({p.name: p for p in result.publish})
         self._measured(result.measurements)
@@ -199,11 +215,11 @@ class Engine:
 
     def _resumed(self, step: Step, key: str, folder: StageFolder, model: ModelArtifact | None,
                  published: dict[str, ModelArtifact]) -> ModelArtifact | None:
-        """The step's outputs when a finished record matches its key (resume, or the step cache
-        for the teacher), else None."""
-        record = folder.record()
-        matches = record is not None and record.finished(key)
-        cached = self.resume and not matches and step.kind == "teacher" and self._fetch(key, folder)
+        """The step's outputs when a finished record matches its key (resume: the run folder
+        first, then each step store that serves the step's kind), else None."""
+        cached = None
+        if self.resume and not finished(folder.final, key):
+            cached = self._fetch(step, key, folder)
         found = folder.resume(key, model, self.data.info) if self.resume else None
         if found is None:
             return None
@@ -212,55 +228,64 @@ class Engine:
         self._measured(record.measurements)
         seconds = record.seconds  # what the step took when it ran
         self.records.append(StepRecord(step.name, step.kind, "skipped", seconds, record.metrics))
-        self.log(f"[{step.name}] reused from the cache {self.cache.folder(key)} (same teacher, data, "
-                 f"seed and device; it took {seconds:.1f}s)" if cached else
+        same = "teacher" if step.kind == "teacher" else "config, inputs, teacher"
+        self.log(f"[{step.name}] reused from {cached} (same {same}, data, seed and device; it took "
+                 f"{seconds:.1f}s)" if cached else
                  f"[{step.name}] skipped (finished earlier, same config and inputs)")
         current().event("stage_end", stage=step.name, kind=step.kind, status="skipped")
         return out
 
-    def _fetch(self, key: str, folder: StageFolder) -> bool:
-        """Swap the cached copy of a finished step into the run directory, if there is one."""
-        if self.cache is None or not self.cache.has(key):
-            return False
-        tmp = folder.fresh_tmp()
-        try:
-            self.cache.fetch(key, tmp)
-        except OSError as e:
-            self.log(f"[{folder.name}] cache {self.cache.folder(key)} unreadable ({e}); running it")
+    def _fetch(self, step: Step, key: str, folder: StageFolder) -> str | None:
+        """Swap a stored copy of a finished step into the run folder: where it came from (for
+        the log), or None when no store serving the step's kind holds it."""
+        for store in self.stores:
+            if not store.serves(step.kind):
+                continue
+            tmp = folder.fresh_tmp()
+            try:
+                found = store.fetch(step.name, key, tmp)
+            except OSError as e:
+                self.log(f"[{step.name}] stored copy {store.where(step.name, key)} unreadable ({e}); "
+                         "running it")
+                found = False
+            if found:
+                swap_in(tmp, folder.final)
+                return f"{store.label} {store.where(step.name, key)}"
             shutil.rmtree(tmp, ignore_errors=True)
-            return False
-        old = self.run_dir / f".{folder.name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if folder.final.exists():
-            folder.final.rename(old)
-        tmp.rename(folder.final)
-        shutil.rmtree(old, ignore_errors=True)
-        return True
+        return None
 
-    def _store(self, key: str, final: Path) -> None:
-        if self.cache is None:
-            return
-        try:
-            self.cache.store(key, final)
-        except OSError as e:  # the run stands without it: say so and go on
-            self.log(f"[{final.name}] not cached in {self.cache.root} ({e})")
+    def _put(self, step: Step, key: str, final: Path) -> None:
+        for store in self.stores:
+            if not store.serves(step.kind):
+                continue
+            try:
+                store.put(step.name, key, final)
+            except OSError as e:  # the run stands without it: say so and go on
+                self.log(f"[{final.name}] not kept in {store.where(step.name, key)} ({e})")
 
     def _context(self, step: Step, key: str, stage_dir: Path, teacher: ModelArtifact | None,
                  published: dict[str, ModelArtifact]) -> StageContext:
         seed = stage_seed(self.cfg.seed, step.name)
         seed_everything(seed)  # each stage's randomness is its own, whatever ran before it
-        ctx = StageContext(self.run_dir, stage_dir, self.run_dir / ".work" / key[:16], step.name,
-                           step.where, self.task, self.data, teacher, self.cfg.student, self.device,
-                           seed, self.cfg.target, dict(published), list(self.measurements),
-                           self.config_sha, self.progress and self.world.main)
-        ctx.scope = self._scope(ctx, key)
+        ctx = StageContext(
+            run_dir=self.run_dir, stage_dir=stage_dir, work_dir=self.run_dir / ".work" / key[:16],
+            stage_name=step.name, where=step.where, task=self.task, data=self.data, teacher=teacher,
+            student=self.cfg.student, device=self.device, seed=seed, target=self.cfg.target,
+            export=self.export, published=dict(published), measurements=list(self.measurements),
+            config_sha256=self.config_sha, progress=self.progress and self.world.main)
+        ctx.scope = self._scope(ctx, step, key)
         return ctx
 
-    def _scope(self, ctx: StageContext, key: str) -> TrainingScope:
-        t = ctx.teacher
-        return TrainingScope(work_dir=ctx.work_dir, key=key, cache_dir=self.run_dir / ".cache" / "teacher",
+    def _scope(self, ctx: StageContext, step: Step, key: str) -> TrainingScope:
+        t, hook = ctx.teacher, self.on_epoch
+        on_epoch = None
+        if hook is not None and self.world.main:  # the epochs of rank 0 stand for the run's
+            def on_epoch(m: EpochMetrics) -> None:
+                hook(replace(m, stage=step.name, kind=step.kind))
+        return TrainingScope(work_dir=ctx.work_dir, key=key,
+                             cache_dir=self.teacher_outputs or self.run_dir / ".cache" / "teacher",
                              teacher=t.module if t else None, teacher_sha256=t.sha256 if t else None,
-                             data_key=self.data_key, resume=self.resume)
+                             data_key=self.data_key, resume=self.resume, on_epoch=on_epoch)
 
     def _peer(self, step: Step, key: str, model: ModelArtifact | None, teacher: ModelArtifact | None,
               published: dict[str, ModelArtifact], folder: StageFolder) -> ModelArtifact:

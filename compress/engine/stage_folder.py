@@ -30,6 +30,17 @@ class Resumed:
     published: list[ModelArtifact]
 
 
+def swap_in(src: Path, final: Path) -> None:
+    """Replace the folder ``final`` (when there is one) by ``src``, by renames: a reader sees
+    the old folder or the new one, never half of either. The one way a step folder changes."""
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    src.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 @dataclass
 class StageFolder:
     run_dir: Path
@@ -69,12 +80,7 @@ class StageFolder:
             files={f: sha256_file(tmp / f) for f in result.files},
             measurements=result.measurements, metrics=result.metrics, versions=versions(),
         ).dump(tmp / "stage.json")
-        old = self.run_dir / f".{self.name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_in(tmp, final)
 
     def resume(self, key: str, given: ModelArtifact | None, info) -> Resumed | None:
         """The outputs recorded under ``key``. None when there is no record, or, with one line on

@@ -20,12 +20,12 @@ import yaml
 from compress.common.files import sha256_json, write_text
 from compress.config.pipeline import PipelineConfig
 from compress.engine.lock import RunLock
+from compress.engine.step_cache import search_store
 from compress.errors import CompressError, GateError, InputError
-from compress.records import RunReport, SearchRecord, StudyAttrs
+from compress.records import Failure, RunReport, SearchRecord, StudyAttrs
 from compress.search import study as st
 from compress.search.records import pareto, summary, trial_line
-from compress.search.store import SharedEngine, StageStore
-from compress.search.trial import pipeline_raw, validated
+from compress.search.trial import pipeline_raw, shared_engine, validated
 
 
 def default_storage(run_dir: Path) -> str:
@@ -43,12 +43,14 @@ def run_search(cfg: PipelineConfig, raw: dict, run_dir: Path, *, trials: int | N
     search_dir = Path(run_dir) / "search"
     search_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(search_dir):
-        study, local = _open_study(cfg, raw, search_dir, storage, resume)
+        study, storage_, local = _open_study(cfg, raw, search_dir, storage, resume)
         ctx = _context(cfg, raw, search_dir, device, log)
         total = trials or search.trials
         if search.sampler == "grid":  # each point once
             total = min(total, st.grid_size(search))
-        _optimize(study, ctx, total, local)
+        if local:
+            _retry_dead(study, storage_)  # we hold the run lock: a trial still 'running' was killed
+        _optimize(study, ctx, total)
         rounds = st.final_round(study, ctx) if search.objective == "latency" else {}
         if rounds:
             log(f"search: {len(rounds)} feasible trials timed again side by side beside the "
@@ -56,9 +58,44 @@ def run_search(cfg: PipelineConfig, raw: dict, run_dir: Path, *, trials: int | N
         result = summary(study, search, total, ctx.higher, rounds)
         result.dump(search_dir / "search.json")
     if result.chosen is None:
-        raise GateError(f"search: none of {result.counts.complete} trained trials met the "
-                        f"constraints on validation; see {search_dir / 'search.json'}")
+        _no_choice(cfg, Path(run_dir), ctx, result)
     return _run_chosen(cfg, raw, run_dir, ctx, result, log)
+
+
+def _no_choice(cfg: PipelineConfig, run_dir: Path, ctx: st.SearchContext,
+               result: SearchRecord) -> None:
+    """No trial to run: every trial failed (exit 1, naming the first error), or none met the
+    constraints (exit 3, after a report that holds the search and says which trial came
+    closest)."""
+    trials, counts = result.trials, result.counts
+    failed = [t for t in trials if t.state == "fail"]
+    if trials and len(failed) == len(trials):
+        first = min(failed, key=lambda t: t.number)
+        raise CompressError(f"search: all {len(trials)} trials failed; the first, trial "
+                            f"{first.number} ({', '.join(first.overrides)}): "
+                            f"{first.error or 'see its run folder'}")
+    message = (f"search: none of {counts.trials} trials met the constraints on validation "
+               f"({counts.complete} trained, {counts.trials - counts.complete - len(failed)}"
+               f" stopped, {len(failed)} failed)")
+    close = st.closest(trials, ctx.search.objective)
+    if close is not None:
+        message += f"; closest: trial {close.number}, {st.missed(close.constraints)}"
+    _write_search_report(cfg, run_dir, ctx, result, message)
+    raise GateError(f"{message}; see {run_dir / 'report.json'}")
+
+
+def _write_search_report(cfg: PipelineConfig, run_dir: Path, ctx: st.SearchContext,
+                         result: SearchRecord, message: str) -> None:
+    """report.json (and its renderings) for a search that chose no trial: no models of its own,
+    the search object, and why."""
+    from compress.report.assemble import assemble
+    from compress.report.render import write_reports
+
+    report = assemble(cfg.name, sha256_json(cfg.model_dump(mode="json")), ctx.device, [], [], None,
+                      True, run_dir)
+    report.failure = Failure(reason="gate", message=message)
+    report.search = result
+    write_reports(report, run_dir)
 
 
 def _open_study(cfg: PipelineConfig, raw: dict, search_dir: Path, storage: str | None,
@@ -91,25 +128,23 @@ def _open_study(cfg: PipelineConfig, raw: dict, search_dir: Path, storage: str |
     elif had != key:
         raise InputError(f"search: study {cfg.name!r} in {url} was made for another pipeline or "
                          "search space; use another --out (or --storage) for this one")
-    return study, local
+    return study, store, local
 
 
 def _context(cfg: PipelineConfig, raw: dict, search_dir: Path, device: str, log) -> st.SearchContext:
     from compress.tasks import make_task
 
     task = make_task(cfg.task)
-    return st.SearchContext(cfg, raw, cfg.search, search_dir, StageStore(search_dir / "store"),
+    return st.SearchContext(cfg, raw, cfg.search, search_dir, search_store(search_dir / "store"),
                             device, higher=task.higher_is_better, log=log)
 
 
-def _optimize(study, ctx: st.SearchContext, total: int, local: bool) -> None:
+def _optimize(study, ctx: st.SearchContext, total: int) -> None:
     """Run trials until the study holds ``total`` finished ones. Trials other workers are running
     count; a worker that has nothing left to start waits for them, and when one goes silent
     (killed) its trial is failed and queued again, so this worker runs it."""
     import optuna
 
-    if local:
-        _retry_dead(study)  # we hold the run lock: a trial still 'running' was killed
     done = st.finished(study)
     if done:
         ctx.log(f"search: {done} of {total} trials finished already")
@@ -142,14 +177,18 @@ def _retried(study) -> int:
     return sum(1 for t in study.get_trials(deepcopy=False) if "failed_trial" in t.system_attrs)
 
 
-def _retry_dead(study) -> None:
-    """Fail trials a killed run left 'running' and queue them again (Optuna's retry callback)."""
+def _retry_dead(study, storage) -> None:
+    """Fail trials a killed run left 'running' and queue them again (Optuna's retry callback),
+    through the storage's public interface. Not ``study.tell``: it would ask the sampler, and
+    the grid sampler stops the study when the dead trial held its last point."""
     import optuna
 
     retry = st.retry_callback()
+    study_id = storage.get_study_id_from_name(study.study_name)
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-        retry(study, study._storage.get_trial(t._trial_id))
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+        retry(study, storage.get_trial(trial_id))
 
 
 def _run_chosen(cfg: PipelineConfig, raw: dict, run_dir: Path, ctx: st.SearchContext,
@@ -166,8 +205,7 @@ def _run_chosen(cfg: PipelineConfig, raw: dict, run_dir: Path, ctx: st.SearchCon
                + yaml.safe_dump(full, sort_keys=False))
     log(f"search: chosen trial {chosen.number}; running it in {run_dir} (test split, bundle)")
     t0 = time.perf_counter()
-    engine = SharedEngine(chosen_cfg, full, Path(run_dir), ctx.device, resume=True,
-                          progress=False, log=log, store=ctx.store)
+    engine = shared_engine(chosen_cfg, full, Path(run_dir), ctx.store, ctx.device, log)
     failure: GateError | None = None
     try:
         report = engine.run()

@@ -91,12 +91,12 @@ def _params_text(params: dict) -> str:
 
 def trial_line(study, t, total: int) -> str:
     """``trial 3/20 #4 [complete] params  val 0.9861  p50 0.0312 ms  best: #2 0.0298 ms``."""
-    from compress.search.study import best_feasible, finished
+    from compress.search.study import best_feasible, finished, missed
 
     r = trial_record(t)
     if r.state == "complete":
         what = f"val {r.val_quality:.4f}  p50 {r.p50_ms:.4f} ms  {r.bytes} B" + (
-            "" if r.feasible else "  (misses a constraint)")
+            "" if r.feasible else f"  ({missed(r.constraints)})")
     elif r.stopped:
         prefix = {"probe": "stopped untrained: ", "check": "cannot pass: "}
         what = (prefix[r.stopped.at] if r.stopped.at in prefix else "") + r.stopped.reason

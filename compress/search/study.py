@@ -18,9 +18,9 @@ from typing import Any
 
 from compress.config.pipeline import PipelineConfig
 from compress.config.search import Dimension, SearchConfig, encode, is_scalar_choice, override
+from compress.engine.step_cache import FolderStore, link_or_copy
 from compress.errors import CompressError, GateError
-from compress.records import StudyAttrs, TrialAttrs, TrialResult
-from compress.search.store import StageStore, link_or_copy
+from compress.records import StudyAttrs, TrialAttrs, TrialRecord, TrialResult
 from compress.search.trial import (
     TrialStopped,
     measure_val,
@@ -29,6 +29,7 @@ from compress.search.trial import (
     run_candidate,
     validated,
 )
+from compress.train.checkpoint import EpochMetrics
 
 HEARTBEAT_S, GRACE_S = 5, 20  # a worker silent this long has died: its trial is failed and retried
 UNKNOWN = 1.0e6  # a constraint not measured (a stopped trial): counted as unmet
@@ -163,6 +164,30 @@ def constraint_values(search: SearchConfig, quality: float | None, teacher_val: 
     return out or {"none": 0.0}
 
 
+def missed(constraints: dict[str, float] | None) -> str:
+    """``misses max_accuracy_drop by 0.0123, max_latency_ms by 0.004``: each unmet constraint
+    and by how much (in its own unit), or that it was not measured (a stopped trial)."""
+    unmet = {k: v for k, v in (constraints or {}).items() if v > 0}
+    if not unmet:
+        return "meets every constraint"
+    return "misses " + ", ".join(f"{k} (not measured)" if v >= UNKNOWN else f"{k} by {v:.4g}"
+                                 for k, v in unmet.items())
+
+
+def closest(trials: list[TrialRecord], objective: str) -> TrialRecord | None:
+    """The trained (complete) trial that misses the fewest constraints, then the fastest (or
+    smallest) of those; None without one."""
+    done = [t for t in trials if t.state == "complete" and t.constraints]
+    if not done:
+        return None
+
+    def own(t: TrialRecord) -> float:  # the trial's own figure, as it was measured
+        v = t.p50_ms if objective == "latency" else t.bytes
+        return float("inf") if v is None else v
+
+    return min(done, key=lambda t: (sum(v > 0 for v in t.constraints.values()), own(t)))
+
+
 def make_pruner(warmup: int, enabled: bool):
     """Optuna's pruner interface over ``cannot_reach``: stop a trial at a distill epoch (after
     ``warmup``) when its best validation quality so far, plus the largest gain any finished trial
@@ -219,7 +244,7 @@ class SearchContext:
     raw: dict
     search: SearchConfig
     search_dir: Path
-    store: StageStore
+    store: FolderStore
     device: str
     higher: bool = True
     log: Any = print
@@ -376,21 +401,23 @@ def _stopped(trial, stopped: dict, constraints: dict[str, float], t0: float) -> 
 
 def _train_and_measure(trial, ctx: SearchContext, cfg, raw: dict, run_dir: Path, t0: float) -> float:
     sign = 1.0 if ctx.higher else -1.0
-
+    early_stop = ctx.search.quality_constraint()
     best: list[float] = []
 
-    def on_epoch(epoch: int, score: float) -> None:
-        trial.report(sign * score, epoch)
-        best.append(max([sign * score, *best]))
+    def on_epoch(m: EpochMetrics) -> None:
+        ctx.log(epoch_line(trial.number, m))
+        if not early_stop or m.kind != "distill" or m.loop != "distill":
+            return  # the early stop compares distill learning curves only
+        trial.report(sign * m.value, m.epoch)
+        best.append(max([sign * m.value, *best]))
         if trial.should_prune():
-            need = cannot_reach(trial.study, epoch, best[-1], ctx.search.warmup_epochs,
+            need = cannot_reach(trial.study, m.epoch, best[-1], ctx.search.warmup_epochs,
                                 schedule_of(cfg))
             if need is not None:
-                raise TrialStopped(epoch, sign * best[-1], sign * need)
+                raise TrialStopped(m.epoch, sign * best[-1], sign * need)
 
     try:
-        out = run_candidate(cfg, raw, run_dir, ctx.store, ctx.device,
-                            on_epoch if ctx.search.quality_constraint() else None)
+        out = run_candidate(cfg, raw, run_dir, ctx.store, ctx.device, on_epoch)
     except TrialStopped as e:
         _stopped(trial, {"at": "epoch", "epoch": e.epoch, "quality": round(e.quality, 5),
                          "needed": round(e.needed, 5), "reason": str(e)},
@@ -414,6 +441,13 @@ def _train_and_measure(trial, ctx: SearchContext, cfg, raw: dict, run_dir: Path,
     return _objective_of(ctx.search, final.p50, final.bytes)
 
 
+def epoch_line(number: int, m: EpochMetrics) -> str:
+    """``trial 3: 01-distill epoch 5/30  loss 0.4120  val_accuracy 0.9712``: a trial's progress."""
+    loop = "" if m.loop == m.kind else f" ({m.loop})"
+    return (f"trial {number}: {m.stage}{loop} epoch {m.epoch}/{m.epochs}  loss {m.loss:.4f}  "
+            f"val_{m.metric} {m.value:.4f}")
+
+
 def _note_teacher(study, ctx: SearchContext, teacher_val: float) -> None:
     """The teacher's validation quality, and the bar it sets, for every later trial's early stop."""
     if StudyAttrs.of(study).teacher_val is None:
@@ -435,9 +469,9 @@ def final_round(study, ctx: SearchContext) -> dict[int, dict[str, float]]:
     import optuna
 
     from compress.artifacts import ModelArtifact
+    from compress.bench.measure import benchmark_models
     from compress.config.stages import BenchmarkConfig
     from compress.data.sources import load_data_guarded
-    from compress.stages.benchmark import benchmark_models
     from compress.tasks import make_task
 
     if any(key.split(".")[0] in ("data", "target") for key in ctx.search.space):

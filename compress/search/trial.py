@@ -12,7 +12,6 @@ import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -21,8 +20,10 @@ from compress.common.console import Console, current, use
 from compress.config.paths import apply_override, message
 from compress.config.pipeline import PipelineConfig, StageEntry
 from compress.config.yamlmap import format_path
+from compress.engine.run import Engine
+from compress.engine.step_cache import FolderStore
 from compress.errors import CompressError, ConfigError
-from compress.search.store import SharedEngine, StageStore
+from compress.train.checkpoint import EpochMetrics
 
 SEARCH_ONLY = ("benchmark", "package")  # run for the chosen trial only
 
@@ -75,43 +76,43 @@ def probe_raw(raw: dict) -> dict:
 
 
 class TrialConsole(Console):
-    """The trial's console: quiet, and it hands each distill epoch to ``on_epoch``."""
+    """The trial's console: quiet, its lines appended to the trial's log.txt."""
 
-    def __init__(self, log: Path, on_epoch: Callable[[int, float], None] | None, metric: str):
+    def __init__(self, log: Path):
         super().__init__(quiet=True, json_path=current().json_path)
-        self.log_path, self.on_epoch, self.metric = log, on_epoch, metric
+        self.log_path = log
 
     def info(self, msg: str) -> None:
         with open(self.log_path, "a", encoding="utf-8") as f:  # a log: appended as it happens
             f.write(msg + "\n")
 
-    def event(self, kind: str, /, **fields: Any) -> dict[str, Any]:
-        record = super().event(kind, **fields)
-        if kind == "epoch" and fields.get("loop") == "distill" and self.on_epoch is not None:
-            self.on_epoch(int(fields["epoch"]), float(fields[f"val_{self.metric}"]))
-        return record
-
 
 @dataclass
 class RunOutcome:
-    engine: SharedEngine
+    engine: Engine
     final: ModelArtifact
     teacher_onnx: ModelArtifact
     students: list[ModelArtifact]  # every non-teacher ONNX model the run published
 
 
-def run_candidate(cfg: PipelineConfig, raw: dict, run_dir: Path, store: StageStore, device: str,
-                  on_epoch: Callable[[int, float], None] | None = None) -> RunOutcome:
-    """Run one candidate's pipeline in ``run_dir``, its shareable steps through ``store``."""
-    from compress.tasks import make_task
+def shared_engine(cfg: PipelineConfig, raw: dict, run_dir: Path, store: FolderStore, device: str,
+                  log=print, on_epoch: Callable[[EpochMetrics], None] | None = None) -> Engine:
+    """An engine whose shareable steps go through the search's ``store``, with the teacher's
+    cached outputs shared by every trial (beside the store) instead of one copy per trial."""
+    return Engine(cfg, raw, run_dir, device, resume=True, progress=False, log=log, stores=[store],
+                  on_epoch=on_epoch, teacher_outputs=Path(store.root).parent / "cache" / "teacher")
 
+
+def run_candidate(cfg: PipelineConfig, raw: dict, run_dir: Path, store: FolderStore, device: str,
+                  on_epoch: Callable[[EpochMetrics], None] | None = None) -> RunOutcome:
+    """Run one candidate's pipeline in ``run_dir`` (``shared_engine``), each training epoch
+    handed to ``on_epoch``."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    console = TrialConsole(run_dir / "log.txt", on_epoch, make_task(cfg.task).metric)
+    console = TrialConsole(run_dir / "log.txt")
     previous = current()
     use(console)
     try:
-        engine = SharedEngine(cfg, raw, run_dir, device, resume=True, progress=False,
-                              log=console.info, store=store)
+        engine = shared_engine(cfg, raw, run_dir, store, device, console.info, on_epoch)
         engine.run()
     finally:
         use(previous)
@@ -130,8 +131,8 @@ def run_candidate(cfg: PipelineConfig, raw: dict, run_dir: Path, store: StageSto
 def measure_val(out: RunOutcome, run_dir: Path, models: list[ModelArtifact],
                 max_samples: int | None = None) -> list[ModelMeasurement]:
     """Latency (interleaved, as ``target:`` says) and ORT quality on the validation split."""
+    from compress.bench.measure import benchmark_models
     from compress.config.stages import BenchmarkConfig
-    from compress.stages.benchmark import benchmark_models
 
     eng = out.engine
     found = benchmark_models(models, eng.task, eng.data.val, BenchmarkConfig(max_samples=max_samples),

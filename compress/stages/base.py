@@ -18,15 +18,15 @@ if TYPE_CHECKING:
     import torch
 
     from compress.config.pipeline import StudentConfig
-    from compress.config.stages import TargetConfig
+    from compress.config.stages import ExportConfig, TargetConfig
     from compress.data.sources import DataBundle
     from compress.tasks.base import Task
     from compress.train.checkpoint import TrainingScope
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StageContext:
-    """Everything a stage may read, as explicit fields (no whole-pipeline config)."""
+    """Everything a stage may read, as explicit fields (no whole-pipeline config), by name."""
 
     run_dir: Path
     stage_dir: Path  # temp folder, swapped into RUN_DIR/NN-kind/ when the stage succeeds
@@ -40,6 +40,7 @@ class StageContext:
     device: torch.device
     seed: int  # this stage's own seed, derived from the run's seed and the stage's name
     target: TargetConfig
+    export: ExportConfig | None = None  # the run's export stage settings (None: it has none)
     published: dict[str, ModelArtifact] = field(default_factory=dict)
     measurements: list[ModelMeasurement] = field(default_factory=list)
     config_sha256: str = ""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,33 @@ if TYPE_CHECKING:
     from torch import nn
 
 FORMAT = 2  # 2: the best epoch and the epoch's sums are named fields
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    """One finished epoch of a training loop, measured on the validation split.
+
+    Attributes:
+        loop: the loop's name (``FitPlan.desc``: "teacher", "distill", "prune step 1", "qat").
+        epoch: the epoch just finished, from 1.
+        epochs: the loop's epoch count.
+        loss: the epoch's mean training loss.
+        metric: the task's headline metric, e.g. "accuracy".
+        value: its value on the validation split after this epoch.
+        higher_is_better: the metric's direction.
+        stage: the step that runs the loop (e.g. "01-distill"; the engine fills it).
+        kind: that step's kind (e.g. "distill"; the engine fills it).
+    """
+
+    loop: str
+    epoch: int
+    epochs: int
+    loss: float
+    metric: str
+    value: float
+    higher_is_better: bool = True
+    stage: str = ""
+    kind: str = ""
 
 
 @dataclass
@@ -39,6 +67,8 @@ class TrainingScope:
         teacher_sha256: the teacher's weights hash.
         data_key: hash of the data config, its files and the split seed.
         resume: pick up a checkpoint left by a killed run (off under ``--no-resume``).
+        on_epoch: called with each finished epoch's ``EpochMetrics`` (may raise to stop the
+            stage: the exception leaves ``fit_`` as it is).
     """
 
     work_dir: Path | None = None
@@ -48,6 +78,7 @@ class TrainingScope:
     teacher_sha256: str | None = None
     data_key: str | None = None
     resume: bool = True
+    on_epoch: Callable[[EpochMetrics], None] | None = None
 
 
 def state_sha256(model: nn.Module) -> str:

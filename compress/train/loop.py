@@ -28,7 +28,7 @@ from compress.common.files import sha256_json
 from compress.config.train import TrainConfig
 from compress.tasks.base import Task, run_torch
 from compress.train import distributed as dist
-from compress.train.checkpoint import Checkpointer, TrainingScope, state_sha256
+from compress.train.checkpoint import Checkpointer, EpochMetrics, TrainingScope, state_sha256
 from compress.train.plan import KD, FitData, FitPlan, FitResult
 from compress.train.steps import Best, EpochSums, FitState, Steps
 from compress.train.teacher_cache import Indexed, MemoryCache, Taps, Teacher, build_disk_cache
@@ -83,6 +83,9 @@ def fit_(model: nn.Module, task: Task, data: FitData, plan: FitPlan, kd: KD | No
         st.history.append({"epoch": epoch + 1, "loss": mean_loss, f"val_{task.metric}": score})
         bar.set_postfix(epoch=epoch + 1, loss=f"{mean_loss:.4f}", **{f"val_{task.metric}": f"{score:.4f}"})
         current().event("epoch", loop=plan.desc, **st.history[-1])
+        if scope.on_epoch is not None:
+            scope.on_epoch(EpochMetrics(plan.desc, epoch + 1, cfg.epochs, mean_loss, task.metric,
+                                        score, task.higher_is_better))
         if st.best.score is None or task.better(score, st.best.score):
             st.best = Best(score, epoch + 1, copy.deepcopy(model.state_dict()))
         st.epoch, st.step, st.sums = epoch + 1, 0, EpochSums()

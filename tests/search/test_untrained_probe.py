@@ -29,8 +29,12 @@ def test_a_candidate_slower_than_the_constraint_is_never_trained(make_search, tm
     out = tmp_path / "run"
     res = _search(path, out)
     assert res.exit_code == 3, res.output
-    assert res.output == (f"error: search: none of 0 trained trials met the constraints on "
-                          f"validation; see {out / 'search' / 'search.json'}\n")
+    assert res.output == ("error: search: none of 2 trials met the constraints on validation "
+                          f"(0 trained, 2 stopped, 0 failed); see {out / 'report.json'}\n")
+    report = json.loads((out / "report.json").read_text())  # a report, though nothing was chosen
+    assert report["status"] == "failed" and report["models"] == [] and report["final"] is None
+    assert report["failure"]["reason"] == "gate"
+    assert [t["state"] for t in report["search"]["trials"]] == ["pruned", "pruned"]
     trials = _trials(out)
     assert len(trials) == 2
     for t in trials.values():
