@@ -45,17 +45,21 @@ def test_onnx_scorer_matches_torch(model, tmp_path, verbalisers):
     assert np.abs(got - lab.score_ids(rows)).max() < 1e-4  # the labeller's padded batch too
 
 
-def test_int8_copy_is_smaller_and_close(model, tmp_path):
+@pytest.mark.parametrize(("mode", "op", "count"), [
+    ("dynamic", "MatMulInteger", 15),  # every linear layer: 7 in each of 2 blocks, and the head
+    ("weight-only", "MatMulNBits", 15),
+])
+def test_int8_copies_quantise_every_linear_layer_and_stay_close(model, tmp_path, mode, op, count):
     lab = PromptLabeller(model, tiny_tokenizer(),
                          Prompt("review : {text} sentiment ?", {"n": " negative", "p": " positive"}))
     rows = lab.encode(TEXTS)
     fp32 = export_prompt_scorer(model, lab.verbaliser_ids, tmp_path / "llm.onnx", rows[0])
-    int8 = quantize_scorer_int8(fp32, tmp_path / "llm-int8.onnx")
-    def count(path, op):
-        return sum(n.op_type == op for n in onnx.load(str(path)).graph.node)
+    int8 = quantize_scorer_int8(fp32, tmp_path / "llm-int8.onnx", mode=mode)
 
-    # every linear layer: 7 in each of the 2 blocks, and the output head
-    assert count(int8, "MatMulInteger") == 15 and count(fp32, "MatMulInteger") == 0
+    def ops(path, name):
+        return sum(n.op_type == name for n in onnx.load(str(path)).graph.node)
+
+    assert ops(int8, op) == count and ops(fp32, op) == 0 and ops(int8, "MatMul") == ops(fp32, "MatMul") - count
     diff = np.abs(ort_scores(int8, rows) - ort_scores(fp32, rows)).max()
     assert 0 < diff < 1.0  # quantised, yet the same scale of answer
 
