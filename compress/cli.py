@@ -57,17 +57,12 @@ def pipeline(config: Path, out: Path | None, overrides: tuple[str, ...], device:
     """Run the pipeline described by CONFIG (a YAML file). Under torchrun, every rank runs it."""
     import os
 
-    from compress.bench.onnx_io import check_teacher_config
     from compress.common.console import Console, use
-    from compress.common.imports import add_search_dir
-    from compress.config.pipeline import check_files, load_config
+    from compress.engine.load import load_run_config
 
     rank = int(os.environ.get("RANK", "0"))
     console = use(Console(quiet=quiet or rank != 0, json_path=log_json if rank == 0 else None))
-    cfg, raw = load_config(config, overrides)
-    check_files(cfg, config, overrides)
-    check_teacher_config(cfg, config)
-    add_search_dir(config.parent)  # a `python:` factory beside the YAML imports as is
+    cfg, raw = load_run_config(config, overrides)
     if nproc > 1:
         if cache_dir is not None:  # the workers read it from the environment
             os.environ["COMPRESS_CACHE"] = str(cache_dir)
@@ -120,13 +115,10 @@ def _run_pipeline(cfg, raw: dict, run_dir: Path, device: str, resume: bool, prog
 @click.argument("config", type=click.Path(path_type=Path))
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE")
 def validate(config: Path, overrides: tuple[str, ...]) -> None:
-    """Check CONFIG against the schema and check that the files it names exist."""
-    from compress.bench.onnx_io import check_teacher_config
-    from compress.config.pipeline import check_files, load_config
+    """Check CONFIG as a run would: the schema, the files it names, an ONNX teacher's I/O."""
+    from compress.engine.load import load_run_config
 
-    cfg, _ = load_config(config, overrides)
-    check_files(cfg, config, overrides)
-    check_teacher_config(cfg, config)
+    cfg, _ = load_run_config(config, overrides)
     click.echo(f"{config}: valid ({len(cfg.stages)} stages: {', '.join(k for k, _ in cfg.stage_list())})")
 
 

@@ -49,3 +49,21 @@ def test_a_bad_builtin_kwarg_exits_2_naming_it_and_keeps_the_teacher(tmp_path):
     res = CliRunner().invoke(cli, ["pipeline", str(write_config(tmp_path, cfg)), "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "[00-teacher] skipped" in res.stderr
+
+
+def test_pipeline_validate_and_search_load_a_config_one_way(tmp_path):
+    # one loader (compress/engine/load.py): the ONNX teacher's check, which `compress search`
+    # skipped before, refuses the same file with the same line in all three commands
+    bad = tmp_path / "teacher.onnx"
+    bad.write_bytes(b"not a protobuf")
+    cfg = {"version": 1, "name": "x", "device": "cpu", "data": {"image_size": 8},
+           "teacher": {"onnx": str(bad)}, "stages": [{"benchmark": {}}],
+           "search": {"space": {"target.threads": [1, 2]}, "constraints": {"max_accuracy_drop": 0.5}}}
+    path = write_config(tmp_path, cfg)
+    out = str(tmp_path / "run")
+    for args in (["validate", str(path)], ["pipeline", str(path), "--out", out, "--no-progress"],
+                 ["search", str(path), "--out", out]):
+        res = CliRunner().invoke(cli, args)
+        assert (res.exit_code, res.stderr.strip().splitlines()[-1]) == (
+            2, f"error: teacher.onnx: {bad}: not a valid ONNX model (DecodeError)"), args
+    assert not (tmp_path / "run").exists()  # refused before anything ran

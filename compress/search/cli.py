@@ -1,7 +1,9 @@
 """``compress search CONFIG.yaml``: the fastest model that meets the config's constraints.
 
-Exit codes: 0 a chosen trial, run and bundled; 1 a run failed; 2 bad config, arguments or a study
-that belongs to another config; 3 no trial met the constraints, or a gate of the chosen run failed.
+Exit codes: 0 a chosen trial, run and bundled; 1 a run failed, or every trial failed (the first
+trial's error named); 2 bad config, arguments or a study that belongs to another config; 3 no
+trial met the constraints (report.json still written, the closest trial named), or a gate of the
+chosen run failed.
 """
 
 from __future__ import annotations
@@ -33,14 +35,13 @@ def search(config: Path, out: Path | None, trials: int | None, storage: str | No
            device: str, quiet: bool, log_json: Path | None) -> None:
     """Search CONFIG's `search.space` for the fastest model meeting `search.constraints`."""
     from compress.common.console import Console, use
-    from compress.config.pipeline import check_files, load_config
+    from compress.engine.load import load_run_config
     from compress.errors import InputError
     from compress.report.render import models_table
     from compress.search.loop import run_search
 
     console = use(Console(quiet=quiet, json_path=log_json))
-    cfg, raw = load_config(config)
-    check_files(cfg, config)
+    cfg, raw = load_run_config(config)
     if cfg.search is None:
         raise InputError(f"{config}: no 'search:' section; expected search.space, objective and "
                          "constraints")
