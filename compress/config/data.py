@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from compress.config.corpus import CorpusFields
 from compress.config.preprocess import ImagePreprocess
@@ -95,6 +95,28 @@ class DataConfig(_Source, CorpusFields):
         None, description="How a raw image becomes the model input, when the source cannot say "
         "(python factories, npz arrays that are not 8-bit pixels): see compress/config/preprocess.py."
     )
+    num_classes: int | None = Field(
+        None, ge=2, le=1_000_000,
+        description="How many classes the models score, when the labels do not reach them all "
+        "(a pretrained classifier's 1000 ImageNet classes on data that holds 3 of them). Every "
+        "label must be below it. Default: the count of a factory's 'classes' list, else an ONNX "
+        "teacher's output width, else the largest label + 1.",
+    )
+
+    @model_validator(mode="after")
+    def _classes(self):
+        if self.num_classes is not None and self.source == "text":
+            raise ValueError("num_classes: applies to image data (digits, npz, image_folder, "
+                             "python); text data takes its classes from its labels")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        # num_classes unset is left out, so resume keys of configs without it stay as they were
+        out = handler(self)
+        if self.num_classes is None and isinstance(out, dict):
+            out.pop("num_classes", None)
+        return out
 
     @model_validator(mode="after")
     def _fractions(self):

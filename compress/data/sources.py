@@ -76,6 +76,7 @@ class DataInfo:
     tokenizer_dir: Path | None = None
     source: str = ""  # the source in words, for messages: "digits", "python: pkg.mod:fn", ...
     class_names: list[str] | None = None  # index = class id (digits, folder names, a factory's)
+    max_label: int | None = None  # the largest label in train, val and test (None: not labels)
 
 
 @dataclass
@@ -123,8 +124,10 @@ def make_loader(ds: Dataset, batch_size: int, shuffle: bool, seed: int = 0) -> D
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=g, drop_last=False)
 
 
-def load_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
-    """Load and split the data named by ``cfg`` (YAML path ``data``)."""
+def load_data(cfg: DataConfig, seed: int = 0, teacher_classes: int | None = None) -> DataBundle:
+    """Load and split the data named by ``cfg`` (YAML path ``data``). ``teacher_classes``: an
+    ONNX teacher's output width, the class count when neither ``data.num_classes`` nor a
+    factory's ``classes`` states one (so a student scores every class its teacher does)."""
     record: Preprocess | None
     classes = None
     if cfg.source == "text" and (cfg.corpus or cfg.holdout or cfg.labels or cfg.probe):
@@ -156,46 +159,69 @@ def load_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
         return DataBundle(train, val, test, None, DataInfo(None, None, prep, *text_info),
                           cfg.batch_size, 0, extra)
     shape = tuple(next(iter(inputs0.values())).shape) if single else None
-    num_classes = _num_classes(train, val, test)
+    max_label = _max_label(train, val, test)
+    num_classes = _count(cfg, max_label, classes, teacher_classes)
     if transfer is not None and shape is not None and tuple(transfer[0][0][INPUT].shape) != shape:
         raise InputError(
             f"data.transfer: inputs have shape {list(transfer[0][0][INPUT].shape)}, "
             f"the training data {list(shape)}"
         )
     info = DataInfo(shape, num_classes, prep, record, source=_describe(cfg, train),
-                    class_names=_class_names(cfg, num_classes, classes))
+                    class_names=_class_names(cfg, num_classes, classes), max_label=max_label)
     extra = {e.name: _python_eval_set(e, i) for i, e in enumerate(cfg.eval_sets)}
     return DataBundle(train, val, test, transfer, info, cfg.batch_size, cfg.augment_shift, extra)
 
 
-def load_data_guarded(cfg: DataConfig, seed: int) -> DataBundle:
+def load_data_guarded(cfg: DataConfig, seed: int, teacher_classes: int | None = None) -> DataBundle:
     """``load_data`` as the engine calls it: seeded on its own, and a user's factory that fails
     is an input error naming it (exit 2), not a traceback."""
     from compress.common.device import seed_everything, stage_seed
 
     seed_everything(stage_seed(seed, "data"))
     try:
-        return load_data(cfg, seed)
+        return load_data(cfg, seed, teacher_classes)
     except CompressError:
         raise
     except Exception as e:  # noqa: BLE001 - a user's data factory failed: name it, no traceback
         raise InputError(f"data: loading failed: {type(e).__name__}: {e}") from e
 
 
+def _count(cfg: DataConfig, max_label: int | None, classes: list | None,
+           teacher_classes: int | None) -> int | None:
+    """The class count: ``data.num_classes``, else the factory's class names, else the ONNX
+    teacher's width, else the largest label + 1; a label at or above a stated count is refused."""
+    if max_label is None:
+        return cfg.num_classes
+    if cfg.num_classes is not None and classes is not None and len(classes) != cfg.num_classes:
+        raise InputError(f"data.python: {cfg.python} returned {len(classes)} class names for "
+                         f"data.num_classes: {cfg.num_classes}")
+    if cfg.num_classes is not None and max_label >= cfg.num_classes:
+        raise InputError(f"data.num_classes: the data has label {max_label}, at or above the "
+                         f"{cfg.num_classes} classes stated; set data.num_classes: {max_label + 1} "
+                         "or more")
+    if cfg.num_classes is None and classes is not None and max_label >= len(classes):
+        raise InputError(f"data.python: {cfg.python} returned {len(classes)} class names, but the "
+                         f"data has label {max_label}; give a name for every class up to it")
+    if cfg.num_classes is not None:
+        return cfg.num_classes
+    if classes is not None:
+        return len(classes)
+    return teacher_classes or max_label + 1
+
+
 def _class_names(cfg: DataConfig, num_classes: int | None,
                  given: list[str] | None) -> list[str] | None:
     if given is not None:
-        if num_classes is not None and len(given) != num_classes:
-            raise InputError(f"data.python: {cfg.python} returned {len(given)} class names for "
-                             f"{num_classes} classes")
         return [str(c) for c in given]
     if num_classes is None:
         return None
     if cfg.source == "digits":
-        return [str(i) for i in range(10)]
-    if cfg.source == "image_folder":
-        return sorted(p.name for p in Path(cfg.path).iterdir() if p.is_dir())
-    return None
+        names = [str(i) for i in range(10)]
+    elif cfg.source == "image_folder":
+        names = sorted(p.name for p in Path(cfg.path).iterdir() if p.is_dir())
+    else:
+        return None
+    return names + [str(i) for i in range(len(names), num_classes)]  # classes the data lacks: ids
 
 
 def _describe(cfg: DataConfig, train: Dataset) -> str:
@@ -258,7 +284,7 @@ def _python_eval_set(e, i: int) -> Dataset:
     return _Named(_as_dataset(import_callable(e.python, f"data.eval_sets[{i}].python")(**e.kwargs)))
 
 
-def _num_classes(*splits: Dataset) -> int | None:
+def _max_label(*splits: Dataset) -> int | None:
     labels = []
     for ds in splits:
         for i in range(len(ds)):
@@ -266,7 +292,7 @@ def _num_classes(*splits: Dataset) -> int | None:
             if not (isinstance(t, torch.Tensor) and t.ndim == 0 and not t.is_floating_point()):
                 return None  # targets are not class labels (e.g. vectors)
             labels.append(int(t))
-    return max(labels) + 1 if labels else None
+    return max(labels) if labels else None
 
 
 def _arrays(cfg: _Source, where: str) -> tuple[torch.Tensor, torch.Tensor, ImagePreprocess | None]:

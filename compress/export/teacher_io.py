@@ -12,6 +12,7 @@ export; it measures nothing. Torch-free.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +23,7 @@ from compress.errors import InputError
 if TYPE_CHECKING:
     import onnx
 
+USER_IO = "compress.user_io"  # metadata: {"inputs": {task: user}, "outputs": {task: user}}
 # model inputs a task does not feed but that a standard export has: fed zeros inside the graph
 ZERO_INPUTS = ("token_type_ids",)
 # numpy dtype names of ONNX element types (the ones models take and give)
@@ -141,8 +143,9 @@ class DataShape:
     """What the data feeds, as far as it is known (None: unknown until the data loads)."""
 
     image: tuple[int, int, int] | None = None  # (C, H, W) of a classification input
-    num_classes: int | None = None
+    num_classes: int | None = None  # the count the student scores (stated, or resolved at load)
     channels_settable: bool = False  # data.channels applies (image folders)
+    max_label: int | None = None  # the largest label the data holds
 
 
 def check_fit(plan: IOPlan, model_in: list[Port], model_out: list[Port], task: str,
@@ -166,13 +169,27 @@ def check_fit(plan: IOPlan, model_in: list[Port], model_out: list[Port], task: s
         if len(out.shape) != 2:
             raise IOMismatch(onnx_loc, f"output {out.name!r} is {out.shape_text()}; the "
                              "classification task reads logits [N, classes]")
-        n = out.shape[1]
-        if isinstance(n, int) and data.num_classes is not None and n != data.num_classes:
-            raise IOMismatch(onnx_loc, f"output {out.name!r} gives {n} classes; the data has "
-                             f"{data.num_classes}")
+        _check_classes(out, data)
     elif len(out.shape) not in (2, 3):
         raise IOMismatch(onnx_loc, f"output {out.name!r} is {out.shape_text()}; the embedding "
                          "task reads [N, D] embeddings (or [N, L, D] hidden states it pools)")
+
+
+def _check_classes(out: Port, data: DataShape) -> None:
+    """A pretrained classifier may score more classes than the data holds: refuse only a label
+    it has no class for, or a stated count the student and the teacher would not share."""
+    n = out.shape[1]
+    if not isinstance(n, int):
+        return
+    if data.max_label is not None and data.max_label >= n:
+        raise IOMismatch(("teacher", "onnx"), f"output {out.name!r} gives {n} classes (ids "
+                         f"0-{n - 1}); the data has label {data.max_label}: relabel the data with "
+                         "the teacher's class ids, or set teacher.outputs: {logits: <the output "
+                         "that scores every class>}")
+    if data.num_classes is not None and data.num_classes != n:
+        raise IOMismatch(("data", "num_classes"), f"{data.num_classes} classes, but the teacher's "
+                         f"output {out.name!r} gives {n} (the student scores the teacher's "
+                         f"classes): set data.num_classes: {n}")
 
 
 def _check_image(p: Port, data: DataShape) -> None:
@@ -226,7 +243,7 @@ def _rename_(graph: onnx.GraphProto, old: str, new: str) -> None:
     _rename_value_(graph, old, new)
 
 
-def _rename_all_(graph: onnx.GraphProto, names: dict[str, str]) -> None:
+def rename_all_(graph: onnx.GraphProto, names: dict[str, str]) -> None:
     """Rename model name -> task name for each pair, through temporary names, so that swapped
     names (the model's ``a`` is the task's ``b`` and the other way round) do not collide."""
     moves = [(t, m) for t, m in names.items() if t != m]
@@ -253,10 +270,25 @@ def _feed_zeros_(graph: onnx.GraphProto, name: str, like: str) -> None:
     graph.node.extend(nodes)
 
 
+def stamp_user_names_(model: onnx.ModelProto, plan: IOPlan) -> None:
+    """Record in ``model``'s metadata the names ``plan`` renames (nothing when none), for the
+    shipped model to take back (``compress.export.shipped_names``)."""
+    import onnx
+
+    names = {"inputs": {t: m for t, m in plan.inputs.items() if t != m},
+             "outputs": {t: m for t, m in plan.outputs.items() if t != m and m != plan.pool}}
+    if not (names["inputs"] or names["outputs"]):
+        return
+    props = {p.key: p.value for p in model.metadata_props}
+    onnx.helper.set_model_props(model, {**props, USER_IO: json.dumps(names, sort_keys=True)})
+
+
 def apply_plan_(model: onnx.ModelProto, plan: IOPlan, task_out: tuple[str, ...]) -> None:
-    """Rewrite ``model`` in place so it takes and gives the task's names."""
+    """Rewrite ``model`` in place so it takes and gives the task's names (the user's own names
+    stamped in its metadata, for the shipped model to take back)."""
+    stamp_user_names_(model, plan)
     g = model.graph
-    _rename_all_(g, plan.inputs)
+    rename_all_(g, plan.inputs)
     for z in plan.zeros:
         _feed_zeros_(g, z, next(iter(plan.inputs)))
     keep = [v for v in g.output if v.name not in plan.dropped]
@@ -267,7 +299,7 @@ def apply_plan_(model: onnx.ModelProto, plan: IOPlan, task_out: tuple[str, ...])
 
         add_pooling_(model, hidden=plan.pool)  # gives the task's output, sentence_embedding
         return
-    _rename_all_(g, plan.outputs)
+    rename_all_(g, plan.outputs)
     order = {n: i for i, n in enumerate(task_out)}
     outs = sorted(g.output, key=lambda v: order.get(v.name, len(order)))
     del g.output[:]
@@ -324,7 +356,8 @@ def check_teacher_config(cfg, config_path: Path) -> None:
     image = None
     if d.source in ("digits", "image_folder"):
         image = (1 if d.source == "digits" else d.channels, d.image_size, d.image_size)
-    shape = DataShape(image, 10 if d.source == "digits" else None, d.source == "image_folder")
+    shape = DataShape(image, d.num_classes, d.source == "image_folder",
+                      9 if d.source == "digits" else None)
     try:
         model_in, model_out = ports(proto.graph)
         plan = plan_io(model_in, model_out, task.name, task.input_names, task.output_names,
@@ -333,3 +366,30 @@ def check_teacher_config(cfg, config_path: Path) -> None:
     except IOMismatch as e:
         _, lines = load_yaml(config_path)
         raise ConfigError(f"{config_path}:{line_of(lines, e.loc)} {e}") from None
+
+
+def teacher_classes(cfg) -> int | None:
+    """The output width of an ONNX classifier teacher (None: no such teacher, or a width the
+    graph does not fix). Data loading takes it as the class count when none is stated, on every
+    run and resume alike, so the student scores the classes the teacher's soft targets cover."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    from compress.tasks import make_task
+
+    src = cfg.teacher.onnx
+    if src is None or not Path(src).is_file():
+        return None
+    task = make_task(cfg.task)
+    if task.name != "classification":
+        return None
+    try:
+        proto = onnx.load(str(src), format="protobuf", load_external_data=False)
+        model_in, model_out = ports(proto.graph)
+        plan = plan_io(model_in, model_out, task.name, task.input_names, task.output_names,
+                       cfg.teacher.inputs, cfg.teacher.outputs)
+    except (DecodeError, OSError, ValueError, IOMismatch):
+        return None  # the teacher stage names what is wrong with the file
+    out = next(p for p in model_out if p.name == plan.outputs[task.output_names[0]])
+    n = out.shape[1] if len(out.shape) == 2 else None
+    return n if isinstance(n, int) else None

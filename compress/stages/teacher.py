@@ -158,7 +158,8 @@ def onnx_teacher_plan(tcfg: TeacherConfig, task, proto, data) -> IOPlan:
     plan = plan_io(model_in, model_out, task.name, task.input_names, task.output_names,
                    tcfg.inputs, tcfg.outputs)
     image = tuple(data.input_shape) if task.name == "classification" and data.input_shape else None
-    check_fit(plan, model_in, model_out, task.name, DataShape(image, data.num_classes or None))
+    check_fit(plan, model_in, model_out, task.name,
+              DataShape(image, data.num_classes or None, max_label=data.info.max_label))
     return plan
 
 

@@ -134,13 +134,17 @@ def test_python_factory_returns_or_yaml_states_the_record(factory):
     assert bare.info.preprocess is None and bare.info.source == f"python: {factory}"
     stated = load_data(DataConfig(source="python", python=factory, preprocess=REC))
     assert stated.info.preprocess == ImagePreprocess(**REC)
+    # a factory's class names state the count, beyond the labels the data holds
+    wide = load_data(DataConfig(source="python", python=factory, kwargs={"classes": list("abcde")}))
+    assert (wide.num_classes, wide.info.max_label, wide.info.class_names) == (5, 1, list("abcde"))
 
 
 @pytest.mark.parametrize("kwargs,yaml,message", [
     ({"record": {**REC, "mean": [0.5]}}, None, "returned a preprocess record that is not valid "
      "(Value error, mean and std need one value per channel (3 for rgb), got 1 and 3)"),
     ({"record": REC}, {**REC, "scale": 1.0}, "data.preprocess: differs from the record "),
-    ({"classes": ["a", "b", "c"]}, None, "returned 3 class names for 2 classes"),
+    ({"classes": ["a"]}, None, "returned 1 class names, but the data has label 1; give a name "
+     "for every class up to it"),
     ({"extra": True}, None, "returned unknown keys ['labels']"),
 ])
 def test_python_factory_record_errors(factory, kwargs, yaml, message):

@@ -114,3 +114,59 @@ def test_python_factory_bad_return(tmp_path, monkeypatch):
     assert str(e.value) == "data.python: expected a Dataset, a DataLoader or {'train', 'val'[, 'test']} of them, got int"
     with pytest.raises(InputError, match="data.python: cannot import module 'nosuchmod'"):
         load_data(DataConfig(source="python", python="nosuchmod:build"))
+
+
+@pytest.fixture()
+def sparse_labels(tmp_path, monkeypatch):
+    """A factory whose 36 samples hold three classes of a 1000-class set: labels 1, 500, 998."""
+    (tmp_path / "sparse.py").write_text(
+        "import torch\nfrom torch.utils.data import TensorDataset\n"
+        "def build(classes=None):\n"
+        "    x = torch.randn(36, 1, 6, 6, generator=torch.Generator().manual_seed(0))\n"
+        "    ds = TensorDataset(x, torch.tensor([1, 500, 998] * 12))\n"
+        "    if classes:\n"
+        "        ds.classes = [f'c{i}' for i in range(classes)]\n"
+        "    return ds\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "sparse:build"
+    sys.modules.pop("sparse", None)
+
+
+def test_the_class_count_is_stated_or_taken_from_the_teacher(sparse_labels):
+    def count(teacher=None, **kw):
+        d = load_data(DataConfig(source="python", python=sparse_labels, **kw), teacher_classes=teacher)
+        return d.num_classes, d.info.max_label
+
+    assert count() == (999, 998)  # nothing says more: the largest label + 1, as before
+    assert count(teacher=1000) == (1000, 998)  # an ONNX teacher's width
+    assert count(num_classes=1000) == (1000, 998)  # the key
+    assert count(kwargs={"classes": 1000}) == (1000, 998)  # the factory's class names
+    assert count(teacher=1000, num_classes=1200) == (1200, 998)  # stated wins (the teacher check refuses it)
+    with pytest.raises(InputError) as e:
+        count(num_classes=3)
+    assert str(e.value) == ("data.num_classes: the data has label 998, at or above the 3 classes "
+                            "stated; set data.num_classes: 999 or more")
+    with pytest.raises(InputError) as e:
+        count(num_classes=1000, kwargs={"classes": 999})
+    assert str(e.value) == ("data.python: sparse:build returned 999 class names for "
+                            "data.num_classes: 1000")
+
+
+def test_an_unset_class_count_leaves_the_data_dump_as_it_was():
+    """Resume keys hash data.model_dump(): a config without the key hashes as before it existed."""
+    from pydantic import ValidationError
+
+    from compress.common.files import sha256_json
+
+    assert "num_classes" not in DataConfig().model_dump(mode="json")
+    assert DataConfig(num_classes=1000).model_dump(mode="json")["num_classes"] == 1000
+    # every other field is dumped as pydantic dumps it, so the hash is the one before the key
+    plain = DataConfig.model_fields.keys() - {"num_classes"}
+    assert set(DataConfig(image_size=16).model_dump(mode="json")) == plain
+    assert sha256_json(DataConfig(image_size=16).model_dump(mode="json")) == sha256_json(
+        {k: v for k, v in DataConfig(image_size=16, num_classes=5).model_dump(mode="json").items()
+         if k != "num_classes"})
+    with pytest.raises(ValidationError, match="greater than or equal to 2"):
+        DataConfig(num_classes=1)
+    with pytest.raises(ValidationError, match="num_classes: applies to image data"):
+        DataConfig(source="text", num_classes=3)

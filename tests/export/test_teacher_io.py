@@ -69,9 +69,20 @@ def test_mismatches_name_the_key_to_set():
     i, o = ports(_model([helper.make_node("Identity", ["image"], ["probs"])], [img], [out]).graph)
     plan = plan_io(i, o, "classification", ("input",), ("logits",))
     assert plan.changes() == ["input image -> input", "output probs -> logits"]
+    # a pretrained classifier scores more classes than the data holds: fine
+    check_fit(plan, i, o, "classification", DataShape((3, 224, 224), 1000, max_label=998))
+    check_fit(plan, i, o, "classification", DataShape((3, 224, 224), max_label=999))
     with pytest.raises(IOMismatch) as e:
-        check_fit(plan, i, o, "classification", DataShape((3, 224, 224), 10))
-    assert str(e.value) == "teacher.onnx: output 'probs' gives 1000 classes; the data has 10"
+        check_fit(plan, i, o, "classification", DataShape((3, 224, 224), max_label=1000))
+    assert str(e.value) == ("teacher.onnx: output 'probs' gives 1000 classes (ids 0-999); the "
+                            "data has label 1000: relabel the data with the teacher's class ids, "
+                            "or set teacher.outputs: {logits: <the output that scores every "
+                            "class>}")
+    with pytest.raises(IOMismatch) as e:
+        check_fit(plan, i, o, "classification", DataShape((3, 224, 224), 10, max_label=9))
+    assert str(e.value) == ("data.num_classes: 10 classes, but the teacher's output 'probs' gives "
+                            "1000 (the student scores the teacher's classes): set "
+                            "data.num_classes: 1000")
     with pytest.raises(IOMismatch) as e:
         check_fit(plan, i, o, "classification", DataShape((1, 224, 224), 1000, True))
     assert str(e.value) == ("data.channels: the teacher's input 'image' is [1, 3, 224, 224] "
@@ -79,3 +90,27 @@ def test_mismatches_name_the_key_to_set():
     with pytest.raises(IOMismatch) as e:
         plan_io(i, o, "classification", ("input",), ("logits",), given_out={"logits": "scores"})
     assert str(e.value) == "teacher.outputs.logits: the model has no output 'scores' (its outputs: probs)"
+
+
+def test_the_users_names_are_stamped_and_given_back(tmp_path):
+    from compress.export.shipped_names import UserNames, user_names, with_user_names
+
+    img = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3])
+    out = helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 3])
+    # an inner value already called "input" is moved aside, not merged with the renamed input
+    m = _model([helper.make_node("Relu", ["image"], ["input"]),
+                helper.make_node("Neg", ["input"], ["scores"])], [img], [out])
+    i, o = ports(m.graph)
+    plan = plan_io(i, o, "classification", ("input",), ("logits",))
+    apply_plan_(m, plan, ("logits",))
+    onnx.save(m, tmp_path / "teacher.onnx")
+    names = user_names(tmp_path / "teacher.onnx")
+    assert names == UserNames({"input": "image"}, {"logits": "scores"})
+    assert [v.name for v in m.graph.input] == ["input"] and [v.name for v in m.graph.output] == ["logits"]
+    shipped = with_user_names(tmp_path / "teacher.onnx", tmp_path / "shipped.onnx", names)
+    sess = make_session(str(shipped), 1, "disable")
+    assert [x.name for x in sess.get_inputs()] == ["image"]
+    (got,) = sess.run(["scores"], {"image": np.array([[-1.0, 2.0, 0.5]], np.float32)})
+    assert got.tolist() == [[0.0, -2.0, -0.5]]
+    again = with_user_names(shipped, tmp_path / "again.onnx", names)  # nothing left to rename
+    assert [v.name for v in onnx.load(again).graph.input] == ["image"]
