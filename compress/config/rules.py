@@ -55,6 +55,8 @@ def check_stage_order(stages: Stages, fmt: Format) -> None:
     fails here and not mid-run (the engine keeps one invariant check of the same declaration)."""
     for i, (kind, cfg) in enumerate(stages):
         takes = cfg.takes()
+        if kind == "distill" and i > 0:  # an ONNX model past the first stage is the student's
+            takes = ("torch",)
         if fmt not in takes:
             mode = getattr(cfg, "mode", None)
             what = f"quantize mode {mode}" if kind == "quantize" else kind

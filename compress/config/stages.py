@@ -75,6 +75,14 @@ class DistillConfig(StageConfig, TrainConfig, SoftTargets):
         "(TinyBERT-style) between the same layer pairs.",
     )
 
+    def takes(self) -> tuple[Format, ...]:
+        # an ONNX teacher, as the first stage gets it: the student comes from `student:` and
+        # learns from the teacher's outputs in ONNX Runtime (rules.check_stage_order: first only)
+        return ("torch", "onnx")
+
+    def gives(self, given: Format) -> Format:
+        return "torch"
+
 
 # -- prune --------------------------------------------------------------------------------------
 

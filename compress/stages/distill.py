@@ -3,6 +3,8 @@ for classifiers), FitNets hints, and training on an unlabeled transfer set."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from torch import nn
 
 from compress.artifacts import ModelArtifact, StageResult, count_params, save_torch
@@ -18,6 +20,7 @@ from compress.stages.base import Stage, StageContext
 from compress.tasks.base import Task
 from compress.train.checkpoint import TrainingScope
 from compress.train.loop import KD, FitData, FitPlan, FitResult, TrainConfig, fit_
+from compress.train.onnx_teacher import teacher_module
 
 
 def distill(student: nn.Module, teacher: nn.Module, task: Task, data: DataBundle, cfg: DistillConfig,
@@ -40,23 +43,26 @@ class DistillStage(Stage):
     def run(self, model: ModelArtifact, ctx: StageContext) -> StageResult:
         cfg: DistillConfig = self.cfg
         scfg = ctx.student
-        if ctx.teacher is None or ctx.teacher.module is None:
-            raise ConfigError(f"{ctx.where}: needs a teacher model in torch form")
+        teacher, scope = teacher_module(ctx.teacher), ctx.scope
+        if teacher is None:
+            raise ConfigError(f"{ctx.where}: needs a teacher model")
+        if scope is not None and scope.teacher is None and ctx.teacher.module is None:
+            scope = replace(scope, teacher=teacher)  # an ONNX teacher: its file's hash keys the cache
         spec = _student_spec(scfg, ctx)
         info = ctx.data.info
         if scfg.layers is not None:  # copied from the teacher as trained (a fine-tuned head too)
             from compress.models.hf import layer_drop_student
 
-            student = layer_drop_student(ctx.teacher.module, list(scfg.layers), "student.layers")
+            student = layer_drop_student(teacher, list(scfg.layers), "student.layers")
         else:
             student = build_model(spec, info.input_shape[0] if info.input_shape else None,
                                   info.num_classes, "student")
         if scfg.checkpoint:
             load_checkpoint_(student, scfg.checkpoint, "student.checkpoint")
-        _check_hints(cfg, student, ctx.teacher.module, ctx.where)
+        _check_hints(cfg, student, teacher, ctx.where)
         task = _training_task(ctx, cfg, scfg)
-        result = distill(student, ctx.teacher.module, task, ctx.data, cfg, ctx.device, ctx.seed,
-                         ctx.progress, ctx.scope)
+        result = distill(student, teacher, task, ctx.data, cfg, ctx.device, ctx.seed,
+                         ctx.progress, scope)
         student.cpu().eval()
         params, macs = count_params(student), count_macs(student, ctx.example())
         meta = {"params": params, "macs": macs, "stage": ctx.stage_name}

@@ -39,6 +39,7 @@ from compress.train.loop import (
     fit_,
     recalibrate_bn_,
 )
+from compress.train.onnx_teacher import teacher_module
 
 
 @dataclass(kw_only=True)
@@ -242,7 +243,7 @@ class PruneStage(Stage):
         if model.spec is None:
             raise StageError(f"{model.name!r} has no spec to rebuild it from; cannot save pruned widths")
         net = copy.deepcopy(model.module).cpu().eval()  # the input artifact stays unpruned
-        teacher = ctx.teacher.module if ctx.teacher is not None and cfg.recovery == "kd" else None
+        teacher = teacher_module(ctx.teacher) if cfg.recovery == "kd" else None
         rec = Recovery(task=ctx.task, data=ctx.data, teacher=teacher, device=ctx.device,
                        target=ctx.target, seed=ctx.seed, progress=ctx.progress, scope=ctx.scope)
         named = ctx.example()

@@ -46,6 +46,7 @@ from compress.stage_reports import (
 )
 from compress.stages.base import Stage, StageContext
 from compress.train.loop import KD, FitData, FitPlan, TrainConfig, fit_
+from compress.train.onnx_teacher import teacher_module
 
 if TYPE_CHECKING:
     from compress.data.sources import DataBundle
@@ -304,7 +305,7 @@ def _qat(q: QATConfig, model: ModelArtifact, ctx: StageContext, target: Int8Pres
                           f"(this one has {', '.join(example)}); use mode: dynamic or static")
     trace = next(iter(ctx.task.example(ctx.data.calibration(4, seed=ctx.seed), 4).values()))
     prepared = qatq.prepare_qat(copy.deepcopy(model.module).cpu(), trace, scheme, q.fold_bn)
-    teacher = ctx.teacher.module if ctx.teacher is not None else None
+    teacher = teacher_module(ctx.teacher)
     train_cfg = TrainConfig.of(q)
     fit = fit_(prepared, ctx.task, FitData.of(ctx.data),
                FitPlan(train_cfg, ctx.device, ctx.seed, "qat", ctx.progress),

@@ -64,15 +64,15 @@ def test_an_onnx_teacher_is_quantized_benchmarked_and_packaged(tmp_path, trained
     assert (out / "00-teacher" / "model.onnx").read_bytes() == src.read_bytes()
 
 
-def test_an_onnx_teacher_cannot_be_distilled_and_a_bad_file_exits_2(tmp_path):
+def test_an_onnx_teacher_is_distilled_first_only_and_a_bad_file_exits_2(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not onnx")
     cfg = {"version": 1, "name": "x", "teacher": {"onnx": str(bad)},
-           "student": {"arch": "resnet"}, "stages": [{"distill": {}}]}
+           "student": {"arch": "resnet"}, "stages": [{"quantize": {}}, {"distill": {}}]}
     res = CliRunner().invoke(cli, ["validate", str(write_config(tmp_path, cfg))])
     assert res.exit_code == 2
     assert res.stderr.strip().endswith(
-        "stages[0].distill: distill needs a torch model, but the stages before it give an onnx model; "
+        "stages[1].distill: distill needs a torch model, but the stages before it give an onnx model; "
         "put it before export")
     cfg = {"version": 1, "name": "x", "device": "cpu", "data": {"image_size": 8},
            "teacher": {"onnx": str(bad)}, "stages": [{"benchmark": {}}]}
