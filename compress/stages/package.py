@@ -5,6 +5,7 @@ the mobile readiness (NNAPI, CoreML) of every ONNX model of the run, with the co
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from compress.artifacts import ModelArtifact, StageResult
@@ -12,21 +13,28 @@ from compress.bundle import BundleSpec, PackageConfig, package, readiness
 from compress.bundle.mobile import EPS
 from compress.config.preprocess import ImagePreprocess, Preprocess, TextPreprocess
 from compress.errors import InputError
+from compress.export.shipped_names import UserNames, user_names, with_user_names
 from compress.stage_reports import ReadinessReport, ReadinessRow
 from compress.stages.base import Stage, StageContext
 
 BUNDLE = "bundle"
 
 
-def bundle_spec(model: ModelArtifact, ctx: StageContext, cfg: PackageConfig) -> BundleSpec:
-    """Everything the bundle says, taken from the run: data, task, measurements, config hash."""
+def bundle_spec(model: ModelArtifact, ctx: StageContext, cfg: PackageConfig,
+                names: UserNames | None = None) -> BundleSpec:
+    """Everything the bundle says, taken from the run: data, task, measurements, config hash;
+    inputs under the user's ``names`` where the shipped model takes them back."""
     from compress.bundle.manifest import Latency, Quality
     from compress.common.ort import make_session
     from compress.tasks.base import ort_arrays
 
+    names = names or UserNames()
     record, extra = preprocess_record(ctx)
     inputs, targets = ort_arrays(ctx.task, ctx.data.test, make_session(model.path, 1, "basic"),
                                  cfg.eval_samples)
+    inputs = {names.inputs.get(k, k): v for k, v in inputs.items()}
+    if isinstance(record, ImagePreprocess) and record.input in names.inputs:
+        record = record.model_copy(update={"input": names.inputs[record.input]})
     measured = next((m for m in ctx.measurements if m.sha256 == model.sha256), None)
     if measured is not None:
         quality = Quality(metric=measured.metric, value=measured.accuracy, split=measured.split,
@@ -80,6 +88,21 @@ def preprocess_record(ctx: StageContext) -> tuple[Preprocess, dict[str, Path]]:
     return record, {name: tok / name for name in record.tokenizer_files}
 
 
+def shipped_model(model: ModelArtifact, ctx: StageContext, work: Path) -> tuple[Path, UserNames]:
+    """The final model as it ships: with the input and output names of the user's ONNX teacher
+    (stamped there by the teacher I/O adapter), written under ``work``; as it is otherwise. A
+    text model keeps the task's input names, the ones its tokenizer gives."""
+    teacher = ctx.teacher
+    if teacher is None or teacher.format != "onnx" or teacher.path is None:
+        return model.path, UserNames()
+    names = user_names(teacher.path)
+    if not isinstance(ctx.data.info.preprocess, ImagePreprocess):
+        names = UserNames(outputs=names.outputs)
+    if not names:
+        return model.path, names
+    return with_user_names(model.path, work / "model.onnx", names), names
+
+
 class PackageStage(Stage):
     kind = "package"
 
@@ -87,7 +110,10 @@ class PackageStage(Stage):
         cfg: PackageConfig = self.cfg
         others = {m.name: readiness(m.path) for m in ctx.published.values()
                   if m.format == "onnx" and m.sha256 != model.sha256}
-        result = package(model.path, ctx.run_dir / BUNDLE, bundle_spec(model, ctx, cfg), cfg)
+        with tempfile.TemporaryDirectory(prefix="compress-ship-") as work:
+            shipped, names = shipped_model(model, ctx, Path(work))
+            result = package(shipped, ctx.run_dir / BUNDLE, bundle_spec(model, ctx, cfg, names),
+                             cfg)
         ready = {model.name: result.readiness, **others}
         report = ReadinessReport(
             bundle=BUNDLE, model=model.name, files=result.sizes(), fixes=result.manifest["mobile"]["fixes"],
