@@ -101,7 +101,7 @@ def calibrate(model: Path, work: Path, target: float, seconds: float) -> tuple[P
         path = slowed_variant(model, work / f"slow_{units}.onnx", units, dim=UNIT)
         tried[units] = (path, float(np.mean(ratio_in_processes(path, model, 2, seconds))) - 1)
         print(f"  calibrate: {units} units -> {tried[units][1]:+.1%}", flush=True)
-        if abs(tried[units][1] - target) <= 0.01:
+        if abs(tried[units][1] - target) <= 0.005:
             break
         units = max(1, round(units * target / max(tried[units][1], 0.005)))
         if units in tried:

@@ -200,17 +200,28 @@ def _session_var(cis: list[RatioCI], measured: float | None, floor: float) -> fl
     return max(measured ** 2 if measured is not None else 0.0, floor ** 2 + within)
 
 
+def _robust_sd(x: np.ndarray) -> float | None:
+    """1.4826 x the median absolute deviation: the sd of normal data, blind to one wild value."""
+    if x.size < 3:
+        return float(x.std(ddof=1)) if x.size == 2 else None
+    return float(1.4826 * np.median(np.abs(x - np.median(x))))
+
+
 def shift_ci(now: list[list[RatioCI]], base: list[list[RatioCI]], confidence: float = 0.95,
              process_floor: float = PROCESS_SPREAD,
              session_floor: float = SESSION_SPREAD) -> ShiftCI:
     """The model's move against its baseline, with an interval that covers fresh processes.
 
     ``now`` holds this check's sessions and ``base`` the baseline's, each grouped by the process
-    that measured them (a check in its own process is one group). The difference of mean log
-    ratios has variance ``process^2 (1/Q + 1/P) + session_now^2 / k + session_base^2 / N``
-    for Q and P processes, k and N sessions. The process sd is the largest of the baseline's
-    measured one, this check's (when it ran in several processes) and ``process_floor``; a session sd is the one measured between sessions of
-    a process, or ``session_floor`` plus the sessions' own bootstrap variance if that is larger.
+    that measured them (a check in its own process is one group). The move is the difference of
+    the median log ratios: one session stuck in a slow mode (seen on a loaded VM: one pair in
+    four reading 20% off) moves a mean, not a median. Its variance is taken as
+    ``process^2 (1/Q + 1/P) + pi/2 (session_now^2 / k + session_base^2 / N)`` for Q and P
+    processes, k and N sessions (pi/2: a median's variance over a mean's). The process sd is the
+    largest of the baseline's measured one, this check's (when it ran in several processes) and
+    ``process_floor``. A session sd is the one measured between sessions (for a one-process
+    check, robustly: from the median absolute deviation), or ``session_floor`` plus the sessions'
+    own bootstrap variance if that is larger.
     """
     flat_now = [c for g in now for c in g]
     flat = [c for g in base for c in g]
@@ -222,11 +233,14 @@ def shift_ci(now: list[list[RatioCI]], base: list[list[RatioCI]], confidence: fl
     now_process, now_session = spread_of(now)
     r = np.log([c.ratio for c in flat_now])
     b = np.log([c.ratio for c in flat])
+    if q == 1:
+        now_session = _robust_sd(r) or 0.0
     var_now = _session_var(flat_now, now_session if r.size > q else None, session_floor)
     var_base = _session_var(flat, base_session if b.size > processes else None, session_floor)
     process_sd = max(base_process, now_process, process_floor)
-    var = process_sd ** 2 * (1 / q + 1 / processes) + var_now / r.size + var_base / b.size
-    d, half = float(r.mean() - b.mean()), _z(confidence) * float(np.sqrt(var))
+    var = (process_sd ** 2 * (1 / q + 1 / processes)
+           + np.pi / 2 * (var_now / r.size + var_base / b.size))
+    d, half = float(np.median(r) - np.median(b)), _z(confidence) * float(np.sqrt(var))
     return ShiftCI(float(np.exp(d)), float(np.exp(d - half)), float(np.exp(d + half)), confidence,
                    int(r.size), int(b.size), processes, process_sd,
                    float(np.sqrt(var_now)), min(c.rounds for c in flat_now), q)

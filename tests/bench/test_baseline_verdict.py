@@ -105,12 +105,25 @@ def test_a_15_percent_shift_fails_with_its_message(tmp_path):
     assert verdict == SLOWER and ci.low > 1.05
     assert ci.process_sd == PROCESS_SPREAD
     assert check_message(SLOWER, ci, "m.onnx", "b.json", base, 0.05, 12.3, False) == (
-        "slower: m.onnx is 1.148x its baseline b.json relative to the reference workload "
-        "(95% CI 1.092-1.208 over 4 session pairs in 1 process(es) now and 12 in 3 then; "
+        "slower: m.onnx is 1.153x its baseline b.json relative to the reference workload "
+        "(95% CI 1.093-1.216 over 4 session pairs in 1 process(es) now and 12 in 3 then; "
         "spread 2.0% between processes, 2.0% per session; tolerance 5%; 40 rounds in 12.3 s)")
     # the same model, unchanged: not slower
     verdict, ci = judge([pairs(np.random.default_rng(3), 1.0)], base, tolerance=0.10)
     assert verdict == NOT_SLOWER and ci.high < 1.10
+
+
+def test_one_wild_session_pair_moves_neither_verdict(tmp_path):
+    base = baseline(tmp_path, [1.0, 1.01, 0.99])
+    rng = np.random.default_rng(6)
+    # three pairs unchanged, one stuck in a slow mode 30% off: not a regression
+    wild = pairs(rng, 1.0, n=3) + pairs(rng, 1.3, n=1)
+    verdict, ci = judge([wild], base, tolerance=0.05)
+    assert verdict != SLOWER and ci.ratio == pytest.approx(1.0, abs=0.02)
+    # three pairs 15% slower, one whose reference ran slow: still caught
+    wild = pairs(rng, 1.15, n=3) + pairs(rng, 0.9, n=1)
+    verdict, ci = judge([wild], base, tolerance=0.05)
+    assert verdict == SLOWER and ci.ratio == pytest.approx(1.15, abs=0.03)
 
 
 def test_more_processes_now_narrow_the_interval(tmp_path):
