@@ -126,3 +126,23 @@ def test_the_bundle_ships_the_users_names(named_run, runner):
     assert '["image": input]' in readme and '["scores"]' in readme  # the Swift one
     assert "`input`" not in readme and "logits`" not in readme
     assert runner.main([str(bundle), "--eval"]) == 0
+
+
+def test_a_model_without_an_onnx_teacher_ships_as_it_is(tmp_path, models):
+    """A torch teacher (or an ONNX one already under the task's names) stamps nothing: the final
+    model ships with the task's names, as before."""
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from compress.artifacts import ModelArtifact
+    from compress.data.images import digits_record
+    from compress.export.shipped_names import UserNames
+    from compress.stages.package import shipped_model
+
+    final = ModelArtifact.from_onnx("student", models["fp32"])
+    data = SimpleNamespace(info=SimpleNamespace(preprocess=digits_record(32)))
+    for teacher in (ModelArtifact("teacher", "torch", module=nn.Linear(2, 2)),
+                    ModelArtifact.from_onnx("teacher", models["fp32"]), None):
+        ctx = SimpleNamespace(teacher=teacher, data=data)
+        assert shipped_model(final, ctx, tmp_path) == (models["fp32"], UserNames())
