@@ -138,7 +138,7 @@ def test_a_torch_export_named_image_with_external_data_runs_through(tmp_path, tr
     assert models["teacher-int8"]["precision"] == "int8"
     assert models["teacher"]["accuracy"] - models["teacher-int8"]["accuracy"] <= 0.05
     manifest = json.loads((out / "bundle" / "manifest.json").read_text())
-    assert [i["name"] for i in manifest["io"]["inputs"]] == ["input"]
+    assert [i["name"] for i in manifest["io"]["inputs"]] == ["image"]  # the user's name ships
 
 
 def _two_input_onnx(path, names=("a", "b"), shape=(1, 1, 16, 16)):
