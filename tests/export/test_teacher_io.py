@@ -114,3 +114,33 @@ def test_the_users_names_are_stamped_and_given_back(tmp_path):
     assert got.tolist() == [[0.0, -2.0, -0.5]]
     again = with_user_names(shipped, tmp_path / "again.onnx", names)  # nothing left to rename
     assert [v.name for v in onnx.load(again).graph.input] == ["image"]
+
+
+def test_validate_takes_a_wider_classifier_and_refuses_a_count_it_does_not_share(tmp_path):
+    """``compress validate`` on digits (labels 0-9) with a 1000-class ONNX teacher: valid; with
+    ``data.num_classes: 10`` stated, exit 2 naming the file, line and the key's value to set."""
+    import yaml
+    from click.testing import CliRunner
+
+    from compress.cli import cli
+
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 1, 32, 32])
+    y = helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 1000])
+    w = helper.make_tensor("w", TensorProto.FLOAT, [1024, 1000], np.zeros(1024 * 1000, np.float32))
+    m = _model([helper.make_node("Flatten", ["image"], ["flat"]),
+                helper.make_node("MatMul", ["flat", "w"], ["scores"])], [x], [y], [w])
+    onnx.save(m, tmp_path / "wide.onnx")
+
+    def validate(data):
+        cfg = {"version": 1, "name": "wide", "data": data, "teacher": {"onnx": str(tmp_path / "wide.onnx")},
+               "stages": [{"package": {}}]}
+        (tmp_path / "p.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        return CliRunner().invoke(cli, ["validate", str(tmp_path / "p.yaml")])
+
+    res = validate({"source": "digits", "image_size": 32})
+    assert res.exit_code == 0, res.output
+    res = validate({"source": "digits", "image_size": 32, "num_classes": 10})
+    assert res.exit_code == 2
+    assert res.stderr.strip() == (
+        f"error: {tmp_path / 'p.yaml'}:6 data.num_classes: 10 classes, but the teacher's output "
+        "'scores' gives 1000 (the student scores the teacher's classes): set data.num_classes: 1000")
