@@ -79,6 +79,8 @@ def named_run(tmp_path_factory):
            "stages": [{"distill": {"epochs": 1, "lr": 0.01}}, {"export": {}}, {"package": {}}]}
     code, out = run_pipeline(folder, cfg)
     assert code == 0, out
+    again, out = run_pipeline(folder, cfg)  # resumed: the count comes from the teacher again
+    assert again == 0, out
     return folder / "run"
 
 
@@ -93,6 +95,10 @@ def _io(path):
 
 def test_the_student_scores_the_teachers_twenty_classes(named_run):
     from compress.common.ort import make_session
+
+    report = json.loads((named_run / "report.json").read_text())
+    assert [(s["name"], s["status"]) for s in report["stages"]] == [
+        ("teacher", "skipped"), ("distill", "skipped"), ("export", "skipped"), ("package", "skipped")]
 
     # inside the run, every model takes and gives the task's names
     assert _io(named_run / "00-teacher" / "model.onnx")[1][0] == ("logits", [1, 20])
