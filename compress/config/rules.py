@@ -57,6 +57,9 @@ def check_stage_order(stages: Stages, fmt: Format) -> None:
         takes = cfg.takes()
         if kind == "distill" and i > 0:  # an ONNX model past the first stage is the student's
             takes = ("torch",)
+        if kind == "distill" and fmt == "onnx" and getattr(cfg, "hints", None):
+            raise At(("stages", i, kind, "hints"), "hints tap the teacher's inner modules; an ONNX "
+                     "teacher has none (give a torch teacher: arch or python with a checkpoint)")
         if fmt not in takes:
             mode = getattr(cfg, "mode", None)
             what = f"quantize mode {mode}" if kind == "quantize" else kind

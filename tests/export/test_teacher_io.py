@@ -144,3 +144,23 @@ def test_validate_takes_a_wider_classifier_and_refuses_a_count_it_does_not_share
     assert res.stderr.strip() == (
         f"error: {tmp_path / 'p.yaml'}:6 data.num_classes: 10 classes, but the teacher's output "
         "'scores' gives 1000 (the student scores the teacher's classes): set data.num_classes: 1000")
+
+
+def test_hints_need_a_torch_teacher(tmp_path):
+    import yaml
+    from click.testing import CliRunner
+
+    from compress.cli import cli
+
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 32, 32])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1024])
+    onnx.save(_model([helper.make_node("Flatten", ["input"], ["logits"])], [x], [y]), tmp_path / "t.onnx")
+    cfg = {"version": 1, "name": "hints", "teacher": {"onnx": str(tmp_path / "t.onnx")},
+           "student": {"arch": "resnet"},
+           "stages": [{"distill": {"hints": [{"student": "stem", "teacher": "stem"}]}}]}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    res = CliRunner().invoke(cli, ["validate", str(tmp_path / "p.yaml")])
+    assert res.exit_code == 2
+    assert res.stderr.strip() == (
+        f"error: {tmp_path / 'p.yaml'}:9 stages[0].distill.hints: hints tap the teacher's inner "
+        "modules; an ONNX teacher has none (give a torch teacher: arch or python with a checkpoint)")
