@@ -26,18 +26,24 @@ def register(group: click.Group) -> None:
 @click.option("--fail-on-regression", is_flag=True,
               help="Exit 3 when RUN_B's final model is slower or worse than RUN_A's.")
 @click.option("--tolerance", type=click.FloatRange(0, 10), default=0.10, show_default=True,
-              help="Allowed slowdown of the final model's p50 (0.10 = 10%).")
+              help="Allowed slowdown of the final model's p50 relative to the teacher both "
+                   "runs hold (0.10 = 10%); absolute when their teachers differ.")
 @click.option("--quality-tolerance", type=click.FloatRange(0, 1e6), default=0.005,
               show_default=True,
               help="Allowed loss of the final model's headline quality, in its units "
                    "(0.005 = 0.5 points of accuracy).")
 def compare(run_a: Path, run_b: Path, json_out: Path | None, fail_on_regression: bool,
             tolerance: float, quality_tolerance: float) -> None:
-    """Compare the models of RUN_A (reference) and RUN_B (candidate), matched by name."""
-    from compress.report.compare import compare_reports, format_comparison, load_run
+    """Compare the models of RUN_A (reference) and RUN_B (candidate), matched by name.
+
+    Speed is judged as each run's final p50 over its teacher's p50 (measured in one run), B's
+    over A's; the settings that differ (config.resolved.yaml) are listed."""
+    from compress.report.compare import compare_reports, format_comparison, load_run, run_dir_of
+    from compress.report.config_diff import compare_configs
 
     a, b = load_run(run_a), load_run(run_b)
-    result = compare_reports(a, b, tolerance, quality_tolerance)
+    config = compare_configs(run_dir_of(run_a), run_dir_of(run_b))
+    result = compare_reports(a, b, tolerance, quality_tolerance, config)
     click.echo(format_comparison(result, run_a, run_b))
     if json_out is not None:
         from compress.common.files import write_json

@@ -15,6 +15,7 @@ from compress.records import Failure, Machine, ModelMeasurement, RunReport, Stag
 
 MACHINE = Machine(cpu="Intel(R) Xeon(R) Platinum 8480+", flags=["avx2", "avx512f", "avx512_vnni"],
                   cores=2, os="Linux-6.1-x86_64-with-glibc2.36")
+MOBILE = Path(__file__).resolve().parents[2] / "pipelines" / "mobile.yaml"
 VERSIONS = {"python": "3.11.2", "torch": "2.13.0+cpu", "onnxruntime": "1.32.0"}
 # name, stage, precision, bytes, params, macs, accuracy, p50 ms
 MODELS = [("teacher", "teacher", "fp32", 2_723_000, 696_042, 105_760_000, 0.9972, 0.83),
@@ -82,9 +83,19 @@ def failed_report() -> RunReport:
                      failure=Failure(reason="error", message=st[2].error))
 
 
-def save_run(run_dir: Path, report: RunReport) -> Path:
+def save_run(run_dir: Path, report: RunReport, overrides: tuple[str, ...] | None = ()) -> Path:
+    """The run directory of ``report``: report.json, and config.resolved.yaml as the engine
+    writes it (pipelines/mobile.yaml with ``overrides`` applied; None writes none)."""
+    import yaml
+
+    from compress.common.files import write_text
+    from compress.config.pipeline import load_config
+
     run_dir.mkdir(parents=True, exist_ok=True)
     report.dump(run_dir / "report.json")
+    if overrides is not None:
+        _, raw = load_config(MOBILE, overrides)
+        write_text(run_dir / "config.resolved.yaml", yaml.safe_dump(raw, sort_keys=False))
     return run_dir
 
 

@@ -1,0 +1,85 @@
+"""Which settings differ between two runs: each run directory's ``config.resolved.yaml`` (the
+YAML as the run applied it, ``--set`` overrides included) flattened to dotted YAML paths
+(``stages[1].prune.macs``) and compared key by key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from compress.errors import InputError
+
+RESOLVED = "config.resolved.yaml"
+ABSENT = "(absent)"
+
+
+@dataclass(frozen=True)
+class KeyDiff:
+    """One setting whose value differs between run A and run B (``ABSENT`` where a run lacks it)."""
+
+    key: str
+    a: str
+    b: str
+
+    def line(self) -> str:
+        return f"{self.key}: {self.a} -> {self.b}"
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"stages": [{"prune": {"macs": 0.35}}]}`` -> ``{"stages[0].prune.macs": 0.35}``; an empty
+    mapping or list is a value of its own."""
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    if isinstance(value, list) and value:
+        out = {}
+        for i, v in enumerate(value):
+            out.update(flatten(v, f"{prefix}[{i}]"))
+        return out
+    return {prefix: value}
+
+
+def read_resolved(run_dir: Path) -> dict[str, Any] | None:
+    """The flattened resolved config of a run, None when the run wrote none; InputError when the
+    file is not a YAML mapping."""
+    import yaml
+
+    path = Path(run_dir) / RESOLVED
+    if not path.is_file():
+        return None
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise InputError(f"{path}: not valid YAML ({where}{getattr(err, 'problem', err)})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a YAML mapping, got {type(data).__name__}")
+    return flatten(data)
+
+
+def _text(v: Any) -> str:
+    import json
+
+    return v if isinstance(v, str) else json.dumps(v)
+
+
+def config_differences(a: dict[str, Any], b: dict[str, Any]) -> list[KeyDiff]:
+    """The keys whose values differ, in run A's order, then keys only run B has."""
+    keys = list(a) + [k for k in b if k not in a]
+    return [KeyDiff(k, _text(a[k]) if k in a else ABSENT, _text(b[k]) if k in b else ABSENT)
+            for k in keys if (k in a) != (k in b) or a.get(k) != b.get(k)]
+
+
+def compare_configs(dir_a: Path, dir_b: Path) -> tuple[list[KeyDiff], str | None]:
+    """``(differing keys, note)``: the note says why the settings were not compared (a run
+    without ``config.resolved.yaml``), else None."""
+    ca, cb = read_resolved(dir_a), read_resolved(dir_b)
+    missing = [n for n, c in (("A", ca), ("B", cb)) if c is None]
+    if missing:
+        return [], (f"run {' and '.join(missing)} has no {RESOLVED}: "
+                    "the settings were not compared")
+    return config_differences(ca, cb), None
