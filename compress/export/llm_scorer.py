@@ -8,7 +8,7 @@ Public API::
     export_prompt_scorer(model, verbaliser_ids, path, example_ids) -> Path
     scorer_parity(path, model, verbaliser_ids, rows) -> float   # max |ORT - torch|, batch 1 each
     check_scorer_parity(path, model, verbaliser_ids, rows, atol=1e-4) -> float  # raises past atol
-    quantize_scorer_int8(src, dst, mode="weight-only"|"dynamic") -> Path  # the LLM's own int8
+    quantize_scorer_int8(src, dst, mode="dynamic"|"weight-only") -> Path  # the LLM's own int8
     ort_scores(path_or_session, rows) -> np.ndarray  # [n, L], one row at a time
 
 The graph takes right-padded rows (``attention_mask`` 1 on real tokens): the sequence axis is
@@ -103,17 +103,19 @@ def check_scorer_parity(path: str | Path, model: nn.Module,
     return diff
 
 
-def quantize_scorer_int8(src: str | Path, dst: str | Path, mode: str = "weight-only",
+def quantize_scorer_int8(src: str | Path, dst: str | Path, mode: str = "dynamic",
                          block_size: int = 32) -> Path:
     """An int8 copy of the scorer, written atomically: what a user who ships the LLM itself
     would ship.
 
-    ``mode="weight-only"``: ORT's ``MatMulNBits`` with 8-bit weights in blocks of ``block_size``
-    (symmetric, ``accuracy_level`` 4: int8 kernels on VNNI CPUs). ``mode="dynamic"``:
-    ``quantize_dynamic``, int8 weights and activations quantised per tensor on each call. On
-    SmolLM2 the dynamic copy flipped many answers (its per-tensor activation scale meets an
-    LLM's outlier channels) where the weight-only one agreed with fp32 on 98% of the snippets
-    (benchmarks/llm_zero_shot.py).
+    ``mode="dynamic"``: ``quantize_dynamic``, int8 weights and activations quantised per tensor
+    on each call. ``mode="weight-only"``: ORT's ``MatMulNBits`` with 8-bit weights in blocks of
+    ``block_size`` (symmetric, ``accuracy_level`` 4: int8 kernels on VNNI CPUs).
+
+    Neither wins on SmolLM2 (benchmarks/llm_zero_shot.py, 300 snippets, AMD EPYC with AVX2 and
+    no VNNI, 1 thread, 71-token prompt): dynamic is 1.7x faster than fp32 but agrees with it on
+    only 53% of the calibrated answers (its per-tensor activation scale meets an LLM's outlier
+    channels); weight-only agrees on 98% but ran 1.5x slower than fp32 there.
     """
     from compress.common.files import atomic_write
 
@@ -139,13 +141,30 @@ def quantize_scorer_int8(src: str | Path, dst: str | Path, mode: str = "weight-o
 
 def _weight_only_int8(src: str | Path, dst: Path, block_size: int) -> None:
     import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import (
-        DefaultWeightOnlyQuantConfig,
-        MatMulNBitsQuantizer,
-    )
 
-    config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True,
-                                          accuracy_level=4, bits=8)
-    quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), algo_config=config)
-    quantizer.process()
+    nbits = _import_quietly("onnxruntime.quantization.matmul_nbits_quantizer")
+    config = nbits.DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True,
+                                                accuracy_level=4, bits=8)
+    quantizer = nbits.MatMulNBitsQuantizer(onnx.load(str(src)), algo_config=config)
+    log = logging.getLogger(nbits.__name__)
+    level = log.level
+    log.setLevel(logging.WARNING)  # it logs a line per node it skips
+    try:
+        quantizer.process()
+    finally:
+        log.setLevel(level)
     quantizer.model.save_model_to_file(str(dst), False)
+
+
+def _import_quietly(name: str):
+    """Import ``name`` and undo the ``logging.basicConfig`` it runs on import (a root handler at
+    INFO would print every later log line of the process)."""
+    import importlib
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    module = importlib.import_module(name)
+    for h in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(h)
+    root.setLevel(level)
+    return module
