@@ -3,7 +3,7 @@ stage's ``measurements`` in stage.json."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field
 
@@ -17,6 +17,8 @@ class ModelMeasurement(Record):
     embeddings); ``quality`` holds every metric of the task; ``split`` names the data split they
     were measured on (``test``, never the one that chose epochs or thresholds).
     """
+
+    omit_none: ClassVar[tuple[str, ...]] = ("quality_samples",)
 
     name: str
     stage: str
@@ -44,6 +46,7 @@ class ModelMeasurement(Record):
     speedup_vs_teacher: float | None = None
     latency_by_length: dict[str, dict[str, float]] | None = None  # sequence models: p50 etc. per length
     eval_sets: dict[str, dict[str, float]] | None = None  # quality on data.eval_sets, by name
+    quality_samples: int | None = None  # how many samples of `split` the quality was measured on
     clock: str | None = None  # latency clock: "cpu" (calling thread's CPU time, 1 thread) or "wall"
 
     @property

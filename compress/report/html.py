@@ -14,6 +14,7 @@ from typing import Any
 from compress.records import ModelMeasurement, RunReport
 from compress.records.stage_reports import PruneReport, QuantizeReport, ReadinessReport, Unread
 from compress.report import plots
+from compress.report.facts import runs_text, samples_text, ship, tokens_text
 from compress.report.formats import (
     fmt_delta,
     fmt_ms,
@@ -97,7 +98,8 @@ def models_section(report: RunReport) -> str:
             '<th class="l" rowspan="2">stage</th><th rowspan="2">precision</th>'
             '<th rowspan="2">params</th><th rowspan="2">MACs</th><th rowspan="2">size</th>'
             f'<th rowspan="2">{e(one_metric or "quality")}</th><th class="l" rowspan="2">split</th>'
-            '<th rowspan="2">p50 ms</th><th rowspan="2">p90 ms</th>'
+            f'<th rowspan="2">p50 ms{e(tokens_text(models))}</th><th rowspan="2">p90 ms</th>'
+            '<th rowspan="2">runs</th>'
             '<th colspan="3">vs teacher</th><th colspan="3">vs previous model</th></tr><tr>'
             + "<th>quality</th><th>latency</th><th>size</th>" * 2 + "</tr></thead><tbody>")
     rows = []
@@ -108,7 +110,8 @@ def models_section(report: RunReport) -> str:
                  f"<td>{e(fmt_quality(m.metric, m.accuracy))}"
                  + ("" if one_metric else f'<br><span class="muted">{e(m.metric)}</span>') + "</td>",
                  f'<td class="l">{e(m.split)}</td>',
-                 f"<td>{fmt_ms(m.p50)}</td>", f"<td>{fmt_ms(m.p90)}</td>"]
+                 f"<td>{fmt_ms(m.p50)}</td>", f"<td>{fmt_ms(m.p90)}</td>",
+                 f"<td>{m.runs:,}</td>"]
         for ref in (teacher, models[i - 1] if i else None):
             self_ref = ref is None or ref is m
             cells += [f"<td>{quality_delta(m, ref)}</td>",
@@ -118,7 +121,9 @@ def models_section(report: RunReport) -> str:
         rows.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
     m0 = models[0]
     note = (f"Latency: ONNX Runtime, {e(m0.threads)} thread(s), graph optimization "
-            f"{e(m0.opt_level)}, {e(m0.runs)} runs. Ratios are model / "
+            f"{e(m0.opt_level)}, {e(runs_text(models))} (timed in interleaved blocks of about "
+            "equal time, so a faster model runs more calls). Quality on "
+            f"{e(samples_text(models))}. Ratios are model / "
             "reference: below 1 is faster or smaller. Quality deltas in percentage points (pp) for "
             "accuracy-like metrics. The final model's row is highlighted.")
     return ("<h2>Models</h2>" + head + "".join(rows) + "</tbody></table>"
@@ -302,6 +307,11 @@ def header_section(report: RunReport) -> str:
     if failure and failure.message and failure.reason != "error":  # a gate or an interrupt
         errors.insert(0, f"{failure.reason}: {failure.message}")
     box = "".join(f'<div class="error">{e(x)}</div>' for x in errors)
+    shipped = ship(report)
+    if shipped is not None:
+        text = e(shipped.text(code="\0")).split("\0")  # paths in <code>, the rest as text
+        body = "".join(f"<code>{t}</code>" if i % 2 else t for i, t in enumerate(text))
+        box = f'<p id="ship">{"<b>" + body + "</b>" if not shipped.failed else body}</p>' + box
     if report.status == "failed" and not errors:
         box = '<div class="error">The run failed before any stage reported an error.</div>'
     return (f"<h1>compress run: {e(report.pipeline)}</h1>"

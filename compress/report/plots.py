@@ -85,6 +85,17 @@ def pareto_front(points: list[tuple[float, float]], higher_is_better: bool = Tru
     return front
 
 
+def pareto_labels(models: list[ModelMeasurement]) -> tuple[str, str]:
+    """The axis labels of the quality-vs-latency plot, with the counts each point stands on."""
+    from compress.report.facts import runs_range, samples_text, tokens_text
+
+    m0 = models[0]
+    xlabel = (f"latency p50{tokens_text(models)} (ms, log scale; {runs_range(models)})")
+    ylabel = (f"{m0.metric} ({samples_text(models)})"
+              + (" - higher is better" if m0.higher_is_better else " - lower is better"))
+    return xlabel, ylabel
+
+
 def pareto_plot(models: list[ModelMeasurement], path: Path, final: str | None = None) -> Path | None:
     """Quality (y) against p50 latency (x, log scale); marker area by file size; front drawn;
     the run's final model ringed and labelled."""
@@ -111,12 +122,10 @@ def pareto_plot(models: list[ModelMeasurement], path: Path, final: str | None = 
     ax.step(fx, fy, where="post", color="grey", linestyle="--", linewidth=1,
             label="Pareto front", zorder=2)
     _plain_log_x(ax)
-    metric = pts[0][0].metric
-    _percent_y(ax, metric)
-    split = pts[0][0].split
-    ax.set_xlabel("latency p50 (ms, log scale)")
-    ax.set_ylabel(f"{metric}" + (f" ({split} split)" if split else "")
-                  + (" - higher is better" if higher else " - lower is better"))
+    _percent_y(ax, pts[0][0].metric)
+    xlabel, ylabel = pareto_labels([m for m, _ in pts])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title("Quality vs latency (marker area ~ file size)")
     ax.grid(True, which="both", alpha=0.3)
     ax.margins(x=0.25, y=0.15)
@@ -206,6 +215,13 @@ def load_samples(run_dir: Path, rel: str | None) -> Any:
     return arr if arr.size else None
 
 
+def latency_xlabel(models: list[ModelMeasurement]) -> str:
+    """The latency plot's x label (a sequence model's token count included)."""
+    from compress.report.facts import tokens_text
+
+    return f"latency per run{tokens_text(models)} (ms, log scale); whiskers p1-p99"
+
+
 def latency_plot(models: list[ModelMeasurement], run_dir: Path, path: Path) -> Path | None:
     """Box plots of each model's raw per-run latencies; models without samples are skipped."""
     data = [(m.name, s) for m in models if (s := load_samples(run_dir, m.samples)) is not None]
@@ -214,11 +230,11 @@ def latency_plot(models: list[ModelMeasurement], run_dir: Path, path: Path) -> P
     fig, (ax,) = _figure(7.5, 0.9 + 0.5 * len(data))
     ax.boxplot([s for _, s in data], orientation="horizontal", whis=(1, 99), showfliers=True,
                flierprops={"markersize": 2, "alpha": 0.4})
-    ax.set_yticks(range(1, len(data) + 1), [f"{n} (n={len(s)})" for n, s in data], fontsize=8)
+    ax.set_yticks(range(1, len(data) + 1), [f"{n} (n={len(s):,})" for n, s in data], fontsize=8)
     ax.invert_yaxis()  # first model (the teacher) on top, as in the table
     _plain_log_x(ax)
-    ax.set_xlabel("latency per run (ms, log scale); whiskers p1-p99")
-    ax.set_title("Latency distribution")
+    ax.set_xlabel(latency_xlabel([m for m in models if m.name in dict(data)]))
+    ax.set_title("Latency distribution (n: timed runs of each model)")
     ax.grid(True, axis="x", which="both", alpha=0.3)
     return _save(fig, path)
 

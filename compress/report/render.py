@@ -16,6 +16,7 @@ from compress.records.stage_reports import (
     TeacherReport,
     Unread,
 )
+from compress.report.facts import runs_text, samples_text, ship, tokens_text
 from compress.report.formats import fmt_quality, human
 
 
@@ -24,12 +25,14 @@ def _quality(m: ModelMeasurement) -> str:
 
 
 def models_table(models: list[ModelMeasurement]) -> str:
+    """One row per model; the p50 header says the token count of a sequence model's p50, the
+    runs column how many timed runs its p50 and p90 stand on."""
     metric = models[0].metric if models else "accuracy"
     split = models[0].split if models else "test"
     rows = [
-        f"| model | stage | precision | params | MACs | size | {metric} (ORT, {split}) | p50 ms | p90 ms "
-        "| speedup vs teacher |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| model | stage | precision | params | MACs | size | {metric} (ORT, {split}) "
+        f"| p50 ms{tokens_text(models)} | p90 ms | runs | speedup vs teacher |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in models:
         speed = m.speedup_vs_teacher
@@ -37,7 +40,7 @@ def models_table(models: list[ModelMeasurement]) -> str:
         rows.append(
             f"| {m.name} | {m.stage} | {m.precision} | {human(m.params)} "
             f"| {human(m.macs)} | {human(m.bytes, 'B')} | {_quality(m)} "
-            f"| {m.p50:.4f} | {p90:.4f} "
+            f"| {m.p50:.4f} | {p90:.4f} | {m.runs:,} "
             f"| {'-' if speed is None else f'{speed:.2f}x'} |"
         )
     return "\n".join(rows)
@@ -94,10 +97,14 @@ def render_markdown(report: RunReport) -> str:
     why = f" ({failure.reason}: {failure.message})" if failure and failure.message else ""
     lines += [f"Status: **{report.status}**{why}. Device: {report.device}. "
               f"Final model: **{report.final_label}**.", ""]
+    shipped = ship(report)
+    if shipped is not None:
+        lines += [f"**{shipped.text()}**" if not shipped.failed else shipped.text(), ""]
     if report.models:
         m0 = report.models[0]
         lines += [f"## Models (ONNX Runtime CPU, {m0.threads} thread(s), batch as exported; "
-                  f"quality on the {m0.split} split)", "",
+                  f"quality on {samples_text(report.models)}; latency over "
+                  f"{runs_text(report.models)})", "",
                   models_table(report.models), ""]
     lines += ["## Stages", "", "| stage | status | seconds | notes |", "|---|---|---|---|"]
     for s in report.stages:

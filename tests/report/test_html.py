@@ -90,21 +90,27 @@ def test_self_contained_page_with_all_sections(full):
 
 
 def test_one_row_per_model_with_deltas(full):
-    report, _, page, _ = full
+    report, _, page, text = full
     rows = data_rows(page, "models")
     assert [r[0] for r in rows] == [m.name for m in report.models]
-    # columns: model stage precision params MACs size quality split p50 p90 | vs teacher
+    # columns: model stage precision params MACs size quality split p50 p90 runs | vs teacher
     # (quality, latency, size) | vs previous (quality, latency, size)
     teacher, student, pruned, int8 = rows
     assert page.tables["models"][0][6] == "th:accuracy"  # one metric for all: named in the header
-    assert teacher[6:10] == ["99.72%", "test", "0.830", "0.871"]
-    assert teacher[10:] == ["-"] * 6
+    assert page.tables["models"][0][8:11] == ["th:p50 ms", "th:p90 ms", "th:runs"]  # no tokens
+    assert teacher[6:11] == ["99.72%", "test", "0.830", "0.871", "200"]
+    assert [r[10] for r in rows] == ["200", "2,760", "3,680", "5,360"]  # as the benchmark timed
+    assert teacher[11:] == ["-"] * 6
     # 0.060 / 0.83 ms and 82k / 2.723M bytes; the previous model is the teacher
-    assert student[10:13] == ["-2.22 pp", "0.0723x13.8x faster", "0.0301x"]
-    assert student[13:] == student[10:13]
-    assert pruned[13:] == ["-0.56 pp", "0.75x1.33x faster", "0.585x"]  # 0.045 / 0.060, 48k / 82k
-    assert int8[10:] == ["-3.05 pp", "0.0373x26.8x faster", "0.00771x",
+    assert student[11:14] == ["-2.22 pp", "0.0723x13.8x faster", "0.0301x"]
+    assert student[14:] == student[11:14]
+    assert pruned[14:] == ["-0.56 pp", "0.75x1.33x faster", "0.585x"]  # 0.045 / 0.060, 48k / 82k
+    assert int8[11:] == ["-3.05 pp", "0.0373x26.8x faster", "0.00771x",
                          "-0.27 pp", "0.689x1.45x faster", "0.438x"]
+    # the caption states the counts the table and the plots stand on, not the teacher's alone
+    assert ("graph optimization all, timed runs per model: teacher 200, student 2,760, "
+            "student-pruned 3,680, student-int8 5,360 (timed in interleaved blocks of about equal "
+            "time, so a faster model runs more calls). Quality on 360 test samples.") in text
 
 
 def test_tables_of_prune_quantize_readiness(full):
