@@ -83,7 +83,7 @@ class LLMRunner:
         feeds = {"input_ids": ids, "attention_mask": np.ones((1, p + n), np.int64)}
         if self.kv["position_ids"]:
             feeds["position_ids"] = np.arange(p, p + n, dtype=np.int64)[None]
-        feeds.update(zip(self.past_names, past))
+        feeds.update(zip(self.past_names, past, strict=True))
         out = self.sess.run(None, feeds)
         return out[0][0, -1], out[1:]
 

@@ -172,7 +172,7 @@ def greedy_onnx(path_or_session, layout: KVCacheLayout, prompt_ids: Sequence[int
         p, n = past[0].shape[2], cur.shape[1]
         feeds = {"input_ids": cur, "attention_mask": np.ones((1, p + n), np.int64),
                  "position_ids": np.arange(p, p + n, dtype=np.int64)[None]}
-        feeds.update(zip(layout.past_names, past))
+        feeds.update(zip(layout.past_names, past, strict=True))
         out = sess.run(None, feeds)
         logits.append(out[0][0, -1])
         tokens.append(int(out[0][0, -1].argmax()))

@@ -12,15 +12,18 @@ from compress.errors import InputError
 from compress.models.layer_depth import angular_distances, keep_layers, least_important
 from tests._tiny_llama import tiny_llama
 
+
 def _hand(h_in: np.ndarray, h_out: np.ndarray) -> float:
     cos = (h_in * h_out).sum(-1) / np.linalg.norm(h_in, axis=-1) / np.linalg.norm(h_out, axis=-1)
     return float(np.mean(np.arccos(np.clip(cos, -1, 1)) / math.pi))
+
 
 def _identity_(layer) -> None:
     # a block whose attention and MLP write nothing leaves the residual stream unchanged
     with torch.no_grad():
         layer.self_attn.o_proj.weight.zero_()
         layer.mlp.down_proj.weight.zero_()
+
 
 def test_distances_match_hand_computation():
     model = tiny_llama(layers=4, init=0.3)
@@ -37,6 +40,7 @@ def test_distances_match_hand_computation():
     assert all(0 < d < 1 for d in (got[0], got[1], got[3]))
     assert least_important(got, 2)[0] == 2
 
+
 def test_padding_is_not_counted():
     model = tiny_llama(layers=2, init=0.3)
     ids = torch.tensor([[5, 6, 7, 8]])
@@ -45,8 +49,8 @@ def test_padding_is_not_counted():
     mask = torch.tensor([[1, 1, 1, 1, 0, 0]])
     assert angular_distances(model, padded, mask) == pytest.approx(alone, abs=1e-6)
 
-def test_keep_layers_matches_a_model_built_with_those_blocks():
 
+def test_keep_layers_matches_a_model_built_with_those_blocks():
     model = tiny_llama(layers=4, init=0.5)
     student = keep_layers(model, [3, 0])
     assert student.config.num_hidden_layers == 2 and model.config.num_hidden_layers == 4
@@ -70,6 +74,7 @@ def test_keep_layers_matches_a_model_built_with_those_blocks():
             nxt = student(seq).logits[0, -1].argmax()
         seq = torch.cat([seq, nxt.view(1, 1)], 1)
     assert out.tolist() == seq.tolist()
+
 
 def test_layer_out_of_range_is_one_line():
     model = tiny_llama(layers=3)
