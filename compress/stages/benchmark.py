@@ -15,7 +15,7 @@ from pathlib import Path
 
 from compress.artifacts import ModelArtifact, StageResult
 from compress.bench.latency import pick_clock
-from compress.bench.measure import benchmark_models
+from compress.bench.measure import benchmark_models, quality_count
 from compress.common.console import current
 from compress.config.stages import BenchmarkConfig, ExportConfig
 from compress.errors import StageError
@@ -60,9 +60,12 @@ class BenchmarkStage(Stage):
             raise StageError("no ONNX model to benchmark: put an export stage before benchmark")
         models, exported = _with_torch_exports(models, ctx)
         median = ctx.data.info.preprocessing.get("median_tokens")
+        # the count that benchmark.max_samples leaves, as the quality takes it (it said the split's)
+        counted, total = quality_count(ctx.data.test, cfg.max_samples), len(ctx.data.test)
         current().info(f"[{ctx.stage_name}] timing {len(models)} models interleaved "
-                       f"({ctx.target.runs} runs each, {pick_clock('auto', ctx.target.threads)} "
-                       f"clock), then their quality on {len(ctx.data.test)} test samples")
+                       f"(at least {ctx.target.runs} runs each, "
+                       f"{pick_clock('auto', ctx.target.threads)} clock), then their quality on "
+                       f"{counted}{f' of {total}' if counted < total else ''} test samples")
         found = benchmark_models(models, ctx.task, ctx.data.test, cfg, ctx.target, ctx.stage_dir,
                                  ctx.run_dir, median, ctx.data.extra, ctx.data.probe)
         for m in found:  # relative to the run dir, where the stage folder lands on success
