@@ -73,3 +73,48 @@ def test_the_count_logged_is_the_count_measured(data, models, tmp_path, max_samp
     assert [m.runs for m in found] == plotted and plotted[0] == 20 and plotted[1] >= 20
     assert runs_text(found) == (f"timed runs per model: teacher 20, student {plotted[1]:,}"
                                 if plotted[1] > 20 else "20 timed runs each")
+
+
+def sequence_scorer(path, seq: int | str) -> None:
+    """A two-class scorer of token ids (logits = sum of ids times [1, -1]), its sequence axis
+    dynamic (``"seq"``) or fixed to ``seq`` tokens, as an export of either kind names it."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", seq])
+    mask = helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", seq])
+    out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])
+    nodes = [helper.make_node("Mul", ["input_ids", "attention_mask"], ["kept"]),
+             helper.make_node("Cast", ["kept"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("ReduceSum", ["f", "axes"], ["s"], keepdims=1),
+             helper.make_node("MatMul", ["s", "w"], ["logits"])]
+    inits = [helper.make_tensor("axes", TensorProto.INT64, [1], [1]),
+             helper.make_tensor("w", TensorProto.FLOAT, [1, 2], [1.0, -1.0])]
+    graph = helper.make_graph(nodes, "scorer", [ids, mask], [out], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def test_a_sequence_models_latency_is_keyed_by_the_length_it_was_timed_at(tmp_path):
+    """seq_lens [32, 8]: the dynamic model is timed at 32 then 8 tokens; the one exported with a
+    fixed 16 runs at 16 whatever was asked, and says so (it said seq32 and seq8)."""
+    from compress.bench.measure import benchmark_models
+    from compress.config.stages import TargetConfig
+    from compress.report.facts import p50_tokens
+    from compress.tasks.sequence_classification import SequenceClassificationTask
+
+    items = [({"input_ids": torch.arange(1, n + 1), "attention_mask": torch.ones(n, dtype=torch.long)},
+              i % 2) for i, n in enumerate((5, 9, 12, 7))]
+    arts = []
+    for name, seq in (("teacher", "seq"), ("student", 16)):
+        path = tmp_path / f"{name}.onnx"
+        sequence_scorer(path, seq)
+        arts.append(ModelArtifact.from_onnx(name, path, stage=name))
+    target = TargetConfig(threads=1, opt_level="all", runs=20, warmup=2)
+    found = benchmark_models(arts, SequenceClassificationTask(), items,
+                             BenchmarkConfig(seq_lens=[32, 8]), target, tmp_path, tmp_path)
+    teacher, student = found
+    assert list(teacher.latency_by_length) == ["seq32", "seq8"]
+    assert list(student.latency_by_length) == ["seq16"]
+    assert teacher.latency_by_length["seq32"] == teacher.latency_ms
+    assert (p50_tokens(teacher), p50_tokens(student)) == (32, 16)
+    assert [m.quality_samples for m in found] == [4, 4]
