@@ -28,6 +28,15 @@ def _g(v: Any, digits: int = 4) -> str:
     return "-" if x is None else f"{x:.{digits}g}"
 
 
+def search_labels(s: SearchRecord, plotted: list[TrialRecord], metric: str) -> tuple[str, str, str]:
+    """The search plot's title and axis labels, with the number of trials it draws."""
+    feasible = sum(t.feasible for t in plotted)
+    title = (f"{len(plotted)} of {len(s.trials)} trials trained and measured "
+             f"({feasible} feasible)")
+    xlabel = "p50 ms on the target (each trial's own run)" if s.objective == "latency" else "bytes"
+    return title, xlabel, f"{metric} ({s.split} split)"
+
+
 def search_plot(s: SearchRecord, path: Path, metric: str = "accuracy") -> Path | None:
     """The trials as points: x the objective (log), y the validation quality."""
     def x(t: TrialRecord) -> float | None:  # the trial's own figure, as it was measured
@@ -67,8 +76,10 @@ def search_plot(s: SearchRecord, path: Path, metric: str = "accuracy") -> Path |
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
-    ax.set_xlabel("p50 ms on the target" if s.objective == "latency" else "bytes")
-    ax.set_ylabel(f"{metric} (validation)")
+    title, xlabel, ylabel = search_labels(s, done, metric)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     if "accuracy" in metric:
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v * 100:.4g}%"))
     ax.grid(alpha=0.3)

@@ -10,11 +10,12 @@ from pathlib import Path
 from conftest import build_report
 from test_html import data_rows, parse
 
-from compress.records import Failure, RunReport
+from compress.records import Bounds, Counts, Failure, RunReport, SearchRecord, TrialRecord
 from compress.report.facts import p50_tokens, ship
 from compress.report.html import write_html
 from compress.report.plots import latency_xlabel, pareto_labels
 from compress.report.render import render_markdown
+from compress.report.search import search_labels, search_plot
 
 SHIP = ("Ship: `quantize/model.onnx` (student-int8, the final model), packaged in `bundle/` "
         "(`bundle/model.onnx`).")
@@ -97,3 +98,32 @@ def test_sequence_models_say_at_how_many_tokens_the_p50_was_measured(run_dir):
     assert p50_tokens(build_report(run_dir).models[0]) is None  # an image model has no tokens
     assert json.loads(m.model_dump_json())["latency_by_length"]["seq23"]["p50"] == 0.249
     assert data_rows(page, "models")[0][8] == "0.830"
+
+
+def trial(number: int, state: str, feasible: bool, val: float | None, p50: float | None
+          ) -> TrialRecord:
+    return TrialRecord(
+        number=number, params={"student.kwargs.width": 4 * (number + 1)},
+        overrides=[f"student.kwargs.width={4 * (number + 1)}"], state=state, val_quality=val,
+        teacher_val_quality=0.99, val_nll=None, p50_ms=p50, bytes=20_000 if p50 else None,
+        speedup_vs_teacher=None, params_count=None, precision="fp32", seconds=30.0,
+        feasible=feasible, constraints=None, probe=None, stopped=None,
+        error=None if state == "complete" else "stage 01-distill: out of memory", retry_of=None,
+        worker=None, run=f"search/trial-{number:04d}", stages_run=None)
+
+
+def test_the_search_plot_says_how_many_trials_it_draws(tmp_path):
+    trials = [trial(0, "complete", True, 0.985, 0.05), trial(1, "complete", False, 0.95, 0.03),
+              trial(2, "fail", False, None, None)]
+    s = SearchRecord(study="s", objective="latency", sampler="tpe",
+                     constraints=Bounds(max_accuracy_drop=0.01), split="val",
+                     teacher_val_quality=0.99,
+                     counts=Counts(target=3, trials=3, complete=2, feasible=1, stopped_untrained=0,
+                                   stopped_early=0, stopped_at_epochs=[], stopped_by_check=0,
+                                   failed=1),
+                     trials=trials, pareto=[1, 0], tie=0.0, chosen=0)
+    plotted = [t for t in trials if t.state == "complete"]
+    assert search_labels(s, plotted, "accuracy") == (
+        "2 of 3 trials trained and measured (1 feasible)",
+        "p50 ms on the target (each trial's own run)", "accuracy (val split)")
+    assert search_plot(s, tmp_path / "search.png").read_bytes()[:4] == b"\x89PNG"
