@@ -247,8 +247,8 @@ def _config_lines(result: dict) -> list[str]:
     diffs = result["config_differences"]
     if not diffs:
         return [f"settings: the same ({RESOLVED})"]
-    return ([f"settings: {len(diffs)} key{'s' if len(diffs) > 1 else ''} differ ({RESOLVED}, "
-             "A -> B):"] + [f"  {d['key']}: {d['a']} -> {d['b']}" for d in diffs])
+    return ([f"settings: {len(diffs)} key{'s differ' if len(diffs) > 1 else ' differs'} "
+             f"({RESOLVED}, A -> B):"] + [f"  {d['key']}: {d['a']} -> {d['b']}" for d in diffs])
 
 
 def _ms(v: float | None) -> str:

@@ -43,8 +43,8 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def read_resolved(run_dir: Path) -> dict[str, Any] | None:
-    """The flattened resolved config of a run, None when the run wrote none; InputError when the
-    file is not a YAML mapping."""
+    """The resolved config of a run, None when the run wrote none; InputError when the file is
+    not a YAML mapping."""
     import yaml
 
     path = Path(run_dir) / RESOLVED
@@ -58,7 +58,7 @@ def read_resolved(run_dir: Path) -> dict[str, Any] | None:
         raise InputError(f"{path}: not valid YAML ({where}{getattr(err, 'problem', err)})") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a YAML mapping, got {type(data).__name__}")
-    return flatten(data)
+    return data
 
 
 def _text(v: Any) -> str:
@@ -67,11 +67,36 @@ def _text(v: Any) -> str:
     return v if isinstance(v, str) else json.dumps(v)
 
 
-def config_differences(a: dict[str, Any], b: dict[str, Any]) -> list[KeyDiff]:
-    """The keys whose values differ, in run A's order, then keys only run B has."""
+def _diff(a: dict[str, Any], b: dict[str, Any]) -> list[KeyDiff]:
     keys = list(a) + [k for k in b if k not in a]
     return [KeyDiff(k, _text(a[k]) if k in a else ABSENT, _text(b[k]) if k in b else ABSENT)
-            for k in keys if (k in a) != (k in b) or a.get(k) != b.get(k)]
+            for k in keys if (k in a) != (k in b) or (k in a and a[k] != b[k])]
+
+
+def _kinds(stages: Any) -> list[str] | None:
+    if not isinstance(stages, list) or not all(isinstance(s, dict) and len(s) == 1 for s in stages):
+        return None
+    return [next(iter(s)) for s in stages]
+
+
+def config_differences(a: dict[str, Any], b: dict[str, Any]) -> list[KeyDiff]:
+    """The keys whose values differ, in run A's order, then keys only run B has. When the runs'
+    stage lists differ, one ``stages`` line gives both lists, and a stage both runs have (matched
+    by kind, in order) is compared at its place in run B, not key by key against another kind."""
+    sa, sb = (r["stages"] if "stages" in r else None for r in (a, b))
+    kinds_a, kinds_b = _kinds(sa), _kinds(sb)
+    if kinds_a is None or kinds_b is None or kinds_a == kinds_b:
+        return _diff(flatten(a), flatten(b))
+    rest = _diff(flatten({k: v for k, v in a.items() if k != "stages"}),
+                 flatten({k: v for k, v in b.items() if k != "stages"}))
+    out = [*rest, KeyDiff("stages", _text(kinds_a), _text(kinds_b))]
+    taken: set[int] = set()
+    for ia, kind in enumerate(kinds_a):
+        ib = next((j for j, k in enumerate(kinds_b) if k == kind and j not in taken), None)
+        if ib is not None:
+            taken.add(ib)
+            out += _diff(flatten(sa[ia], f"stages[{ib}]"), flatten(sb[ib], f"stages[{ib}]"))
+    return out
 
 
 def compare_configs(dir_a: Path, dir_b: Path) -> tuple[list[KeyDiff], str | None]:

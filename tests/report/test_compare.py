@@ -271,3 +271,25 @@ def test_unreadable_settings_are_refused(tmp_path):
     (b / "config.resolved.yaml").write_text("seed: [1\n")
     code, _, err = run_cli(a, b)
     assert code == 2 and err.startswith(f"error: {b / 'config.resolved.yaml'}: not valid YAML (line ")
+
+
+def test_a_stage_list_that_differs_is_one_line_and_shared_stages_compare_by_kind(tmp_path):
+    """Run B dropped the quantize stage and changed prune: prune is compared with prune, not
+    export with quantize key by key."""
+    import yaml
+
+    a = save_run(tmp_path / "a", build_report(tmp_path / "a", samples=False))
+    b = save_run(tmp_path / "b", build_report(tmp_path / "b", samples=False),
+                 ("stages[1].prune.macs=0.5",))
+    resolved = b / "config.resolved.yaml"
+    raw = yaml.safe_load(resolved.read_text())
+    raw["stages"] = [s for s in raw["stages"] if "quantize" not in s]  # as a run without it writes
+    resolved.write_text(yaml.safe_dump(raw, sort_keys=False))
+    code, out, _ = run_cli(a, b)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[lines.index(next(x for x in lines if x.startswith("settings:"))):] == [
+        "settings: 2 keys differ (config.resolved.yaml, A -> B):",
+        '  stages: ["distill", "prune", "export", "quantize", "benchmark", "package"] -> '
+        '["distill", "prune", "export", "benchmark", "package"]',
+        "  stages[1].prune.macs: 0.35 -> 0.5"]
