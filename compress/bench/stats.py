@@ -133,11 +133,12 @@ def decide(ci: RatioCI | ShiftCI, tolerance: float) -> str | None:
 
 # -- a baseline check across sessions and processes --------------------------------------------
 
-# Floors of the spread of one session's log ratio (model / reference), measured on a loaded 2-core
-# AMD EPYC VM (benchmarks/latency_false_alarms.py --spread; README "Latency regression tests"):
-# a fresh process moved it by about PROCESS_SPREAD (sd), and each session pair inside one process
-# by about SESSION_SPREAD more than its own bootstrap interval says. A baseline records its own
-# measured spread; these floors keep a lucky, quiet baseline from making the check overconfident.
+# Floors of the spread of one session pair's log ratio (model / reference, fastest blocks),
+# from `benchmarks/latency_false_alarms.py` on a 2-core AMD EPYC VM with two busy loops and other
+# jobs (load average 4-13): fresh processes moved it 0.0-1.3% (sd; 5 baselines and 2 spread runs
+# of 3-4 processes x 4 pairs), and pairs inside one process 0.5-3.7% (7.2% once, with one pair
+# in a slow mode). A baseline records its own spread; the floors keep a lucky, quiet baseline
+# from making the check overconfident (2%: above every process spread seen).
 PROCESS_SPREAD = 0.02
 SESSION_SPREAD = 0.02
 
