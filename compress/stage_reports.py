@@ -10,6 +10,7 @@ from compress.records.stage_reports import (  # noqa: F401
     Fp32Side,
     History,
     Int8Side,
+    LLMTeacherReport,
     OnnxTeacherReport,
     ParityReport,
     PruneReport,

@@ -5,11 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from compress.config import rules
 from compress.config import stages as sc
 from compress.config.data import DataConfig
+from compress.config.llm_teacher import LLM_FIELDS, LLMTeacherFields, check_llm_teacher
 from compress.config.paths import apply_override, message, near_miss, norm
 from compress.config.search import SearchConfig, check_space
 from compress.config.stages import KINDS, TargetConfig
@@ -74,13 +83,14 @@ class StudentConfig(ModelConfig):
     )
 
     def _builders(self) -> tuple[str, ...]:
-        return ("arch", "python", "hf", "layers")
+        # hf with layers: a layer-drop copy of the student's own encoder (an LLM teacher's student)
+        return ("arch", "python", "hf") if self.hf is not None else ("arch", "python", "hf", "layers")
 
     def _choices(self) -> str:
         return "'arch', 'python', 'hf' or 'layers' (a layer-drop copy of an hf teacher)"
 
 
-class TeacherConfig(ModelConfig):
+class TeacherConfig(ModelConfig, LLMTeacherFields):
     onnx: Path | None = must_exist(
         "An ONNX file you already have: the run quantizes, benchmarks and packages it without "
         "torch (data gives the calibration and test inputs)."
@@ -100,16 +110,43 @@ class TeacherConfig(ModelConfig):
     )
 
     def _builders(self) -> tuple[str, ...]:
-        return ("arch", "python", "hf", "onnx")
+        return ("arch", "python", "hf", "onnx", "llm")
 
     def _choices(self) -> str:
-        return "'arch', 'python', 'hf' or 'onnx'"
+        return "'arch', 'python', 'hf', 'onnx' or 'llm'"
 
     def spec(self) -> dict[str, Any]:
+        if self.llm is not None:
+            return {"llm": self.llm, "trust_remote_code": self.trust_remote_code}
         return {"onnx": str(self.onnx)} if self.onnx is not None else super().spec()
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        # the llm keys are left out for other teachers, so their resume keys stay as they were
+        out = handler(self)
+        if self.llm is None and isinstance(out, dict):
+            for k in LLM_FIELDS:
+                out.pop(k, None)
+        return out
+
+    @model_validator(mode="after")
+    def _llm(self):
+        if self.llm is None:
+            if self.llm_keys_set():
+                raise ValueError("'prompt', 'calibrate', 'device', 'label_batch_size' and 'int8' "
+                                 "are keys of an llm teacher")
+            return self
+        if self.prompt is None:
+            raise rules.At(("prompt",), "an llm teacher needs a prompt: {template, verbalisers}")
+        if self.checkpoint is not None or self.train is not None or self.optimum_baseline:
+            raise ValueError("an llm teacher labels as it is: no 'checkpoint', 'train' or "
+                             "'optimum_baseline'")
+        return self
 
     @model_validator(mode="after")
     def _weights(self):
+        if self.llm is not None:
+            return self
         if self.checkpoint is None and self.train is None and self.hf is None and self.onnx is None:
             raise ValueError("needs 'checkpoint' (trained weights) or 'train' (train it here)")
         if self.optimum_baseline and self.hf is None:
@@ -210,7 +247,14 @@ class PipelineConfig(BaseModel):
         kinds = [k for k, _ in self.stage_list()]
         if "distill" in kinds and self.student is None:
             raise ValueError("a distill stage needs a top-level 'student' (arch, python, hf or layers)")
-        if self.student is not None and self.student.layers is not None and self.teacher.hf is None:
+        llm = self.teacher.llm is not None
+        if llm:
+            check_llm_teacher(self)
+        elif self.student is not None and self.student.layers is not None and self.student.hf is not None:
+            raise rules.At(("student", "hf"), "student.hf with layers is the student of an llm "
+                           "teacher; with this teacher give layers alone (a copy of the hf teacher)")
+        if (self.student is not None and self.student.layers is not None and self.teacher.hf is None
+                and not llm):
             raise ValueError("student.layers copies layers of an hf teacher; the teacher has no 'hf'")
         if self.data.source == "text" and self.data.tokenizer is None:
             if self.teacher.hf is None:
@@ -218,12 +262,12 @@ class PipelineConfig(BaseModel):
             self.data.tokenizer = self.teacher.hf
         stages = self.stage_list()
         rules.check_task_fits(self.task, self.data.source, stages,
-                              self.student is not None and self.student.layers is not None,
+                              self.student is not None and self.student.layers is not None and not llm,
                               self.data.labels is not None, self.teacher.hf is None
                               or self.teacher.train is not None or self.teacher.checkpoint is not None)
         if self.gates is not None and "benchmark" not in kinds:
             raise ValueError("'gates' need a benchmark stage: gates judge the benchmarked final model")
-        rules.check_stage_order(stages, "onnx" if self.teacher.onnx is not None else "torch")
+        rules.check_stage_order(stages, "onnx" if self.teacher.onnx is not None or llm else "torch")
         rules.check_opt_level(stages, self.target)
         rules.check_task_keys(self.task, stages)
         return self

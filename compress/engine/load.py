@@ -20,11 +20,13 @@ def load_run_config(path: Path, overrides: tuple[str, ...] = ()) -> tuple[Pipeli
     ``ConfigError`` or ``InputError`` naming the file, the YAML path and what is expected."""
     from compress.common.imports import add_search_dir
     from compress.config.pipeline import check_files, load_config
+    from compress.export.llm_teacher import check_llm_config
     from compress.export.teacher_io import check_teacher_config
 
     path = Path(path)
     cfg, raw = load_config(path, overrides)
     check_files(cfg, path, overrides)
     check_teacher_config(cfg, path)
+    check_llm_config(cfg, path)
     add_search_dir(path.parent)  # a `python:` factory beside the YAML imports as is
     return cfg, raw

@@ -119,6 +119,28 @@ class OnnxTeacherReport(StageReport):
     external_data: list[str]  # external weight files copied beside model.onnx
 
 
+class LLMTeacherReport(StageReport):
+    """A causal LM that labelled the task's texts through a prompt: its prompt scorer exported to
+    ONNX (parity checked against torch) with its own int8 beside it, and the label distributions
+    the student distils from (``labels.npz`` in the teacher's folder)."""
+
+    kind: ClassVar[str] = "teacher"
+
+    llm: str  # what teacher.llm named
+    llm_sha256: str  # the weights' content hash (keys the label cache)
+    params: int
+    labels: list[str]  # the student's logit order: the data's labels, then any other verbaliser
+    calibrate: bool
+    prior: list[float] | None  # the label prior on content-free inputs (calibration), label order
+    texts: int  # distinct texts labelled (train, transfer, val, test)
+    seconds_per_text: float | None  # labelling time of the texts computed in this run (None: cached)
+    parity_max_abs: float  # max |ORT - torch| of the scorer's label log-probs
+    prompt_median_tokens: int  # the test prompts' median length, where the LLM is timed
+    bytes: int
+    int8: str  # the LLM's own int8: dynamic or weight-only
+    int8_bytes: int
+
+
 # -- prune --------------------------------------------------------------------------------------
 
 
@@ -303,7 +325,7 @@ class ReadinessReport(StageReport):
 
 
 REPORTS: dict[str, tuple[type[StageReport], ...]] = {
-    "teacher": (TeacherReport, OnnxTeacherReport),
+    "teacher": (TeacherReport, OnnxTeacherReport, LLMTeacherReport),
     "distill": (DistillReport,),
     "prune": (PruneReport,),
     "export": (ExportReport,),

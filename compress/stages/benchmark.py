@@ -21,6 +21,7 @@ from compress.config.stages import BenchmarkConfig, ExportConfig
 from compress.errors import StageError
 from compress.stage_reports import BenchmarkReport
 from compress.stages.base import Stage, StageContext
+from compress.tasks.llm_label_file import is_llm
 
 
 def _with_torch_exports(models: list[ModelArtifact], ctx: StageContext):
@@ -55,7 +56,7 @@ class BenchmarkStage(Stage):
 
     def run(self, model: ModelArtifact, ctx: StageContext) -> StageResult:
         cfg: BenchmarkConfig = self.cfg
-        models = [m for m in ctx.published.values() if m.format == "onnx"]
+        models = [m for m in ctx.published.values() if m.format == "onnx" and not is_llm(m)]
         if not models:
             raise StageError("no ONNX model to benchmark: put an export stage before benchmark")
         models, exported = _with_torch_exports(models, ctx)

