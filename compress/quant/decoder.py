@@ -18,7 +18,7 @@ Public API::
 
     DECODER_PRECISIONS = ("int8-dynamic", "int8", "int4")
     quantize_decoder(src, dst, precision, block_size=32, accuracy_level=4, head=True,
-                     embedding=False) -> Path        # written atomically
+                     embedding=False, symmetric=True) -> Path        # written atomically
     op_counts(path) -> dict[str, int]                # node counts by op type
 """
 
@@ -58,7 +58,7 @@ def _check(precision: str, embedding: bool) -> None:
 
 
 def _weight_only(model, bits: int, block_size: int, accuracy_level: int, exclude: list[str],
-                 embedding: bool):
+                 embedding: bool, symmetric: bool):
     from onnx import version_converter
     from onnxruntime.quantization.matmul_nbits_quantizer import (
         DefaultWeightOnlyQuantConfig,
@@ -69,7 +69,7 @@ def _weight_only(model, bits: int, block_size: int, accuracy_level: int, exclude
     if embedding:
         model = version_converter.convert_version(model, GATHER_OPSET)
     config = DefaultWeightOnlyQuantConfig(
-        block_size=block_size, is_symmetric=True, accuracy_level=accuracy_level, bits=bits,
+        block_size=block_size, is_symmetric=symmetric, accuracy_level=accuracy_level, bits=bits,
         op_types_to_quantize=ops, quant_axes=(("MatMul", 0), ("Gather", 1)))
     quantizer = MatMulNBitsQuantizer(model, nodes_to_exclude=exclude, algo_config=config)
     quantizer.process()
@@ -78,8 +78,9 @@ def _weight_only(model, bits: int, block_size: int, accuracy_level: int, exclude
 
 def quantize_decoder(src: str | Path, dst: str | Path, precision: str, block_size: int = 32,
                      accuracy_level: int = 4, head: bool = True,
-                     embedding: bool = False) -> Path:
-    """Write a ``precision`` copy of the decoder graph ``src`` to ``dst`` (atomically)."""
+                     embedding: bool = False, symmetric: bool = True) -> Path:
+    """Write a ``precision`` copy of the decoder graph ``src`` to ``dst`` (atomically).
+    ``symmetric=False`` gives the weight-only precisions a zero point per block."""
     import onnx
 
     from compress.common.files import atomic_write
@@ -100,7 +101,8 @@ def quantize_decoder(src: str | Path, dst: str | Path, precision: str, block_siz
                                  op_types_to_quantize=["MatMul"], nodes_to_exclude=exclude)
             else:
                 bits = 4 if precision == "int4" else 8
-                out = _weight_only(model, bits, block_size, accuracy_level, exclude, embedding)
+                out = _weight_only(model, bits, block_size, accuracy_level, exclude, embedding,
+                                   symmetric)
                 onnx.save(out, str(tmp))
         finally:
             root.setLevel(level)

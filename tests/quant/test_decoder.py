@@ -81,3 +81,15 @@ def test_bad_precision_and_int8_embedding_are_one_line(decoder, tmp_path):
     assert str(e.value) == ("embedding: only int4 quantizes the embedding Gather "
                             "(onnxruntime's GatherBlockQuantized), not int8")
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_asymmetric_blocks_carry_zero_points(decoder):
+    import onnx
+
+    root, layout, ids = decoder
+    path = quantize_decoder(root / "fp32.onnx", root / "int4a.onnx", "int4", symmetric=False)
+    nodes = [n for n in onnx.load(str(path)).graph.node if n.op_type == "MatMulNBits"]
+    # inputs: A, B, scales, zero_points: a symmetric block has no zero-point input
+    assert len(nodes) == LINEARS and all(len(n.input) >= 4 and n.input[3] for n in nodes)
+    ref, out = _logits(root / "fp32.onnx", layout, ids), _logits(path, layout, ids)
+    assert np.abs(out - ref).max() <= 0.3
