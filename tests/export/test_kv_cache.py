@@ -72,3 +72,14 @@ def test_unknown_architecture_is_one_line():
         kv_layout(model)
     assert str(e.value) == ("KV-cache export: unknown architecture GPT2LMHeadModel "
                             "(supported: LlamaForCausalLM, Qwen2ForCausalLM)")
+
+
+def test_depth_pruned_student_exports_with_its_own_cache(tmp_path):
+    from compress.models.layer_depth import keep_layers
+
+    student = keep_layers(tiny_llama(layers=4, init=0.5), [0, 3])
+    path = tmp_path / "student.onnx"
+    layout = export_kv_decoder(student, path)
+    assert layout.num_layers == 2 and len(layout.past_names) == 4
+    parity = check_kv_parity(path, student, PROMPT, steps=16, atol=1e-4)
+    assert parity.tokens_equal and len(set(parity.torch_tokens)) > 3
