@@ -93,7 +93,7 @@ def label_with_llm(tcfg, data, out_dir: Path, cache_dir: Path | None, run_device
     """Label the data's texts with ``tcfg.llm`` and write the teacher's files into ``out_dir``
     (see the module docstring). ``cache_dir``: where labelled rows are kept across runs."""
     from compress.models.causal_lm import load_causal_lm, resolve_causal_lm, source_sha256
-    from compress.tasks.llm_labels import PromptLabeller, label_texts
+    from compress.tasks.llm_labels import CONTENT_FREE, PromptLabeller, label_texts
 
     source = resolve_causal_lm(tcfg.llm, "teacher.llm")
     model, tokenizer = load_causal_lm(source, "teacher.llm", tcfg.trust_remote_code)
@@ -112,7 +112,9 @@ def label_with_llm(tcfg, data, out_dir: Path, cache_dir: Path | None, run_device
     model.to("cpu")
     test_ids = labeller.encode(texts["test"])
     labels = out_dir / LABELS_FILE
-    write_labels(labels, unique, rows.raw[:, cols], rows.calibrated[:, cols], order, test_ids)
+    cf_ids = labeller.encode(list(CONTENT_FREE)) if tcfg.calibrate else []
+    write_labels(labels, unique, rows.raw[:, cols], rows.calibrated[:, cols], order, test_ids,
+                 tcfg.calibrate, cf_ids, cols)
     scorer, parity = _export(model, labeller, test_ids, out_dir / "model.onnx", sha256_file(labels))
     int8 = _int8(scorer, out_dir / INT8_FILE, tcfg.int8)
     lengths = sorted(len(r) for r in test_ids)

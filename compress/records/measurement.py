@@ -18,7 +18,8 @@ class ModelMeasurement(Record):
     were measured on (``test``, never the one that chose epochs or thresholds).
     """
 
-    omit_none: ClassVar[tuple[str, ...]] = ("quality_samples",)
+    omit_none: ClassVar[tuple[str, ...]] = ("quality_samples", "llm_agreement", "cost_ratio_vs_llm",
+                                            "llm_prompt_tokens")
 
     name: str
     stage: str
@@ -48,6 +49,13 @@ class ModelMeasurement(Record):
     eval_sets: dict[str, dict[str, float]] | None = None  # quality on data.eval_sets, by name
     quality_samples: int | None = None  # how many samples of `split` the quality was measured on
     clock: str | None = None  # latency clock: "cpu" (calling thread's CPU time, 1 thread) or "wall"
+    # an llm teacher's run (compress.bench.llm): a student's top-1 agreement with the LLM's labels
+    # on the test split; its per-query cost ratios, each LLM copy's p50 over the student's p50
+    # from one interleaved timing ({"teacher": .., "teacher-int8": .., "student_p50_ms": ..});
+    # and, on the LLM's own rows, the prompt length it was timed at
+    llm_agreement: float | None = None
+    cost_ratio_vs_llm: dict[str, float] | None = None
+    llm_prompt_tokens: int | None = None
 
     @property
     def p50(self) -> float:

@@ -69,6 +69,12 @@ class BenchmarkStage(Stage):
                        f"{counted}{f' of {total}' if counted < total else ''} test samples")
         found = benchmark_models(models, ctx.task, ctx.data.test, cfg, ctx.target, ctx.stage_dir,
                                  ctx.run_dir, median, ctx.data.extra, ctx.data.probe)
+        llm = [m for m in ctx.published.values() if is_llm(m)]
+        if llm:  # an llm teacher: timed on its prompt beside the students on their text
+            from compress.bench.llm import measure_llm
+
+            found = measure_llm(llm, models, found, ctx.task, ctx.data.test, cfg.max_samples,
+                                ctx.target, ctx.stage_dir, ctx.run_dir, median)
         for m in found:  # relative to the run dir, where the stage folder lands on success
             m.samples = str(Path(ctx.stage_name) / m.samples)
             if m.name in exported:

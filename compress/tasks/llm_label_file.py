@@ -17,16 +17,32 @@ from compress.tasks.llm_labels import _sha
 LABELS_FILE = "labels.npz"
 
 
+def _ragged(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.cumsum([0] + [len(r) for r in rows]).astype(np.int64)
+    return np.asarray([i for r in rows for i in r], dtype=np.int64), offsets
+
+
+def _unragged(flat: np.ndarray, offsets: np.ndarray) -> list[list[int]]:
+    return [flat[offsets[i]:offsets[i + 1]].tolist() for i in range(len(offsets) - 1)]
+
+
 def write_labels(path: Path, texts: list[str], raw: np.ndarray, dist: np.ndarray,
-                  order: list[str], test_ids: list[list[int]]) -> None:
-    offsets = np.cumsum([0] + [len(r) for r in test_ids]).astype(np.int64)
-    flat = np.asarray([i for r in test_ids for i in r], dtype=np.int64)
+                 order: list[str], test_ids: list[list[int]], calibrate: bool = True,
+                 content_free_ids: list[list[int]] | None = None,
+                 columns: list[int] | None = None) -> None:
+    """Write ``labels.npz`` atomically (``content_free_ids``: the calibration prompts, which the
+    benchmark runs through each ONNX copy of the LLM for that copy's own prior; ``columns``: the
+    scorer's output column of each label here, as the scorer answers in verbaliser order)."""
+    test_flat, test_offsets = _ragged(test_ids)
+    cf_flat, cf_offsets = _ragged(content_free_ids or [])
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             np.savez(f, text_sha256=np.array([_sha(t) for t in texts]), raw=raw.astype(np.float32),
                      logprobs=dist.astype(np.float32), labels=np.array(order),
-                     test_ids=flat, test_offsets=offsets)
+                     test_ids=test_flat, test_offsets=test_offsets, calibrate=np.array(calibrate),
+                     cf_ids=cf_flat, cf_offsets=cf_offsets,
+                     columns=np.asarray(columns if columns is not None else range(len(order))))
 
     atomic_write(path, write)
 
@@ -43,6 +59,9 @@ class LabelFile:
     raw: np.ndarray
     logprobs: np.ndarray
     test_prompts: list[list[int]]
+    calibrate: bool = True
+    content_free_prompts: list[list[int]] | None = None
+    columns: list[int] | None = None  # the scorer's output column of each label
 
     def of(self, texts: list[str], raw: bool = False) -> np.ndarray:
         """``[n, labels]`` log-probs of ``texts`` (each must have been labelled)."""
@@ -56,12 +75,11 @@ class LabelFile:
 
 def read_labels(path: Path) -> LabelFile:
     with np.load(path, allow_pickle=False) as z:
-        offsets = z["test_offsets"]
-        flat = z["test_ids"]
-        prompts = [flat[offsets[i]:offsets[i + 1]].tolist() for i in range(len(offsets) - 1)]
         return LabelFile([str(x) for x in z["labels"]],
                          {s: i for i, s in enumerate(z["text_sha256"].tolist())},
-                         z["raw"], z["logprobs"], prompts)
+                         z["raw"], z["logprobs"], _unragged(z["test_ids"], z["test_offsets"]),
+                         bool(z["calibrate"]), _unragged(z["cf_ids"], z["cf_offsets"]),
+                         z["columns"].tolist())
 
 
 def is_llm(artifact) -> bool:

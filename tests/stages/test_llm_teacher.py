@@ -103,6 +103,25 @@ def test_a_tiny_llm_teaches_a_tiny_student_end_to_end(tmp_path, models):
     (logits,) = sess.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
     assert logits.shape == (1, len(VERBALISERS))
     assert (out / "bundle" / "model.onnx").is_file()
+    # the LLM beside its student: its fp32 scorer and its int8, timed on the median test prompt
+    llm, llm8 = models_by_name["teacher"], models_by_name["teacher-int8"]
+    for row in (llm, llm8):
+        assert row["llm_prompt_tokens"] == teacher["prompt_median_tokens"]
+        assert row["latency_ms"]["p50"] > 0 and 0 <= row["accuracy"] <= 1
+        assert set(row["quality"]) == {"accuracy", "accuracy_raw", "accuracy_calibrated",
+                                       "agreement_fp32_labels"}
+        assert row["quality"]["accuracy"] == row["quality"]["accuracy_calibrated"]
+    # the ONNX scorer answers as the torch labels the student learnt from (parity 1e-4)
+    assert llm["quality"]["agreement_fp32_labels"] == 1.0
+    assert llm["quality_samples"] == 10
+    ratio = final["cost_ratio_vs_llm"]
+    assert ratio["teacher"] == pytest.approx(llm["latency_ms"]["p50"] / ratio["student_p50_ms"], rel=1e-2)
+    assert ratio["teacher-int8"] == pytest.approx(llm8["latency_ms"]["p50"] / ratio["student_p50_ms"],
+                                                  rel=1e-2)
+    assert final["speedup_vs_teacher"] == ratio["teacher"]
+    assert 0 <= final["llm_agreement"] <= 1 and final["quality"]["llm_agreement"] == final["llm_agreement"]
+    md_text = (out / "report.md").read_text()
+    assert "teacher-int8" in md_text and "student-int8" in md_text
 
 
 
