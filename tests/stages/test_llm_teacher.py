@@ -122,6 +122,11 @@ def test_a_tiny_llm_teaches_a_tiny_student_end_to_end(tmp_path, models):
     assert 0 <= final["llm_agreement"] <= 1 and final["quality"]["llm_agreement"] == final["llm_agreement"]
     md_text = (out / "report.md").read_text()
     assert "teacher-int8" in md_text and "student-int8" in md_text
+    # a re-run resumes every step, the LLM's labelling included
+    again = CliRunner().invoke(main, ["pipeline", str(path), "--out", str(out), "--no-progress", "-q"])
+    assert again.exit_code == 0, again.output
+    statuses = {s["name"]: s["status"] for s in json.loads((out / "report.json").read_text())["stages"]}
+    assert set(statuses.values()) == {"skipped"}, statuses
 
 
 
