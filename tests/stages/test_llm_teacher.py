@@ -94,6 +94,13 @@ def test_a_tiny_llm_teaches_a_tiny_student_end_to_end(tmp_path, models):
     np.testing.assert_allclose(np.exp(labels.logprobs).sum(1), 1.0, atol=1e-5)
     teacher = json.loads((out / "00-teacher" / "stage.json").read_text())["metrics"]
     assert teacher["texts"] == len(labels.rows) and teacher["parity_max_abs"] <= 1e-4
+    # the student's soft targets went through the teacher-output cache: one LLM row per
+    # training text (the labelled train split and the transfer text), and nothing else
+    (cached,) = [p for p in (out / ".cache" / "teacher").glob("*/logits.npy")]
+    soft = np.load(cached)
+    assert soft.shape[1] == 2 and len(soft) < len(labels.rows)
+    gap = np.abs(soft[:, None, :] - labels.logprobs[None, :, :]).max(-1).min(1)
+    assert gap.max() < 1e-6
     # the student's logits are one per verbaliser
     import onnxruntime as ort
 
