@@ -77,7 +77,9 @@ def measure_llm(llm: list[ModelArtifact], students: list[ModelArtifact],
                 found: list[ModelMeasurement], task: Task, ds: Dataset, limit: int | None,
                 target, out_dir: Path, run_dir: Path, median: int | None) -> list[ModelMeasurement]:
     """The LLM's rows (fp32 first), followed by ``found`` (the students' rows, measured by
-    ``benchmark_models``) with their agreement with the LLM and their cost ratios filled in."""
+    ``benchmark_models``) with their agreement with the LLM and their cost ratios filled in
+    (``cost_ratio_vs_llm`` from this interleaved timing; ``speedup_vs_teacher`` from the rows'
+    own p50s, as the models table shows them)."""
     from compress.bench.latency import measure_interleaved
 
     lf = read_labels(labels_path(llm[0]))
@@ -106,7 +108,7 @@ def measure_llm(llm: list[ModelArtifact], students: list[ModelArtifact],
         top1 = _student_top1(task, m.path, ds, limit, target.opt_level)
         row.quality["llm_agreement"] = float((top1 == wanted).mean())
         row.llm_agreement = row.quality["llm_agreement"]
-        row.speedup_vs_teacher = round(base / r.stats.p50, 3)
+        row.speedup_vs_teacher = round(base / row.p50, 3)  # the models table's own p50s
         row.cost_ratio_vs_llm = {"teacher": round(base / r.stats.p50, 3),
                                  **({llm[1].name: round(base8 / r.stats.p50, 3)} if base8 else {}),
                                  "student_p50_ms": round(r.stats.p50, 5)}

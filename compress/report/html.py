@@ -24,6 +24,7 @@ from compress.report.formats import (
     is_percent,
     num,
 )
+from compress.report.llm import llm_html
 from compress.report.search import search_section
 
 CSS = """
@@ -327,7 +328,7 @@ def render_html(report: RunReport, run_dir: Path) -> str:
     plot_dir = Path(run_dir) / "plots"
     pareto = plots.pareto_plot(report.models, plot_dir / "pareto.png", report.final)
     latency = plots.latency_plot(report.models, Path(run_dir), plot_dir / "latency.png")
-    body = [header_section(report), models_section(report)]
+    body = [header_section(report), models_section(report), llm_html(report)]
     if pareto is not None:
         body.append('<h2>Quality vs latency</h2><div id="pareto">'
                     + img_tag(pareto, "quality vs latency, Pareto front") + "</div>")

@@ -18,6 +18,7 @@ from compress.records.stage_reports import (
 )
 from compress.report.facts import runs_text, samples_text, ship, tokens_text
 from compress.report.formats import fmt_quality, human
+from compress.report.llm import llm_markdown
 
 
 def _quality(m: ModelMeasurement) -> str:
@@ -106,6 +107,7 @@ def render_markdown(report: RunReport) -> str:
                   f"quality on {samples_text(report.models)}; latency over "
                   f"{runs_text(report.models)})", "",
                   models_table(report.models), ""]
+    lines += llm_markdown(report)  # an llm teacher's run: the cost ratio and agreement
     lines += ["## Stages", "", "| stage | status | seconds | notes |", "|---|---|---|---|"]
     for s in report.stages:
         notes = s.error or _stage_notes(s)

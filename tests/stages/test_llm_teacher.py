@@ -125,10 +125,15 @@ def test_a_tiny_llm_teaches_a_tiny_student_end_to_end(tmp_path, models):
     assert ratio["teacher"] == pytest.approx(llm["latency_ms"]["p50"] / ratio["student_p50_ms"], rel=1e-2)
     assert ratio["teacher-int8"] == pytest.approx(llm8["latency_ms"]["p50"] / ratio["student_p50_ms"],
                                                   rel=1e-2)
-    assert final["speedup_vs_teacher"] == ratio["teacher"]
+    assert final["speedup_vs_teacher"] == pytest.approx(llm["latency_ms"]["p50"] / final["latency_ms"]["p50"],
+                                                        rel=1e-2)
     assert 0 <= final["llm_agreement"] <= 1 and final["quality"]["llm_agreement"] == final["llm_agreement"]
     md_text = (out / "report.md").read_text()
     assert "teacher-int8" in md_text and "student-int8" in md_text
+    head = f"x cheaper than the LLM's fp32 ONNX ({ratio['teacher-int8']:.1f}x vs its int8)"
+    assert f"{ratio['teacher']:.1f}{head}" in md_text
+    assert f"agreeing with the LLM on {final['llm_agreement'] * 100:.2f}% of the test texts" in md_text
+    assert 'id="llm"' in (out / "report.html").read_text()
     # a re-run resumes every step, the LLM's labelling included
     again = CliRunner().invoke(main, ["pipeline", str(path), "--out", str(out), "--no-progress", "-q"])
     assert again.exit_code == 0, again.output
