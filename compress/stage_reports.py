@@ -2,6 +2,7 @@
 ``from compress.stage_reports import ...`` goes on working."""
 
 from compress.records.stage_reports import (  # noqa: F401
+    REPORTS,
     AutoChoice,
     BenchmarkReport,
     Calibration,
@@ -16,8 +17,8 @@ from compress.records.stage_reports import (  # noqa: F401
     PruneReport,
     PruneStep,
     QatTraining,
-    QuantTrial,
     QuantizeReport,
+    QuantTrial,
     ReadinessReport,
     ReadinessRow,
     Record,
@@ -25,6 +26,5 @@ from compress.records.stage_reports import (  # noqa: F401
     StageReport,
     TeacherReport,
     Unread,
-    REPORTS,
     read_report,
 )

@@ -10,6 +10,7 @@ from pathlib import Path
 from compress.bench.compare import check_onnx_file
 from compress.common.files import sha256_file
 from compress.config.rules import QDQ_OPS
+
 # ops that only exist in quantized graphs (QOperator format and dynamic quantization)
 QOPERATOR_OPS = {"QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul", "QGemm",
                  "QLinearGlobalAveragePool", "QLinearConcat", "QLinearSigmoid", "QAttention"}

@@ -8,8 +8,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from compress.export.teacher_io import DataShape, IOMismatch, apply_plan_, check_fit, plan_io, ports
 from compress.common.ort import make_session
+from compress.export.teacher_io import DataShape, IOMismatch, apply_plan_, check_fit, plan_io, ports
 
 EMB_IN, EMB_OUT = ("input_ids", "attention_mask"), ("sentence_embedding",)
 
