@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from compress.errors import CompressError
+from compress.errors import CompressError, Terminated
 
 
 class _Group(click.Group):
@@ -23,6 +23,10 @@ class _Group(click.Group):
         except CompressError as e:
             click.echo(f"error: {e}", err=True)
             ctx.exit(e.exit_code)
+        except Terminated:  # SIGTERM (kill, a CI timeout): 128 + 15, as shells report it
+            click.echo("error: terminated; finished stages are kept: run the same command to "
+                       "resume", err=True)
+            ctx.exit(143)
         except KeyboardInterrupt:  # Ctrl-C: 128 + SIGINT, as shells report it
             click.echo("error: interrupted", err=True)
             ctx.exit(130)
@@ -60,6 +64,7 @@ def pipeline(config: Path, out: Path | None, overrides: tuple[str, ...], device:
     from compress.common.console import Console, use
     from compress.engine.load import load_run_config
 
+    _terminate_as_interrupt()
     rank = int(os.environ.get("RANK", "0"))
     console = use(Console(quiet=quiet or rank != 0, json_path=log_json if rank == 0 else None))
     cfg, raw = load_run_config(config, overrides)
@@ -70,6 +75,17 @@ def pipeline(config: Path, out: Path | None, overrides: tuple[str, ...], device:
         return
     run_dir = out or Path("runs") / cfg.name
     _run_pipeline(cfg, raw, run_dir, device, not no_resume, progress and not quiet, console, cache_dir)
+
+
+def _terminate_as_interrupt() -> None:
+    """SIGTERM raises ``Terminated`` (a KeyboardInterrupt), so it unwinds as Ctrl-C does."""
+    import signal
+
+    def raise_terminated(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, raise_terminated)
 
 
 def _launch(nproc: int, config: Path, out: Path | None, overrides: tuple[str, ...], device: str,

@@ -35,3 +35,8 @@ class GateError(CompressError):
     """A check failed: a latency regression, or an accuracy or latency gate of the config."""
 
     exit_code = 3
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C's KeyboardInterrupt would be, so a terminated run unwinds the
+    same way: the report marked failed, the lock released, the step's temp folder removed."""

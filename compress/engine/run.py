@@ -35,7 +35,7 @@ from compress.data.sources import load_data_guarded
 from compress.engine.lock import RunLock
 from compress.engine.stage_folder import StageFolder, swap_in
 from compress.engine.step_cache import StepStore, finished, teacher_cache
-from compress.errors import CompressError, GateError, StageError
+from compress.errors import CompressError, GateError, StageError, Terminated
 from compress.export.teacher_io import teacher_classes
 from compress.gates import check_gates
 from compress.records import Failure, RunReport
@@ -49,6 +49,7 @@ from compress.train.checkpoint import EpochMetrics, TrainingScope
 
 DISTILLED = "student-distilled"  # the distilled student before pruning, as the benchmark measures it
 INTERRUPTED = "interrupted (Ctrl-C); finished stages are kept: run the same command to resume"
+TERMINATED = "terminated (SIGTERM); finished stages are kept: run the same command to resume"
 
 
 @dataclass
@@ -95,10 +96,9 @@ class Engine:
             self._gates_checked = False
             try:
                 return self._run()
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as e:
                 if main:
-                    self._report(None, failed=True, failure={"reason": "interrupted",
-                                                             "message": INTERRUPTED})
+                    self._report(None, failed=True, failure=_stopped(e))
                 raise
             except CompressError as e:
                 if main and not self._gates_checked:  # gate failures have written their own report
@@ -182,8 +182,8 @@ class Engine:
         t0 = time.perf_counter()
         try:
             result = step.stage.run(model, ctx)
-        except KeyboardInterrupt:  # Ctrl-C: the step's checkpoints (ctx.work_dir) stay for resume
-            self._failed(step, tmp_dir, t0, INTERRUPTED)
+        except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM: the step's checkpoints (ctx.work_dir) stay
+            self._failed(step, tmp_dir, t0, _stopped(e)["message"])
             raise
         except Exception as e:
             error = str(e) if isinstance(e, CompressError) else f"{type(e).__name__}: {e}"
@@ -326,6 +326,13 @@ class Engine:
             report.corpus = data.info.preprocessing["corpus"]
         write_reports(report, self.run_dir)
         return report
+
+
+def _stopped(e: KeyboardInterrupt) -> dict:
+    """The report's failure for a run stopped by Ctrl-C or by SIGTERM (``Terminated``)."""
+    if isinstance(e, Terminated):
+        return {"reason": "terminated", "message": TERMINATED}
+    return {"reason": "interrupted", "message": INTERRUPTED}
 
 
 def _external_shas(onnx: Path | None) -> dict[str, str | None]:

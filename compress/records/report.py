@@ -53,7 +53,7 @@ class GateResult(Record):
 class Failure(Record):
     """Why a run failed: a stage's error, a gate, or an interrupt."""
 
-    reason: Literal["error", "gate", "interrupted"]
+    reason: Literal["error", "gate", "interrupted", "terminated"]
     message: str
 
 
