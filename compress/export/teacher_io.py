@@ -146,6 +146,7 @@ class DataShape:
     num_classes: int | None = None  # the count the student scores (stated, or resolved at load)
     channels_settable: bool = False  # data.channels applies (image folders)
     max_label: int | None = None  # the largest label the data holds
+    size_settable: bool = False  # data.image_size applies (built-in sources: digits, image folders)
 
 
 def check_fit(plan: IOPlan, model_in: list[Port], model_out: list[Port], task: str,
@@ -203,9 +204,13 @@ def _check_image(p: Port, data: DataShape) -> None:
                          f"{p.shape_text()} ({got[0]} channels); {fix}")
     for d, want in zip(got[1:], (h, w), strict=True):
         if isinstance(d, int) and d != want:
-            raise IOMismatch(("data", "image_size"), f"the teacher's input {p.name!r} is "
-                             f"{p.shape_text()}; the data gives {want}x{want} images: set "
-                             f"data.image_size: {d}")
+            size = "x".join(str(v) for v in got[1:])
+            fix = (f"set data.image_size: {d}" if data.size_settable else f"a python: factory "
+                   f"must return {size} images, npz arrays must hold them (data.image_size "
+                   "applies to the built-in sources only: digits, image_folder)")
+            raise IOMismatch(("data", "image_size") if data.size_settable else ("data",),
+                             f"the teacher's input {p.name!r} is {p.shape_text()}; the data gives "
+                             f"{h}x{w} images: {fix}")
 
 
 # -- the rewrite ---------------------------------------------------------------------------------
@@ -357,7 +362,7 @@ def check_teacher_config(cfg, config_path: Path) -> None:
     if d.source in ("digits", "image_folder"):
         image = (1 if d.source == "digits" else d.channels, d.image_size, d.image_size)
     shape = DataShape(image, d.num_classes, d.source == "image_folder",
-                      9 if d.source == "digits" else None)
+                      9 if d.source == "digits" else None, size_settable=image is not None)
     try:
         model_in, model_out = ports(proto.graph)
         plan = plan_io(model_in, model_out, task.name, task.input_names, task.output_names,
@@ -366,6 +371,32 @@ def check_teacher_config(cfg, config_path: Path) -> None:
     except IOMismatch as e:
         _, lines = load_yaml(config_path)
         raise ConfigError(f"{config_path}:{line_of(lines, e.loc)} {e}") from None
+
+
+def check_teacher_file(cfg, config_path: Path) -> None:
+    """``compress validate``: ``teacher.onnx`` is a file, and the external data files it names
+    are beside it (read from the graph, the weights not loaded); ``ConfigError`` with
+    ``file:line`` naming the folder or the missing file."""
+    from compress.config.yamlmap import line_of, load_yaml
+    from compress.errors import ConfigError
+
+    src = cfg.teacher.onnx
+    if src is None or not Path(src).exists():
+        return  # a missing file is named by check_files
+    problem = None
+    if Path(src).is_dir():
+        inside = sorted(p.name for p in Path(src).glob("*.onnx"))
+        hint = f" (it holds {', '.join(inside)})" if inside else ""
+        problem = f"{src} is a folder; give the .onnx file{hint}"
+    else:
+        missing = [p for p in external_files(src) if not p.is_file()]
+        if missing:
+            problem = (f"{src} keeps its weights in external data, and {missing[0]} is missing: "
+                       f"put it beside {Path(src).name} (an ONNX export writes both files)")
+    if problem:
+        _, lines = load_yaml(config_path)
+        raise ConfigError(f"{config_path}:{line_of(lines, ('teacher', 'onnx'))} teacher.onnx: "
+                          f"{problem}")
 
 
 def teacher_classes(cfg) -> int | None:

@@ -78,9 +78,10 @@ def test_a_factory_without_a_record_makes_package_refuse(tmp_path, photo_run):
     code, out = run_pipeline(tmp_path, onnx_teacher_config(onnx, data, "no-record"))
     assert code == 2
     line = [ln for ln in out.splitlines() if ln.startswith("error")]
-    assert line == [
-        f"error: package: data (python: {FACTORY}) records no preprocessing, so the bundle "
-        "cannot say how a raw image becomes the model input: state data.preprocess in the YAML "
-        "(color, size, resize, scale, mean, std; see compress/config/preprocess.py) or return it "
-        "from the factory as {'train': ..., 'val': ..., 'preprocess': ImagePreprocess(...)}"], out
-    assert not (tmp_path / "run" / "bundle").exists()
+    assert line == [  # refused when the config loads, before the teacher or a benchmark runs
+        f"error: {tmp_path / 'pipe.yaml'}:8 data.preprocess: the package stage ships how a raw "
+        f"input becomes the model input, and {FACTORY} returns no preprocessing record: set "
+        "data.preprocess (color, size, resize, scale, mean, std; see "
+        "compress/config/preprocess.py), or return it from the factory as {'train': ..., "
+        "'val': ..., 'preprocess': ...}"], out
+    assert not (tmp_path / "run").exists()

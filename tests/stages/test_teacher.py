@@ -188,12 +188,14 @@ def test_missing_external_data_is_named(tmp_path, trained_small):
     (src.parent / "m.onnx.data").rename(tmp_path / "elsewhere.data")
     cfg = {"version": 1, "name": "x", "device": "cpu", "data": {"image_size": 16},
            "teacher": {"onnx": str(src)}, "stages": [{"benchmark": {}}]}
-    res = CliRunner().invoke(cli, ["pipeline", str(write_config(tmp_path, cfg)), "--out",
-                                   str(tmp_path / "run"), "--no-progress"])
+    path = write_config(tmp_path, cfg)
+    res = CliRunner().invoke(cli, ["pipeline", str(path), "--out", str(tmp_path / "run"),
+                                   "--no-progress"])
     assert res.exit_code == 2
-    assert res.stderr.strip().splitlines()[-1] == (
-        f"error: teacher.onnx: {src}: not a valid ONNX model (its external data m.onnx.data is "
-        "not beside it)")
+    assert res.stderr.strip().splitlines()[-1] == (  # refused when the config loads
+        f"error: {path}:7 teacher.onnx: {src} keeps its weights in external data, and "
+        f"{src.parent / 'm.onnx.data'} is missing: put it beside m.onnx (an ONNX export writes "
+        "both files)")
 
 
 @pytest.mark.slow  # exports MiniLM with optimum (~15 s) and quantizes and times it (minutes)
