@@ -47,6 +47,7 @@ def test_sigterm_exits_143_writes_a_terminated_report_and_the_run_resumes(tmp_pa
     assert report["stages"][1]["error"] == TERMINATED
     assert not (out / ".lock").exists()
     assert list(out.glob(".*.tmp")) == []
+    assert len(list((out / ".work").iterdir())) == 1  # the distill step's work folder, for resume
     # the same command picks up where it stopped: the teacher is kept
     res = CliRunner().invoke(cli, ["pipeline", str(path), "--out", str(out), "--no-progress"])
     assert res.exit_code == 0, res.output
