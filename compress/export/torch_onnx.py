@@ -43,6 +43,8 @@ def export_onnx(
     model = model.eval().cpu()
     named = example if isinstance(example, dict) else {INPUT_NAME: example}
     named = {k: v.cpu() for k, v in named.items()}
+    if _is_transformers_model(model) and exporter != "dynamo":
+        model = _ByName(model, tuple(named)).eval()  # the exporter restores the wrapper's mode
     axes = {k: dict(v) for k, v in (dynamic_axes or {}).items()}
     if dynamic_batch:
         for k in named:
@@ -66,6 +68,23 @@ def export_onnx(
         onnx.save(proto, str(tmp))
 
     return atomic_write(path, write)
+
+
+def _is_transformers_model(model: nn.Module) -> bool:
+    return type(model).__module__.startswith("transformers.")
+
+
+class _ByName(torch.nn.Module):
+    """A transformers model called with its inputs by name. The TorchScript exporter fills a
+    forward's parameters by position from its signature, and transformers 5 adds ``use_cache``
+    as a keyword too: the same argument twice. Named inputs leave every other parameter alone."""
+
+    def __init__(self, model: nn.Module, names: tuple[str, ...]):
+        super().__init__()
+        self.model, self.names = model, names
+
+    def forward(self, *inputs: torch.Tensor):
+        return self.model(**dict(zip(self.names, inputs, strict=True)))
 
 
 def _dynamic_kwargs(model: nn.Module, named: dict, axes: dict, output_names, dynamo: bool) -> dict:

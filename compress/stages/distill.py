@@ -66,14 +66,7 @@ class DistillStage(Stage):
         task = _training_task(ctx, cfg, scfg)
         result = distill(student, teacher, task, ctx.data, cfg, ctx.device, ctx.seed,
                          ctx.progress, scope)
-        student.cpu().eval()
-        params, macs = count_params(student), count_macs(student, ctx.example())
-        meta = {"params": params, "macs": macs, "stage": ctx.stage_name}
-        art = save_torch(ModelArtifact("student", "torch", student, spec, meta=meta), ctx.stage_dir)
-        report = DistillReport(metric=ctx.task.metric, val=result.best_val, best_epoch=result.best_epoch,
-                               samples_per_s=round(result.samples_per_s, 1), history=result.history,
-                               params=params, macs=macs)
-        return StageResult(art, report)
+        return _saved(student, spec, result, ctx)
 
 
 def _from_llm(cfg: DistillConfig, ctx: StageContext) -> StageResult:
@@ -96,6 +89,11 @@ def _from_llm(cfg: DistillConfig, ctx: StageContext) -> StageResult:
     data = llm_val(ctx.data, path)
     result = distill(student, table, ctx.task, data, cfg.model_copy(update={"use_labels": False}),
                      ctx.device, ctx.seed, ctx.progress, scope)
+    return _saved(student, spec, result, ctx)
+
+
+def _saved(student, spec: dict, result, ctx: StageContext) -> StageResult:
+    """The distilled student saved in the stage folder, with its parameter and MAC counts."""
     student.cpu().eval()
     params, macs = count_params(student), count_macs(student, ctx.example())
     meta = {"params": params, "macs": macs, "stage": ctx.stage_name}

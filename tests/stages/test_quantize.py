@@ -94,9 +94,10 @@ def test_auto_mode_measures_static_and_dynamic_and_keeps_the_faster(tmp_path, da
     r = QuantizeStage(QuantizeConfig(mode="auto", min_speedup=0.01, calibration_samples=64)).run(
         fp32[1], context(tmp_path, data, runs=20))
     auto = r.metrics["auto"]
-    # on a CNN dynamic int8 runs as ConvInteger, several times slower than the fused static QDQ
+    # on a CNN dynamic int8 runs as ConvInteger, slower than the fused static QDQ: several times on
+    # a VNNI CPU, about 1.1x on an AVX2-only one under load (0.246 vs 0.220 ms seen)
     assert auto["chosen"] == "static" and r.metrics["mode"] == "auto: static"
-    assert auto["dynamic"]["p50_ms"] > 2 * auto["static"]["p50_ms"]
+    assert auto["dynamic"]["p50_ms"] > auto["static"]["p50_ms"]
     assert r.metrics["fused_ops"]["QLinearConv"] == 9
 
 
@@ -231,13 +232,17 @@ def test_dynamic_bert_per_channel_keeps_cosine(tmp_path, data):
     import onnx
     from transformers import BertConfig, BertModel
 
+    from compress.export.torch_onnx import export_onnx
+
     torch.manual_seed(0)
     cfg = BertConfig(vocab_size=1024, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                      intermediate_size=128, max_position_embeddings=64)
     bert = BertModel(cfg).eval()
     src = tmp_path / "bert.onnx"
-    torch.onnx.export(bert, (torch.randint(0, 1024, (1, 32)),), str(src), input_names=["input_ids"],
-                      output_names=["last_hidden_state"], dynamo=False, opset_version=17)
+    # the project's exporter: it feeds a transformers model its inputs by name (transformers 5's
+    # BertModel takes use_cache twice from the TorchScript exporter's positional fill otherwise)
+    export_onnx(bert, {"input_ids": torch.randint(0, 1024, (1, 32))}, src, opset=17,
+                exporter="torchscript", output_names=("last_hidden_state", "pooler_output"))
     graph = onnx.load(str(src)).graph
     weights = {i.name for i in graph.initializer}
     const_matmuls = sum(n.op_type in ("MatMul", "Gemm") and n.input[1] in weights for n in graph.node)
