@@ -204,8 +204,14 @@ def test_safetensors_checkpoint_teacher_is_used(tmp_path):
 
 
 def test_baseline_gate_passes_for_the_same_model_and_fails_for_a_slower_baseline(tiny_run, tmp_path):
-    from compress.bench.baseline import save_baseline
+    from functools import partial
 
+    from compress.bench.baseline import save_baseline
+    from compress.bench.compare import CompareSettings
+
+    # the gate's wiring is under test here, not the baseline's power (tests/bench has that):
+    # two processes and a short measuring time keep it quick
+    save_baseline = partial(save_baseline, settings=CompareSettings(max_seconds=3.0), processes=2)
     cfg_path, out, report = tiny_run
     baseline = tmp_path / "base.json"
     save_baseline(out / "02-export" / "model.onnx", baseline)
