@@ -22,12 +22,11 @@ PAIRS = 4  # session pairs per process, in a baseline and in a check
 PROCESSES = 3  # fresh processes a baseline is measured in
 
 
-class _Rounds(BaseModel):
-    """Version 1: one session pair, equal calls per block."""
+class _Paired(BaseModel):
+    """Per-block times of the model and of the reference, timed in alternation."""
 
     model_config = ConfigDict(extra="ignore")
 
-    calls_per_block: int = Field(ge=1)
     model_ms: list[float] = Field(min_length=2)
     reference_ms: list[float] = Field(min_length=2)
 
@@ -37,21 +36,18 @@ class _Rounds(BaseModel):
         return self
 
 
-class _Session(BaseModel):
-    """Version 2: one session pair of one fresh process."""
+class _Rounds(_Paired):
+    """Version 1: one session pair, equal calls per block."""
 
-    model_config = ConfigDict(extra="ignore")
+    calls_per_block: int = Field(ge=1)
+
+
+class _Session(_Paired):
+    """Version 2: one session pair of one fresh process."""
 
     process: int = Field(ge=0)
     model_calls: int = Field(ge=1)
     reference_calls: int = Field(ge=1)
-    model_ms: list[float] = Field(min_length=2)
-    reference_ms: list[float] = Field(min_length=2)
-
-    @model_validator(mode="after")
-    def _paired(self):
-        _check_paired(self.model_ms, self.reference_ms)
-        return self
 
 
 def _check_paired(model_ms: list[float], reference_ms: list[float]) -> None:
