@@ -94,11 +94,13 @@ def test_auto_mode_measures_static_and_dynamic_and_keeps_the_faster(tmp_path, da
     r = QuantizeStage(QuantizeConfig(mode="auto", min_speedup=0.01, calibration_samples=64)).run(
         fp32[1], context(tmp_path, data, runs=20))
     auto = r.metrics["auto"]
-    # on a CNN dynamic int8 runs as ConvInteger, slower than the fused static QDQ: several times on
-    # a VNNI CPU, about 1.1x on an AVX2-only one under load (0.246 vs 0.220 ms seen)
-    assert auto["chosen"] == "static" and r.metrics["mode"] == "auto: static"
-    assert auto["dynamic"]["p50_ms"] > auto["static"]["p50_ms"]
-    assert r.metrics["fused_ops"]["QLinearConv"] == 9
+    # both are measured and the faster is kept. On a VNNI CPU that is static QDQ, several times
+    # faster than dynamic int8's ConvInteger; on an AVX2-only one the two are within about 10%
+    # (0.246 vs 0.220 ms seen) and either can win a run, so the test asserts the rule, not a mode
+    faster = min(("static", "dynamic"), key=lambda mode: auto[mode]["p50_ms"])
+    assert auto["chosen"] == faster and r.metrics["mode"] == f"auto: {faster}"
+    if faster == "static":
+        assert r.metrics["fused_ops"]["QLinearConv"] == 9
 
 
 def test_not_faster_keeps_fp32_and_says_so(tmp_path, data, fp32):
