@@ -11,6 +11,28 @@ from compress.config.corpus import CorpusFields
 from compress.config.preprocess import ImagePreprocess
 
 
+class LMDataConfig(BaseModel):
+    """task causal-lm: the text as one token stream cut into windows (the teacher's tokenizer).
+    Training reads ``data.corpus`` (or ``path``); the test is WikiText-2's own test split, the
+    same fixed slice for every model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seq_len: int = Field(256, ge=8, le=8192, description="Tokens per training and test window.")
+    max_tokens: int = Field(
+        200_000, ge=64, le=10_000_000_000, description="The distillation budget: training tokens "
+        "read from the corpus (each epoch passes over them once).")
+    val_tokens: int = Field(
+        8192, ge=16, description="Tokens held out of the training text: they pick the epoch and "
+        "judge the quantized precisions.")
+    test_tokens: int = Field(
+        16384, ge=16, description="The first tokens of the detokenised WikiText-2 test split: "
+        "perplexity and agreement are measured on them.")
+    calibration_windows: int = Field(
+        8, ge=1, le=10_000, description="Training windows the layer importance (student.keep) "
+        "is measured on.")
+
+
 class _Source(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -73,6 +95,9 @@ class DataConfig(_Source, CorpusFields):
         None, description="text: the tokenizer's directory (default: the hf teacher's)."
     )
     max_length: int = Field(128, ge=2, le=8192, description="text: tokens kept per sentence.")
+    lm: LMDataConfig | None = Field(
+        None, description="task causal-lm: token windows of the text (set for that task: "
+        "seq_len, max_tokens, val_tokens, test_tokens).")
     eval_sets: list[EvalSet] = Field(
         default_factory=list, description="Extra evaluation sets, each reported with the task's "
         "metrics beside the test split (never used for training or selection).",
@@ -116,6 +141,8 @@ class DataConfig(_Source, CorpusFields):
         out = handler(self)
         if self.num_classes is None and isinstance(out, dict):
             out.pop("num_classes", None)
+        if self.lm is None and isinstance(out, dict):
+            out.pop("lm", None)
         return out
 
     @model_validator(mode="after")

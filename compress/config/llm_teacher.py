@@ -92,12 +92,15 @@ class LLMTeacherFields(BaseModel):
     int8: Literal["dynamic", "weight-only"] = Field(
         "dynamic", description="llm: the LLM's own int8 measured beside it (ORT dynamic, or "
         "MatMulNBits 8-bit weights).")
+    peers: list[Literal["int8-dynamic", "int8", "int4"]] = Field(
+        default_factory=lambda: ["int8", "int4"], description="llm, task causal-lm: the teacher's "
+        "own quantized decoders, measured beside the student (the peer to beat).")
 
     def llm_keys_set(self) -> bool:
         return bool({"prompt", "calibrate", "device", "label_batch_size", "int8"} & self.model_fields_set)
 
 
-LLM_FIELDS = ("llm", "prompt", "calibrate", "device", "label_batch_size", "int8")
+LLM_FIELDS = ("llm", "prompt", "calibrate", "device", "label_batch_size", "int8", "peers")
 
 
 def check_llm_teacher(cfg) -> None:
@@ -105,9 +108,17 @@ def check_llm_teacher(cfg) -> None:
     is sequence-classification, the student an hf encoder whose tokenizer reads the data, and
     every label of the built-in labelled set has a verbaliser."""
     task = cfg.task
+    if task == "causal-lm":
+        check_causal_lm(cfg)
+        return
+    if cfg.teacher.prompt is None:
+        raise At(("teacher", "prompt"), "an llm teacher needs a prompt: {template, verbalisers}")
+    if "peers" in cfg.teacher.model_fields_set:
+        raise At(("teacher", "peers"), "the quantized peers of a causal-lm teacher: task "
+                 f"{task} measures the llm's own int8 (teacher.int8)")
     if task != "sequence-classification":
         raise At(("teacher", "llm"), f"a causal-LM teacher labels text through its prompt and "
-                 f"needs task: sequence-classification (got {task})")
+                 f"needs task: sequence-classification or causal-lm (got {task})")
     student = cfg.student
     if student is not None and student.hf is None:
         raise At(("student",), "an llm teacher's student is an hf encoder with a new head, e.g. "
@@ -121,3 +132,33 @@ def check_llm_teacher(cfg) -> None:
             raise At(("data", "labels"), f"label {unknown[0]!r} has no verbaliser in "
                      f"teacher.prompt.verbalisers (named: {', '.join(cfg.teacher.prompt.verbalisers)})")
 
+
+
+def check_causal_lm(cfg) -> None:
+    """The pipeline fits task causal-lm: an llm teacher without a prompt, a student that keeps
+    some of its decoder blocks (``layers`` or ``keep``), text data cut into token windows by the
+    teacher's tokenizer."""
+    from compress.config.data import LMDataConfig
+
+    teacher, student = cfg.teacher, cfg.student
+    labelling = {"prompt", "calibrate", "label_batch_size", "int8"} & teacher.model_fields_set
+    if labelling:
+        key = sorted(labelling)[0]
+        raise At(("teacher", key), "task causal-lm distils the llm's next-token distribution; "
+                 "it takes no prompt, calibration or labelling keys")
+    if student is not None and (student.layers is None) == (student.keep is None):
+        raise At(("student",), "a causal-lm student keeps decoder blocks of the teacher: give "
+                 "layers: [..] or keep: N")
+    if student is not None and student.checkpoint is not None:
+        raise At(("student", "checkpoint"), "a causal-lm student starts from the teacher's "
+                 "blocks; it takes no checkpoint")
+    if cfg.data.source != "text":
+        raise At(("data", "source"), f"task causal-lm reads text (got {cfg.data.source})")
+    if cfg.data.labels is not None or cfg.data.probe is not None or cfg.data.holdout:
+        key = "labels" if cfg.data.labels else "probe" if cfg.data.probe else "holdout"
+        raise At(("data", key), "task causal-lm trains on running text: no labelled, probe or "
+                 "held-out sets")
+    if cfg.data.tokenizer is None:
+        cfg.data.tokenizer = teacher.llm  # the text is the teacher's: its tokenizer
+    if cfg.data.lm is None:
+        cfg.data.lm = LMDataConfig()

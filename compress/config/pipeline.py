@@ -26,7 +26,8 @@ from compress.config.train import TrainConfig
 from compress.config.yamlmap import Loc, format_path, line_of, load_yaml
 from compress.errors import ConfigError
 
-TASK_NAMES: tuple[str, ...] = ("classification", "embedding", "sequence-classification")  # compress.tasks.TASKS implements them
+TASK_NAMES: tuple[str, ...] = ("classification", "embedding", "sequence-classification",
+                               "causal-lm")  # compress.tasks.TASKS implements them
 
 
 def must_exist(description: str) -> Any:
@@ -79,15 +80,31 @@ class ModelConfig(BaseModel):
 class StudentConfig(ModelConfig):
     layers: list[int] | None = Field(
         None, description="DistilBERT-style: a copy of the hf teacher keeping these encoder layers "
-        "(embeddings and the kept layers' weights copied), e.g. [0, 3, 5].",
+        "(embeddings and the kept layers' weights copied), e.g. [0, 3, 5]. task causal-lm: the "
+        "decoder blocks of the llm teacher kept.",
     )
+    keep: int | None = Field(
+        None, gt=0, le=4096, description="task causal-lm: keep this many of the llm teacher's "
+        "decoder blocks, dropping those of least angular distance between input and output "
+        "(measured on data.lm.calibration_windows of the training text).",
+    )
+
+    @field_validator("layers")
+    @classmethod
+    def _distinct(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or len(set(v)) != len(v)):
+            raise ValueError(f"give distinct layer indices, at least one (got {v})")
+        return v
 
     def _builders(self) -> tuple[str, ...]:
         # hf with layers: a layer-drop copy of the student's own encoder (an LLM teacher's student)
-        return ("arch", "python", "hf") if self.hf is not None else ("arch", "python", "hf", "layers")
+        if self.hf is not None:
+            return ("arch", "python", "hf")
+        return ("arch", "python", "hf", "layers", "keep")
 
     def _choices(self) -> str:
-        return "'arch', 'python', 'hf' or 'layers' (a layer-drop copy of an hf teacher)"
+        return ("'arch', 'python', 'hf', 'layers' (a layer-drop copy of an hf teacher) or 'keep' "
+                "(task causal-lm)")
 
 
 class TeacherConfig(ModelConfig, LLMTeacherFields):
@@ -135,9 +152,9 @@ class TeacherConfig(ModelConfig, LLMTeacherFields):
             if self.llm_keys_set():
                 raise ValueError("'prompt', 'calibrate', 'device', 'label_batch_size' and 'int8' "
                                  "are keys of an llm teacher")
+            if "peers" in self.model_fields_set:
+                raise rules.At(("peers",), "a key of an llm teacher of task causal-lm")
             return self
-        if self.prompt is None:
-            raise rules.At(("prompt",), "an llm teacher needs a prompt: {template, verbalisers}")
         if self.checkpoint is not None or self.train is not None or self.optimum_baseline:
             raise ValueError("an llm teacher labels as it is: no 'checkpoint', 'train' or "
                              "'optimum_baseline'")
@@ -220,8 +237,9 @@ class PipelineConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     task: str = Field(
         "classification",
-        description="What the model does: classification, or embedding (sentence embeddings "
-        "measured against the teacher's).",
+        description="What the model does: classification, embedding (sentence embeddings "
+        "measured against the teacher's), sequence-classification, or causal-lm (a depth-pruned "
+        "LLM distilled from an llm teacher, shipped as a KV-cache decoder).",
     )
     target: TargetConfig = Field(
         default_factory=TargetConfig, description="How latency is measured, for every stage."
@@ -256,6 +274,11 @@ class PipelineConfig(BaseModel):
         if (self.student is not None and self.student.layers is not None and self.teacher.hf is None
                 and not llm):
             raise ValueError("student.layers copies layers of an hf teacher; the teacher has no 'hf'")
+        if self.data.lm is not None and self.task != "causal-lm":
+            raise rules.At(("data", "lm"), f"token windows for task causal-lm (task is {self.task})")
+        if self.student is not None and self.student.keep is not None and self.task != "causal-lm":
+            raise rules.At(("student", "keep"), "keeps decoder blocks of an llm teacher of task "
+                           f"causal-lm (task is {self.task}); give layers")
         if self.data.source == "text" and self.data.tokenizer is None:
             if self.teacher.hf is None:
                 raise ValueError("data.source text needs 'data.tokenizer' (or an hf teacher's)")

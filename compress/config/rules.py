@@ -116,9 +116,9 @@ def _parts(cfg: BaseModel) -> list[tuple[Loc, BaseModel]]:
 def check_task_fits(task: str, source: str, stages: Stages, has_layers: bool,
                     text_labels: bool = False, teacher_trained: bool = True) -> None:
     """The task, the data and the layer-wise losses agree, so a mismatch fails at validate."""
-    if source == "text" and task not in ("embedding", "sequence-classification"):
-        raise At(("data", "source"), f"text is tokenized for task: embedding or "
-                 f"sequence-classification (task is {task})")
+    if source == "text" and task not in ("embedding", "sequence-classification", "causal-lm"):
+        raise At(("data", "source"), f"text is tokenized for task: embedding, "
+                 f"sequence-classification or causal-lm (task is {task})")
     if task == "sequence-classification":
         if source == "text" and not text_labels:
             raise At(("data", "labels"), "task sequence-classification on text needs a labelled "

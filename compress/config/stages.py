@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from compress.config.train import Part, SoftTargets, TrainConfig
 
@@ -17,8 +17,23 @@ Format = Literal["torch", "onnx"]
 ANY: tuple[Format, ...] = ("torch", "onnx")
 
 
+# the causal-lm keys (compress.config.tasks.GENERATION_KEYS) left out of a dump at their
+# defaults, so the resume keys of other tasks' stages stay as they were before these keys
+QUIET_DEFAULTS = ("precisions", "max_perplexity_ratio", "parity_steps", "prompts", "new_tokens",
+                  "contexts", "rounds")
+
+
 class StageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        out = handler(self)
+        if isinstance(out, dict):
+            for k in QUIET_DEFAULTS:
+                if k in out and k not in self.model_fields_set:
+                    out.pop(k)
+        return out
 
     def takes(self) -> tuple[Format, ...]:
         """The model formats this stage accepts as input."""
@@ -156,6 +171,10 @@ class ExportConfig(StageConfig, ParityLimits):
         "dynamo", description="torch.onnx exporter: dynamo (default) or the legacy TorchScript one."
     )
     parity_samples: int = Field(256, gt=0, description="Test inputs the parity check runs on.")
+    parity_steps: int = Field(
+        16, ge=1, le=512, description="causal-lm: greedy decode steps after the prefill that the "
+        "KV-cache parity check compares with torch (every step's logits within atol, the tokens "
+        "equal).")
 
     def gives(self, given: Format) -> Format:
         return "onnx"
@@ -206,6 +225,14 @@ class QuantizeConfig(StageConfig):
     exclude: list[str] = Field(default_factory=list, description="ONNX node names kept in float.")
     op_types: list[str] | None = Field(None, description="ONNX op types to quantize (default: all).")
     qat: QATConfig | None = Field(None, description="Training settings for mode: qat.")
+    precisions: list[Literal["int8-dynamic", "int8", "int4"]] = Field(
+        default_factory=lambda: ["int8", "int4"], min_length=1,
+        description="causal-lm: the decoder precisions tried: int8-dynamic (ORT dynamic int8), "
+        "int8 and int4 (weight-only MatMulNBits, blocks of 32, accuracy_level 4); the fastest "
+        "within max_perplexity_ratio and min_speedup is kept.")
+    max_perplexity_ratio: float = Field(
+        1.05, ge=1, le=100, description="causal-lm: a precision's validation perplexity over the "
+        "fp32 decoder's, at most.")
 
     @model_validator(mode="after")
     def _qat_section(self):
@@ -236,6 +263,19 @@ class BenchmarkConfig(StageConfig):
         "headline; 'median' is the test split's median token count). Fixed-shape models are "
         "measured at their own length.",
     )
+
+    prompts: int = Field(
+        16, ge=1, le=10_000, description="causal-lm: held-out test prompts whose greedy "
+        "continuation is compared with the teacher's, token for token.")
+    new_tokens: int = Field(
+        32, ge=1, le=4096, description="causal-lm: tokens of each greedy continuation, and decode "
+        "steps of each timing round.")
+    contexts: list[int] = Field(
+        default_factory=lambda: [128], min_length=1, description="causal-lm: prompt lengths at "
+        "which time to first token and decode tokens/s are measured (the first is the headline).")
+    rounds: int = Field(
+        5, ge=1, le=1000, description="causal-lm: timing rounds, every model once per round "
+        "(interleaved); the median is reported.")
 
     def takes(self) -> tuple[Format, ...]:
         return ANY

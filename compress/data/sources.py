@@ -130,6 +130,12 @@ def load_data(cfg: DataConfig, seed: int = 0, teacher_classes: int | None = None
     factory's ``classes`` states one (so a student scores every class its teacher does)."""
     record: Preprocess | None
     classes = None
+    if cfg.lm is not None:  # task causal-lm: token windows of running text
+        from compress.data.lm_text import lm_data
+
+        windows, facts = lm_data(cfg)
+        info = DataInfo(None, None, facts, source="text: " + ", ".join(facts["sources"]))
+        return DataBundle(*windows, None, info, cfg.batch_size)
     if cfg.source == "text" and (cfg.corpus or cfg.holdout or cfg.labels or cfg.probe):
         from compress.data.corpus_split import text_data  # the built-in corpus and labelled set
 

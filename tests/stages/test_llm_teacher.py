@@ -217,7 +217,7 @@ def test_a_causal_lm_teacher_on_another_task_is_refused(tmp_path, models):
     path = tmp_path / "llm.yaml"
     assert _exit2(tmp_path, cfg) == (f"{path}:{_line(path, 'llm')} teacher.llm: a causal-LM teacher labels text "
                                      "through its prompt and needs task: sequence-classification "
-                                     "(got embedding)")
+                                     "or causal-lm (got embedding)")
 
 
 def test_labels_no_verbaliser_names_are_refused(tmp_path, models):

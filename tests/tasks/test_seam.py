@@ -55,4 +55,4 @@ def test_unknown_task_is_a_config_error(tmp_path):
     res = CliRunner().invoke(cli, ["validate", str(write_config(tmp_path, {**CONFIG, "task": "vectr"}))])
     assert res.exit_code == 2
     assert res.stderr.strip().endswith("task: unknown task 'vectr'; expected one of: classification, "
-                                       "embedding, sequence-classification")
+                                       "embedding, sequence-classification, causal-lm")
