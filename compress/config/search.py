@@ -93,6 +93,18 @@ class Constraints(BaseModel):
     max_latency_ms: float | None = Field(None, gt=0, description="p50 on the target, at most.")
 
 
+class Confirm(BaseModel):
+    """Before choosing, the best candidates are trained again at more seeds (the run's seed + 1,
+    + 2, ...: another data split, teacher and training order), and only a candidate whose worst
+    seed meets the quality constraints on validation may be chosen."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seeds: int = Field(2, ge=0, le=20, description="Seeds besides the run's own (0: no confirming).")
+    top: int = Field(3, ge=1, le=100, description="Candidates confirmed at a time, in the order "
+                     "the choice prefers them; when none of them holds, the next ones are.")
+
+
 class SearchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -119,6 +131,9 @@ class SearchConfig(BaseModel):
         "objective is below the best feasible trial's times (1 + this, or 1 + tie when that is "
         "larger: a candidate within the tie could still be chosen); none: train every candidate "
         "that meets the constraints.")
+    confirm: Confirm = Field(
+        default_factory=Confirm, description="Confirm the best candidates at more seeds before "
+        "choosing (with a quality constraint only).")
     tie: float = Field(
         0.05, ge=0, le=1, description="Feasible trials whose objective is within this fraction of "
         "the best count as tied; the one with the best validation quality among them is chosen "

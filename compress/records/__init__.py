@@ -15,10 +15,12 @@ from compress.records.stage import ArtifactRecord, StageRecord
 from compress.records.stage_reports import StageReport, Unread, read_report
 from compress.records.trial import (
     Bounds,
+    Confirmation,
     Counts,
     FinalRound,
     Probe,
     SearchRecord,
+    SeedCheck,
     Stopped,
     StudyAttrs,
     TrialAttrs,
@@ -27,8 +29,8 @@ from compress.records.trial import (
 )
 
 __all__ = [
-    "ArtifactRecord", "Bounds", "Counts", "Failure", "FileRecord", "FinalRound", "GateResult", "Machine",
-    "ModelMeasurement", "Probe", "Record", "RunReport", "SearchRecord", "StageEntry", "StageRecord",
+    "ArtifactRecord", "Bounds", "Confirmation", "Counts", "Failure", "FileRecord", "FinalRound", "GateResult", "Machine",
+    "ModelMeasurement", "Probe", "Record", "RunReport", "SearchRecord", "SeedCheck", "StageEntry", "StageRecord",
     "StageReport", "Stopped", "StudyAttrs", "TrialAttrs", "TrialRecord", "TrialResult", "Unread",
     "read_report",
 ]

@@ -103,8 +103,26 @@ class FinalRound(Record):
     speedup_vs_teacher: float | None
 
 
+class SeedCheck(Record):
+    """A candidate trained again at another seed and measured on that seed's validation split
+    beside that seed's teacher (a study attribute ``seed_check:TRIAL:SEED``)."""
+
+    omit_none: ClassVar[tuple[str, ...]] = ("error",)
+
+    seed: int
+    val_quality: float | None  # None: the run failed (``error``)
+    teacher_val_quality: float | None
+    feasible: bool
+    constraints: dict[str, float]
+    seconds: float
+    run: str  # its run folder, relative to the search folder
+    error: str | None = None
+
+
 class TrialRecord(Record):
     """One trial as search.json lists it."""
+
+    omit_none: ClassVar[tuple[str, ...]] = ("seeds",)
 
     number: int
     params: dict[str, Any]  # the searched keys' values
@@ -129,6 +147,15 @@ class TrialRecord(Record):
     run: str  # the trial's run folder, relative to the run directory
     stages_run: list[str] | None
     final_round: FinalRound | None = None
+    seeds: list[SeedCheck] | None = None  # confirmed at more seeds (the run's own not listed)
+
+    def drops(self, higher: bool = True) -> list[float]:
+        """How far below its teacher the trial fell at each seed it was measured at (the run's
+        own first; in the metric's direction: positive is worse than the teacher)."""
+        sign = 1.0 if higher else -1.0
+        pairs = [(self.teacher_val_quality, self.val_quality)] + [
+            (c.teacher_val_quality, c.val_quality) for c in self.seeds or []]
+        return [round(sign * (t - q), 6) for t, q in pairs if t is not None and q is not None]
 
     @classmethod
     def of(cls, number: int, params: Mapping[str, Any], state: str, attrs: TrialAttrs,
@@ -176,11 +203,22 @@ class Bounds(Record):
     max_latency_ms: float | None = None
 
 
+class Confirmation(Record):
+    """How the choice was confirmed: the seeds besides the run's own, the candidates trained at
+    them (in the order the choice preferred them), and what one seed alone would have chosen."""
+
+    seeds: list[int]
+    candidates: list[int]
+    one_seed_choice: int | None
+    worst_drop: float | None  # the chosen trial's worst seed, below its teacher (validation)
+    spread: float | None  # the chosen trial's highest minus lowest validation quality over seeds
+
+
 class SearchRecord(FileRecord):
     """``search.json``, and report.json's ``search`` object (with ``chosen_run_seconds``)."""
 
     what: ClassVar[str] = "a search's search.json"
-    omit_none: ClassVar[tuple[str, ...]] = ("chosen_run_seconds",)
+    omit_none: ClassVar[tuple[str, ...]] = ("chosen_run_seconds", "confirm")
 
     study: str
     objective: Literal["latency", "size"]
@@ -194,6 +232,7 @@ class SearchRecord(FileRecord):
     tie: float
     chosen: int | None
     chosen_run_seconds: float | None = None
+    confirm: Confirmation | None = None
 
     def trial(self, number: int | None) -> TrialRecord | None:
         return next((t for t in self.trials if t.number == number), None)

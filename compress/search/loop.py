@@ -24,6 +24,7 @@ from compress.engine.step_cache import search_store
 from compress.errors import CompressError, GateError, InputError
 from compress.records import Failure, RunReport, SearchRecord, StudyAttrs
 from compress.search import study as st
+from compress.search.confirm import confirm, confirm_seeds
 from compress.search.records import pareto, summary, trial_line
 from compress.search.trial import pipeline_raw, shared_engine, validated
 
@@ -56,10 +57,26 @@ def run_search(cfg: PipelineConfig, raw: dict, run_dir: Path, *, trials: int | N
             log(f"search: {len(rounds)} feasible trials timed again side by side beside the "
                 "teacher (the choice reads this round)")
         result = summary(study, search, total, ctx.higher, rounds)
+        if result.chosen is not None and confirm_seeds(ctx):
+            candidates = confirm(study, ctx, result.trials)
+            result = summary(study, search, total, ctx.higher, rounds,
+                             (confirm_seeds(ctx), candidates))
+            _log_confirmed(result, log)
         result.dump(search_dir / "search.json")
     if result.chosen is None:
         _no_choice(cfg, Path(run_dir), ctx, result)
     return _run_chosen(cfg, raw, run_dir, ctx, result, log)
+
+
+def _log_confirmed(result: SearchRecord, log) -> None:
+    c = result.confirm
+    if c.worst_drop is None:
+        return
+    seeds = ", ".join(str(s) for s in c.seeds)
+    log(f"search: trial {result.chosen} held at seeds {seeds} as well: worst drop "
+        f"{c.worst_drop:.4f} below its teacher, spread {c.spread:.4f} (validation)"
+        + ("" if c.one_seed_choice == result.chosen
+           else f"; one seed alone would have chosen trial {c.one_seed_choice}"))
 
 
 def _no_choice(cfg: PipelineConfig, run_dir: Path, ctx: st.SearchContext,
@@ -78,10 +95,25 @@ def _no_choice(cfg: PipelineConfig, run_dir: Path, ctx: st.SearchContext,
                f"({counts.complete} trained, {counts.trials - counts.complete - len(failed)}"
                f" stopped, {len(failed)} failed)")
     close = st.closest(trials, ctx.search.objective)
+    if result.confirm is not None:
+        seeds = ", ".join(str(s) for s in result.confirm.seeds)
+        message = (f"search: none of the {counts.feasible} feasible trials met the constraints "
+                   f"at seeds {seeds} as well on validation (checked: trials "
+                   f"{', '.join(str(n) for n in result.confirm.candidates)})")
+        close = _least_worst(result, ctx.higher)
+        if close is not None:
+            message += (f"; closest: trial {close.number}, worst drop "
+                        f"{max(close.drops(ctx.higher)):.4f} below its teacher")
+            close = None
     if close is not None:
         message += f"; closest: trial {close.number}, {st.missed(close.constraints)}"
     _write_search_report(cfg, run_dir, ctx, result, message)
     raise GateError(f"{message}; see {run_dir / 'report.json'}")
+
+
+def _least_worst(result: SearchRecord, higher: bool):
+    checked = [t for t in result.trials if t.number in result.confirm.candidates and t.seeds]
+    return min(checked, key=lambda t: max(t.drops(higher)), default=None)
 
 
 def _write_search_report(cfg: PipelineConfig, run_dir: Path, ctx: st.SearchContext,

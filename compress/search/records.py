@@ -6,6 +6,7 @@ from __future__ import annotations
 from compress.config.search import SearchConfig
 from compress.records import (
     Bounds,
+    Confirmation,
     Counts,
     FinalRound,
     SearchRecord,
@@ -38,13 +39,20 @@ def pareto(records: list[TrialRecord], objective: str, higher: bool = True) -> l
 
 
 def choose(records: list[TrialRecord], objective: str, higher: bool = True,
-           tie: float = 0.0) -> int | None:
+           tie: float = 0.0, seeds: list[int] | None = None) -> int | None:
     """The fastest (or smallest) complete trial meeting every constraint. Trials within ``tie``
     (a fraction) of the best objective are equally fast: the best validation quality among them
     wins, then the lower validation loss (``val_nll``, where the task measures one: a steady
-    number where accuracy on a few hundred samples ties), then the lower objective."""
+    number where accuracy on a few hundred samples ties), then the lower objective.
+
+    ``seeds``: the choice was confirmed at these seeds. Only a trial checked at each of them and
+    feasible at every one may be chosen, and among tied trials the smallest worst-seed drop
+    below the teacher wins."""
     sign = 1.0 if higher else -1.0
     ok = [r for r in records if r.state == "complete" and r.feasible]
+    if seeds:
+        ok = [r for r in ok if r.seeds is not None
+              and {c.seed for c in r.seeds if c.feasible} >= set(seeds)]
     if not ok:
         return None
     best = min(r.objective(objective) for r in ok)
@@ -52,19 +60,46 @@ def choose(records: list[TrialRecord], objective: str, higher: bool = True,
 
     def rank(r: TrialRecord) -> tuple[float, float, float]:
         nll = float("inf") if r.val_nll is None else r.val_nll
-        return (-sign * r.val_quality, nll, r.objective(objective))
+        quality = max(r.drops(higher)) if seeds else -sign * r.val_quality
+        return (quality, nll, r.objective(objective))
 
     return min(near, key=rank).number
 
 
+def confirmation(records: list[TrialRecord], seeds: list[int], candidates: list[int],
+                 chosen: int | None, one_seed: int | None, higher: bool) -> Confirmation:
+    """What the seed checks said about the choice: its worst drop and its spread."""
+    pick = next((r for r in records if r.number == chosen), None)
+    worst = spread = None
+    if pick is not None:
+        worst = max(pick.drops(higher))
+        values = [pick.val_quality, *(c.val_quality for c in pick.seeds or [])]
+        spread = round(max(values) - min(values), 6)
+    return Confirmation(seeds=seeds, candidates=candidates, one_seed_choice=one_seed,
+                        worst_drop=worst, spread=spread)
+
+
 def summary(study, search: SearchConfig, total: int, higher: bool = True,
-            final_round: dict[int, dict[str, float]] | None = None) -> SearchRecord:
+            final_round: dict[int, dict[str, float]] | None = None,
+            confirmed: tuple[list[int], list[int]] | None = None) -> SearchRecord:
     """``final_round``: trial number -> its p50 and speedup when every feasible trial was timed
-    again in one session (study.final_round); the front and the choice read it."""
+    again in one session (study.final_round); the front and the choice read it. ``confirmed``:
+    the confirming seeds and the trials checked at them (search.confirm); the choice then
+    takes only a trial that held at every seed."""
+    from compress.search.confirm import seed_checks
+
     records = [trial_record(t) for t in study.get_trials(deepcopy=False)]
+    checks = seed_checks(study) if confirmed else {}
     for r in records:
         timed = (final_round or {}).get(r.number)
         r.final_round = FinalRound(**timed) if timed else None
+        r.seeds = checks.get(r.number)
+    one_seed = choose(records, search.objective, higher, search.tie)
+    chosen, confirm = one_seed, None
+    if confirmed:
+        seeds, candidates = confirmed
+        chosen = choose(records, search.objective, higher, search.tie, seeds)
+        confirm = confirmation(records, seeds, candidates, chosen, one_seed, higher)
     stopped = [r.stopped for r in records if r.stopped]
     epochs = sorted(s.epoch for s in stopped if s.at == "epoch" and s.epoch is not None)
     return SearchRecord(
@@ -82,7 +117,8 @@ def summary(study, search: SearchConfig, total: int, higher: bool = True,
         trials=records,
         pareto=pareto(records, search.objective, higher),
         tie=search.tie,
-        chosen=choose(records, search.objective, higher, search.tie))
+        chosen=chosen,
+        confirm=confirm)
 
 
 def _params_text(params: dict) -> str:

@@ -42,7 +42,8 @@ def search_run(tmp_path_factory):
     cfg = tiny_config()
     cfg["name"] = "tiny-search"
     cfg["search"] = {"space": {"student.kwargs.width": [2, 4]}, "sampler": "grid",
-                     "constraints": {"max_accuracy_drop": 0.9}, "probe": False}
+                     "constraints": {"max_accuracy_drop": 0.9}, "probe": False,
+                     "confirm": {"seeds": 1, "top": 1}}  # a seed check goes round trip too
     return _invoke(tmp_path_factory.mktemp("search"), cfg, "search")
 
 
@@ -86,6 +87,9 @@ def test_every_record_of_a_search_round_trips(search_run, tmp_path):
         search_run / "search" / "search.json")
     assert report.search.chosen == search.chosen and report.search.chosen_run_seconds > 0
     assert search.chosen_run_seconds is None  # only report.json's copy says how long it ran
+    # the choice was confirmed at seed 1: one check, in the chosen trial's record
+    assert search.confirm.seeds == [1] and search.confirm.candidates == [search.chosen]
+    assert [c.seed for c in search.trial(search.chosen).seeds] == [1]
     assert [t.number for t in search.trials] == [0, 1]
     assert [t.state for t in search.trials] == ["complete", "complete"]
     by_width = {t.params["student.kwargs.width"]: t for t in search.trials}

@@ -16,6 +16,7 @@ def tiny_search(tmp_path, search: dict, name: str = "search.yaml", **pipeline):
     cfg["stages"][0]["distill"]["epochs"] = 2
     cfg.update(pipeline)
     cfg["search"] = copy.deepcopy(search)
+    cfg["search"].setdefault("confirm", {"seeds": 0})  # confirming has tests of its own
     path = tmp_path / name
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path

@@ -97,7 +97,8 @@ def _worker(path, out, url, log):
 def test_two_workers_share_one_study_and_a_killed_workers_trial_is_rerun(make_search, tmp_path,
                                                                        postgres):
     path = make_search({"space": {"student.kwargs.width": [2, 3, 4, 5]}, "sampler": "grid",
-                        "trials": 4, "probe": False, "constraints": {"max_accuracy_drop": 1.0}})
+                        "trials": 4, "probe": False, "constraints": {"max_accuracy_drop": 1.0},
+                        "confirm": {"seeds": 0}})
     # the workers get the plain URL a user types; the test reads through psycopg2 directly
     reader = postgres.replace("postgresql://", "postgresql+psycopg2://")
     a = _worker(path, tmp_path / "a", postgres, tmp_path / "a.log")

@@ -49,7 +49,8 @@ def _project(tmp_path, module: str, space: dict, constraints: dict) -> tuple:
                    {"benchmark": {}}],
         "target": {"runs": 20, "warmup": 2},
         "search": {"space": space, "sampler": "grid", "trials": 2, "constraints": constraints,
-                   "probe": False},  # every trial trained, none stopped untrained
+                   "probe": False,  # every trial trained, none stopped untrained
+                   "confirm": {"seeds": 0}},  # confirming is tested on its own below
     }
     (proj / "search.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     elsewhere = tmp_path / "elsewhere"
@@ -118,3 +119,46 @@ def test_a_progress_line_names_the_trial_the_step_the_loop_and_the_epoch():
                      kind="prune")
     assert epoch_line(7, m) == ("trial 7: 02-prune (prune step 2) epoch 3/20  loss 0.1235  "
                                 "val_accuracy 0.9712")
+
+
+def test_a_search_confirms_its_choice_at_another_seed(tmp_path, monkeypatch, no_pythonpath):
+    """The chosen trial is trained again at seed 1 in its own folder (another split of the user's
+    data, another teacher), and the recorded check is that run's final model measured on seed
+    1's validation split."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from compress.config.pipeline import PipelineConfig
+    from compress.data.sources import load_data
+
+    proj, elsewhere = _project(tmp_path, "h2_confirm_factories", {"student.kwargs.hidden": [8]},
+                               {"max_accuracy_drop": 1.0})
+    raw = yaml.safe_load((proj / "search.yaml").read_text())
+    raw["search"]["confirm"] = {"seeds": 1, "top": 1}
+    (proj / "search.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    monkeypatch.chdir(elsewhere)
+    res = _search(str(proj / "search.yaml"), "run")
+    assert res.exit_code == 0, res.output
+    assert "search: confirming trial 0 at seed 1 (student.kwargs.hidden=8)" in res.output
+    assert re.search(r"^search: trial 0 held at seeds 1 as well: worst drop -?\d\.\d{4} below "
+                     r"its teacher, spread \d\.\d{4} \(validation\)$", res.output, flags=re.M)
+    search = json.loads((elsewhere / "run" / "search" / "search.json").read_text())
+    assert search["confirm"]["seeds"] == [1] and search["confirm"]["candidates"] == [0]
+    check = search["trials"][0]["seeds"][0]
+    assert check["seed"] == 1 and check["feasible"] is True and check["run"] == "trial-0000/seed-1"
+    # measured again here, on seed 1's own validation split
+    seed_dir = elsewhere / "run" / "search" / "trial-0000" / "seed-1"
+    stage = json.loads((seed_dir / "02-export" / "stage.json").read_text())
+    sess = ort.InferenceSession(str(seed_dir / "02-export" / stage["output"]["path"]),
+                                providers=["CPUExecutionProvider"])
+    monkeypatch.syspath_prepend(str(proj))
+    raw.pop("search")
+    data = PipelineConfig.model_validate(raw).data
+    val1, val0 = load_data(data, seed=1).val, load_data(data, seed=0).val
+    sys.modules.pop("h2_confirm_factories", None)
+    name = sess.get_inputs()[0].name
+    right = sum(int(np.argmax(sess.run(None, {name: x["input"][None].numpy()})[0]) == int(y))
+                for x, y in val1)
+    assert check["val_quality"] == pytest.approx(right / len(val1), abs=1e-6)
+    assert check["val_quality"] != search["trials"][0]["val_quality"] or \
+        [int(y) for _, y in val1] != [int(y) for _, y in val0]  # another split at seed 1
