@@ -42,7 +42,12 @@ def save_torch(art: ModelArtifact, folder: Path) -> ModelArtifact:
     """Write ``model.safetensors`` + ``model.json`` (spec, name, meta); sets ``path`` and ``sha256``."""
     from safetensors.torch import save_file
 
-    state = {k: v.detach().cpu().contiguous() for k, v in art.module.state_dict().items()}
+    state, seen = {}, set()
+    for k, v in art.module.state_dict().items():
+        t = v.detach().cpu().contiguous()
+        # tied weights (a causal LM's embedding and head) share memory: safetensors takes copies
+        state[k] = t.clone() if t.data_ptr() in seen else t
+        seen.add(t.data_ptr())
     weights = folder / "model.safetensors"
     atomic_write(weights, lambda p: save_file(state, str(p)))
     art.path, art.sha256 = weights, sha256_file(weights)

@@ -20,6 +20,7 @@ Public API::
     kv_layout(model) -> KVCacheLayout             # InputError naming an unknown architecture
     export_kv_decoder(model, path, opset=17) -> KVCacheLayout   # written atomically
     greedy_onnx(path_or_session, layout, prompt_ids, steps) -> (tokens, last-position logits)
+    prefill_logits(path_or_session, layout, ids) -> logits [S, vocab]   # one prompt, empty past
     kv_parity(path, model, prompt_ids, steps=16) -> KVParity    # max |ORT - torch|, tokens
     check_kv_parity(path, model, prompt_ids, steps=16, atol=1e-3) -> KVParity  # StageError past it
 """
@@ -69,6 +70,12 @@ class KVCacheLayout:
     @property
     def output_names(self) -> list[str]:
         return ["logits", *self.present_names]
+
+    @classmethod
+    def from_manifest(cls, kv: dict) -> KVCacheLayout:
+        """The layout that :meth:`manifest` wrote."""
+        return cls(kv["architecture"], kv["num_layers"], kv["num_kv_heads"], kv["head_dim"],
+                   kv["vocab_size"])
 
     def manifest(self, stop_ids: Sequence[int], max_context: int) -> dict:
         """The ``kv_cache`` section of a bundle manifest, as ``bundle/llm_runner.py`` reads it."""
@@ -157,6 +164,18 @@ def _session(path_or_session):
 
         return make_session(path_or_session, threads=1)
     return path_or_session
+
+
+def prefill_logits(path_or_session, layout: KVCacheLayout, ids: Sequence[int]) -> np.ndarray:
+    """The logits [S, vocab] of one prompt run whole on an empty past."""
+    sess = _session(path_or_session)
+    n = len(ids)
+    feeds = {"input_ids": np.asarray([list(ids)], np.int64),
+             "attention_mask": np.ones((1, n), np.int64),
+             "position_ids": np.arange(n, dtype=np.int64)[None]}
+    feeds.update({name: np.zeros((1, layout.num_kv_heads, 0, layout.head_dim), np.float32)
+                  for name in layout.past_names})
+    return sess.run(["logits"], feeds)[0][0]
 
 
 def greedy_onnx(path_or_session, layout: KVCacheLayout, prompt_ids: Sequence[int],

@@ -197,9 +197,13 @@ def load_causal_lm(source: CausalLMSource | str, where: str = "teacher.llm",
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from transformers.utils import logging as hf_logging
+
     kwargs = {"local_files_only": True, "trust_remote_code": trust_remote_code}
     if source.gguf_file:
         kwargs["gguf_file"] = source.gguf_file
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a bar per load on stderr says nothing the run does not
     try:
         model, info = AutoModelForCausalLM.from_pretrained(
             str(source.directory), dtype=torch.float32, output_loading_info=True, **kwargs)
@@ -207,6 +211,9 @@ def load_causal_lm(source: CausalLMSource | str, where: str = "teacher.llm",
     except (OSError, ValueError, KeyError, IndexError, TypeError, NotImplementedError,
             struct.error, SafetensorError) as e:  # what truncated or foreign files raise
         raise _load_error(source, e, where) from e
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     missing = sorted(info.get("missing_keys") or ())
     if missing:  # transformers would start them from random values
         raise InputError(f"{where}: {source.path}: incomplete checkpoint ({len(missing)} "

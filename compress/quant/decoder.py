@@ -32,6 +32,7 @@ from compress.errors import InputError
 
 DECODER_PRECISIONS = ("int8-dynamic", "int8", "int4")
 GATHER_OPSET = 21
+NBITS_LOGGER = "onnxruntime.quantization.matmul_nbits_quantizer"
 
 
 def op_counts(path: str | Path) -> dict[str, int]:
@@ -90,9 +91,10 @@ def quantize_decoder(src: str | Path, dst: str | Path, precision: str, block_siz
     exclude = [] if head else _head_nodes(model)
 
     def write(tmp: Path) -> None:
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # ORT's quantizers log each node on the root logger
+        loggers = [logging.getLogger(), logging.getLogger(NBITS_LOGGER)]
+        levels = [lg.level for lg in loggers]
+        for lg in loggers:  # ORT's quantizers log each node, on the root logger and their own
+            lg.setLevel(logging.ERROR)
         try:
             if precision == "int8-dynamic":
                 from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -105,6 +107,7 @@ def quantize_decoder(src: str | Path, dst: str | Path, precision: str, block_siz
                                    symmetric)
                 onnx.save(out, str(tmp))
         finally:
-            root.setLevel(level)
+            for lg, level in zip(loggers, levels, strict=True):
+                lg.setLevel(level)
 
     return atomic_write(dst, write)

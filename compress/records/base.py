@@ -114,3 +114,17 @@ def where_of(loc: tuple) -> str:
         else:
             out += ("." if out else "") + str(part)
     return out
+
+
+History = list[dict[str, Any]]  # one training run's epochs: {"epoch", "loss", "val_<metric>"}
+
+
+class StageReport(Record):
+    """What one stage measured. ``kind`` names the stage kind it belongs to (the reports are in
+    ``compress.records.stage_reports`` and, for task causal-lm, ``compress.records.causal_lm``)."""
+
+    kind: ClassVar[str] = ""
+
+    def histories(self) -> list[tuple[str, History]]:
+        """(label, epochs) of every training run this stage holds, in the order they ran."""
+        return []

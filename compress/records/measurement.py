@@ -19,7 +19,7 @@ class ModelMeasurement(Record):
     """
 
     omit_none: ClassVar[tuple[str, ...]] = ("quality_samples", "llm_agreement", "cost_ratio_vs_llm",
-                                            "llm_prompt_tokens")
+                                            "llm_prompt_tokens", "ttft_ms", "decode_tokens_per_s")
 
     name: str
     stage: str
@@ -56,6 +56,10 @@ class ModelMeasurement(Record):
     llm_agreement: float | None = None
     cost_ratio_vs_llm: dict[str, float] | None = None
     llm_prompt_tokens: int | None = None
+    # a causal LM's KV-cache decoder (compress.bench.decoder), by prompt length ("ctx128"): the
+    # time to the first token (the prefill) and the greedy decode rate after it, medians
+    ttft_ms: dict[str, float] | None = None
+    decode_tokens_per_s: dict[str, float] | None = None
 
     @property
     def p50(self) -> float:

@@ -14,9 +14,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from compress.records.base import Record
-
-History = list[dict[str, Any]]  # one training run's epochs: {"epoch", "loss", "val_<metric>"}
+from compress.records.base import History, Record, StageReport
+from compress.records.causal_lm import REPORTS_LM
 
 
 @dataclass(frozen=True)
@@ -37,16 +36,6 @@ def epochs(history: History) -> list[Epoch]:
         out.append(Epoch(int(row.get("epoch", i + 1)), row.get("loss"),
                          row.get(key) if key else None, key))
     return out
-
-
-class StageReport(Record):
-    """What one stage measured. ``kind`` names the stage kind it belongs to."""
-
-    kind: ClassVar[str] = ""
-
-    def histories(self) -> list[tuple[str, History]]:
-        """(label, epochs) of every training run this stage holds, in the order they ran."""
-        return []
 
 
 # -- training stages ----------------------------------------------------------------------------
@@ -357,4 +346,9 @@ def read_report(kind: str, metrics: dict[str, Any]) -> StageReport | Unread:
         except ValidationError as err:
             first = err.errors()[0]
             errors.append(f"{'.'.join(str(p) for p in first['loc']) or kind}: {first['msg']}")
+    for t in REPORTS_LM.get(kind, ()):  # task causal-lm's; the problem names the others' errors
+        try:
+            return t.model_validate(metrics)
+        except ValidationError:
+            pass
     return Unread(kind=kind, metrics=metrics, problem="; ".join(errors))

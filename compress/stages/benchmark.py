@@ -56,6 +56,8 @@ class BenchmarkStage(Stage):
 
     def run(self, model: ModelArtifact, ctx: StageContext) -> StageResult:
         cfg: BenchmarkConfig = self.cfg
+        if ctx.task.generates:
+            return _decoders(cfg, model, ctx)
         models = [m for m in ctx.published.values() if m.format == "onnx" and not is_llm(m)]
         if not models:
             raise StageError("no ONNX model to benchmark: put an export stage before benchmark")
@@ -84,3 +86,24 @@ class BenchmarkStage(Stage):
                                  clock=found[0].clock if found else None)
         return StageResult(model, report,
                            files=files, measurements=found)
+
+
+def _decoders(cfg: BenchmarkConfig, model: ModelArtifact, ctx: StageContext) -> StageResult:
+    """Every causal-LM decoder of the run (the teacher's fp32 first: the reference, then its
+    own quantized peers, then the student's), on the test windows (``compress.bench.decoder``)."""
+    from compress.bench.decoder import DecoderBench, benchmark_decoders
+
+    models = sorted((m for m in ctx.published.values() if m.format == "onnx"),
+                    key=lambda m: (m.name != "teacher", not m.name.startswith("teacher")))
+    windows = ctx.task.arrays(ctx.data.test, cfg.max_samples)[1]
+    current().info(f"[{ctx.stage_name}] measuring {len(models)} decoders on {len(windows)} test "
+                   f"windows and {cfg.prompts} prompts, timed at contexts "
+                   f"{', '.join(map(str, cfg.contexts))} ({cfg.rounds} rounds, interleaved)")
+    bench = DecoderBench(cfg.prompts, cfg.new_tokens, list(cfg.contexts), cfg.rounds,
+                         cfg.max_samples)
+    found = benchmark_decoders(models, windows, bench, ctx.target, ctx.stage_dir, ctx.run_dir)
+    files = [str(Path("latency") / f"{m.name}.npy") for m in found]
+    for m in found:
+        m.samples = str(Path(ctx.stage_name) / m.samples)
+    report = BenchmarkReport(models=[m.name for m in found], split="test", clock=found[0].clock)
+    return StageResult(model, report, files=files, measurements=found)

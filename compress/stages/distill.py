@@ -44,6 +44,8 @@ class DistillStage(Stage):
     def run(self, model: ModelArtifact, ctx: StageContext) -> StageResult:
         cfg: DistillConfig = self.cfg
         scfg = ctx.student
+        if ctx.task.generates:
+            return _lm_student(cfg, ctx)
         if is_llm(ctx.teacher):
             return _from_llm(cfg, ctx)
         teacher, scope = teacher_module(ctx.teacher), ctx.scope
@@ -90,6 +92,51 @@ def _from_llm(cfg: DistillConfig, ctx: StageContext) -> StageResult:
     result = distill(student, table, ctx.task, data, cfg.model_copy(update={"use_labels": False}),
                      ctx.device, ctx.seed, ctx.progress, scope)
     return _saved(student, spec, result, ctx)
+
+
+def _lm_student(cfg: DistillConfig, ctx: StageContext) -> StageResult:
+    """Task causal-lm: the student keeps some of the teacher's decoder blocks (``layers``, or
+    ``keep`` chosen by angular distance) and learns the teacher's top-k next-token
+    log-probabilities at the temperature, cached once on disk (``compress.train.causal_lm``)."""
+    from compress.models.causal_lm import load_causal_lm
+    from compress.models.layer_depth import keep_layers
+    from compress.records.causal_lm import LMDistillReport
+    from compress.train.causal_lm import LMPlan, cached_topk, choose_layers, distill_lm_, perplexity
+
+    kv, scfg, data = ctx.teacher.meta["kv_cache"], ctx.student, ctx.data
+    spec = _lm_spec(ctx)
+    teacher, _ = load_causal_lm(spec["causal_lm"], "teacher.llm", spec["trust_remote_code"])
+    choice = choose_layers(teacher, data.train, scfg.layers, scfg.keep,
+                           data.info.preprocessing["calibration_windows"], "student")
+    student = keep_layers(teacher, choice.kept, "student.layers")
+    k = cfg.teacher_topk or 32
+    key = {"teacher": ctx.teacher.sha256, "data": ctx.scope.data_key if ctx.scope else None,
+           "k": k, "temperature": cfg.temperature}
+    cache = None if cfg.teacher_cache == "off" or ctx.scope is None else ctx.scope.cache_dir
+    top, hit = cached_topk(teacher, data.train, k, cfg.temperature, cache, key)
+    plan = LMPlan(cfg.epochs, cfg.lr, cfg.weight_decay, cfg.optimizer, cfg.schedule,
+                  cfg.grad_clip, cfg.batch_size or data.batch_size, cfg.temperature, cfg.alpha,
+                  ctx.seed, ctx.progress)
+    untrained = perplexity(student, data.val)
+    fit = distill_lm_(student, top, data.train, data.val, plan)
+    spec["layers"] = choice.kept
+    meta = {"params": count_params(student), "stage": ctx.stage_name, "kv_cache": kv}
+    art = save_torch(ModelArtifact("student", "torch", student, spec, meta=meta), ctx.stage_dir)
+    report = LMDistillReport(
+        metric="perplexity", val=round(fit.best_val, 4), best_epoch=fit.best_epoch,
+        teacher_val=round(perplexity(teacher, data.val), 4), untrained_val=round(untrained, 4),
+        history=fit.history, params=meta["params"], layers=choice.kept,
+        distances=[round(d, 5) for d in choice.distances] if choice.distances else None,
+        top_k=k, temperature=cfg.temperature, train_tokens=len(data.train) * top.indices.shape[1],
+        tokens_per_s=round(fit.tokens_per_s, 1), cache_hit=hit)
+    return StageResult(art, report)
+
+
+def _lm_spec(ctx: StageContext) -> dict:
+    """The rebuild spec of a causal-lm student: the teacher it copies blocks from."""
+    tcfg = ctx.teacher.meta
+    return {"causal_lm": tcfg["llm"], "trust_remote_code": bool(tcfg["trust_remote_code"]),
+            "layers": None}
 
 
 def _saved(student, spec: dict, result, ctx: StageContext) -> StageResult:

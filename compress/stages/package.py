@@ -108,6 +108,8 @@ class PackageStage(Stage):
 
     def run(self, model: ModelArtifact, ctx: StageContext) -> StageResult:
         cfg: PackageConfig = self.cfg
+        if ctx.task.generates:
+            return _llm_bundle(model, ctx)
         others = {m.name: readiness(m.path) for m in ctx.published.values()
                   if m.format == "onnx" and m.sha256 != model.sha256}
         with tempfile.TemporaryDirectory(prefix="compress-ship-") as work:
@@ -122,3 +124,21 @@ class PackageStage(Stage):
         # the bundle lives beside the stage folders (RUN_DIR/bundle); its manifest is hashed into
         # stage.json, so a resumed run re-packages when the bundle was changed or removed
         return StageResult(model, report, files=[f"../{BUNDLE}/manifest.json"])
+
+
+def _llm_bundle(model: ModelArtifact, ctx: StageContext) -> StageResult:
+    """A causal LM's bundle: its decoder graph, the teacher's tokenizer, the torch-free
+    generate runner, and a manifest with the KV-cache layout and the stop tokens; its runner's
+    greedy tokens on a test prompt are compared with the graph's."""
+    from compress.bundle.llm_bundle import LLMBundleSpec, write_llm_bundle
+    from compress.records.causal_lm import LLMBundleReport
+
+    measured = next((m for m in ctx.measurements if m.sha256 == model.sha256), None)
+    tokenizer = Path(ctx.teacher.path).parent / ctx.teacher.meta["tokenizer"]
+    spec = LLMBundleSpec(model.meta["kv_cache"], model.precision, measured, ctx.config_sha256)
+    done = write_llm_bundle(model.path, tokenizer, ctx.run_dir / BUNDLE, spec,
+                            ctx.data.test[0][1][:32].tolist())
+    report = LLMBundleReport(bundle=BUNDLE, model=model.name, files=done.sizes(),
+                             kv_cache=spec.kv_cache, runner_tokens=done.runner_tokens,
+                             runner_tokens_equal=done.tokens_equal)
+    return StageResult(model, report, files=[f"../{BUNDLE}/manifest.json"])

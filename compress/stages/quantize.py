@@ -278,6 +278,8 @@ class QuantizeStage(Stage):
 
     def run(self, model: ModelArtifact, ctx: StageContext) -> StageResult:
         cfg: QuantizeConfig = self.cfg
+        if ctx.task.generates:
+            return _decoder(cfg, model, ctx)
         job = Job(cfg, ctx.task, ctx.data, ctx.target, ctx.stage_dir, ctx.seed, ctx.where)
         meta = {**model.meta, "stage": ctx.stage_name}
         publish: list[ModelArtifact] = []
@@ -291,6 +293,29 @@ class QuantizeStage(Stage):
         int8_art = ModelArtifact.from_onnx(f"{model.name}-int8", outcome.path, outcome.precision, **meta)
         publish.append(int8_art)
         return StageResult(int8_art if outcome.keep_int8 else fp32_art, outcome.report, publish=publish)
+
+
+def _decoder(cfg: QuantizeConfig, model: ModelArtifact, ctx: StageContext) -> StageResult:
+    """A causal LM's decoder graph: each of ``precisions`` judged on the validation windows
+    and timed beside fp32 (``compress.quant.decoder_choice``); the fastest within the budget is
+    passed on, every one is published for the benchmark."""
+    from compress.export.kv_cache import KVCacheLayout
+    from compress.quant.decoder_choice import DecoderBudget, choose_decoder
+
+    kv = model.meta["kv_cache"]
+    budget = DecoderBudget(cfg.max_perplexity_ratio, cfg.min_speedup,
+                           context=min(128, kv["max_context"] - 32), threads=ctx.target.threads,
+                           opt_level=ctx.target.opt_level)
+    val = ctx.task.arrays(ctx.data.val)[1]
+    choice = choose_decoder(model.path, KVCacheLayout.from_manifest(kv), list(cfg.precisions),
+                            val, budget, ctx.stage_dir)
+    if not choice.any_within_budget and cfg.if_not_met == "fail":
+        raise GateError(f"{ctx.where}: no precision within max_perplexity_ratio "
+                        f"{cfg.max_perplexity_ratio:g}: {choice.report.reason}")
+    meta = {**model.meta, "stage": ctx.stage_name}
+    arts = {p: ModelArtifact.from_onnx(f"{model.name}-{p}", path, p, **meta)
+            for p, path in choice.paths.items()}
+    return StageResult(arts.get(choice.kept, model), choice.report, publish=list(arts.values()))
 
 
 def _qat(q: QATConfig, model: ModelArtifact, ctx: StageContext, target: Int8Preset) -> tuple[Path, Path, QatTraining]:

@@ -49,6 +49,8 @@ class TeacherStage(Stage):
         tcfg: TeacherConfig = self.cfg.teacher
         if tcfg.onnx is not None:
             return _onnx_teacher(tcfg, ctx)
+        if tcfg.llm is not None and ctx.task.generates:
+            return _lm_teacher(tcfg, self.cfg.export, ctx)
         if tcfg.llm is not None:
             return _llm_teacher(tcfg, ctx)
         data, spec = ctx.data, ctx.task.model_spec(tcfg.spec(), ctx.data.num_classes)
@@ -214,3 +216,39 @@ def _llm_teacher(tcfg: TeacherConfig, ctx: StageContext) -> StageResult:
     int8 = ModelArtifact.from_onnx("teacher-int8", done.int8, "int8", **meta)
     return StageResult(art, LLMTeacherReport.model_validate(done.facts), publish=[art, int8],
                        files=[LABELS_FILE])
+
+
+def _lm_teacher(tcfg: TeacherConfig, export: ExportConfig, ctx: StageContext) -> StageResult:
+    """A causal LM to distil (task causal-lm): its KV-cache decoder graph is the teacher's
+    model.onnx (parity against torch over a prefill and ``export.parity_steps`` greedy steps on
+    a test prompt), its own quantized decoders (``teacher.peers``) are published beside it, and
+    its tokenizer is saved for the bundle."""
+    from compress.export.kv_cache import check_kv_parity, export_kv_decoder
+    from compress.models.causal_lm import load_causal_lm
+    from compress.quant.decoder import quantize_decoder
+    from compress.records.causal_lm import LMTeacherReport
+
+    net, tokenizer = load_causal_lm(tcfg.llm, "teacher.llm", tcfg.trust_remote_code)
+    path = ctx.stage_dir / "model.onnx"
+    layout = export_kv_decoder(net, path, export.opset)
+    prompt = ctx.data.test[0][1][:32].tolist()
+    parity = check_kv_parity(path, net, prompt, export.parity_steps, export.atol)
+    tokenizer.backend_tokenizer.save(str(ctx.stage_dir / "tokenizer.json"))
+    stops = sorted({t for t in (tokenizer.eos_token_id, net.generation_config.eos_token_id)
+                    for t in (t if isinstance(t, list) else [t]) if t is not None})
+    kv = layout.manifest(stops, int(getattr(net.config, "max_position_embeddings", 2048)))
+    meta = {"params": count_params(net), "stage": "teacher", "kv_cache": kv,
+            "tokenizer": "tokenizer.json", "llm": tcfg.llm,
+            "trust_remote_code": tcfg.trust_remote_code}
+    art = ModelArtifact.from_onnx("teacher", path, "fp32", **meta)
+    publish = [art]
+    for precision in tcfg.peers:
+        q = quantize_decoder(path, ctx.stage_dir / f"model.{precision}.onnx", precision)
+        publish.append(ModelArtifact.from_onnx(f"teacher-{precision}", q, precision, **meta))
+    report = LMTeacherReport(
+        llm=tcfg.llm, params=meta["params"], layers=layout.num_layers, bytes=path.stat().st_size,
+        max_abs_logit_diff=parity.max_abs_logit_diff, parity_steps=export.parity_steps,
+        greedy_tokens_equal=parity.tokens_equal,
+        peers={p.precision: p.path.stat().st_size for p in publish[1:]}, stop_ids=stops,
+        max_context=kv["max_context"], tokenizer="tokenizer.json")
+    return StageResult(art, report, publish=publish, files=["tokenizer.json"])
