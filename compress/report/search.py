@@ -142,4 +142,41 @@ def search_section(report: RunReport, plot_dir: Path) -> str:
                                   f'{base64.b64encode(png.read_bytes()).decode("ascii")}" '
                                   'alt="search trials: validation quality vs objective">')
     return ('<h2>Search</h2><div id="search">' + text + img
-            + f'<h3>Pareto front</h3><table id="search-front">{head}{rows}</table></div>')
+            + f'<h3>Pareto front</h3><table id="search-front">{head}{rows}</table>'
+            + confirm_section(s, metric) + '</div>')
+
+
+def confirm_section(s: SearchRecord, metric: str) -> str:
+    """The candidates trained again at more seeds: each seed's quality beside its teacher's, the
+    worst drop, and whether it held; empty when the choice was not confirmed."""
+    c = s.confirm
+    if c is None:
+        return ""
+    seeds = [s_ for s_ in c.seeds]
+    head = "".join(f"<th>seed {k}</th>" for k in seeds)
+    rows = []
+    for number in c.candidates:
+        t = s.trial(number)
+        if t is None:
+            continue
+        by_seed = {k.seed: k for k in t.seeds or []}
+        cells = "".join(
+            f"<td>{e(_q(metric, by_seed[k].val_quality))} / {e(_q(metric, by_seed[k].teacher_val_quality))}"
+            f"</td>" if k in by_seed and by_seed[k].val_quality is not None
+            else f"<td>{e(by_seed[k].error) if k in by_seed else '-'}</td>" for k in seeds)
+        held = t.feasible and all(k in by_seed and by_seed[k].feasible for k in seeds)
+        cls = ' class="chosen"' if number == s.chosen else ""
+        rows.append(f"<tr{cls}><td>{number}</td><td class=\"l\">{e(_params(t))}</td>"
+                    f"<td>{e(_q(metric, t.val_quality))} / {e(_q(metric, t.teacher_val_quality))}"
+                    f"</td>{cells}<td>{e(_g(max(t.drops()), 3))}</td>"
+                    f"<td>{'yes' if held else 'no'}</td></tr>")
+    own = "the run's seed"
+    one = ("" if c.one_seed_choice == s.chosen else
+           f" One seed alone would have chosen trial {e(c.one_seed_choice)}.")
+    text = (f"<p>Before choosing, the best candidates were trained again at seeds "
+            f"{e(', '.join(str(k) for k in seeds))} (another split, teacher and training order) "
+            f"and measured on each seed's validation split beside that seed's teacher; only a "
+            f"candidate whose worst seed met the constraints could be chosen.{one}</p>")
+    return (f'<h3>Confirmed at more seeds</h3>{text}<table id="search-confirm"><tr><th>trial</th>'
+            f"<th>params</th><th>{own} (student / teacher)</th>{head}<th>worst drop</th>"
+            f"<th>held</th></tr>{''.join(rows)}</table>")

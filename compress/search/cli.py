@@ -59,5 +59,11 @@ def search(config: Path, out: Path | None, trials: int | None, storage: str | No
                     f"{n.stopped_early} stopped early, "
                     f"{n.stopped_by_check} stopped by a check they cannot pass, "
                     f"{n.failed} failed; chosen trial {report.search.chosen}")
+    c = report.search.confirm
+    if c is not None and c.worst_drop is not None:
+        console.summary(f"search: confirmed at seeds {', '.join(str(s) for s in c.seeds)}: "
+                        f"{len(c.candidates)} candidates trained again; the chosen trial's worst "
+                        f"seed is {c.worst_drop:.4f} below its teacher, spread {c.spread:.4f} "
+                        "(validation)")
     console.summary(f"report: {run_dir / 'report.html'}  final: {report.final}  "
                     f"bundle: {run_dir / 'bundle'}")

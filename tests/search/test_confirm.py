@@ -88,3 +88,18 @@ def test_candidates_come_in_the_order_the_choice_prefers_them_one_per_config():
     checks = seed_checks(study)
     assert holds(records[1], checks[1], [1, 2]) and not holds(records[0], checks[0], [1, 2])
     assert not holds(records[2], [], [1, 2])
+
+
+def test_the_report_lists_each_candidate_at_each_seed(tmp_path):
+    from compress.report.search import confirm_section
+
+    s = summary(_study(), SEARCH, total=4, confirmed=([1, 2], [0, 1]))
+    html = confirm_section(s, "accuracy")
+    assert "One seed alone would have chosen trial 0." in html
+    rows = html.split("<tr")[2:]
+    assert len(rows) == 2
+    assert "<td>0</td>" in rows[0] and "96.50% / 99.00%" in rows[0] and rows[0].endswith(
+        "<td>0.025</td><td>no</td></tr>")
+    assert rows[1].startswith(' class="chosen"') and "98.30% / 99.00%" in rows[1] \
+        and rows[1].endswith("<td>0.007</td><td>yes</td></tr></table>")
+    assert confirm_section(summary(_study(), SEARCH, total=4), "accuracy") == ""
