@@ -106,6 +106,7 @@ def _lm_student(cfg: DistillConfig, ctx: StageContext) -> StageResult:
     kv, scfg, data = ctx.teacher.meta["kv_cache"], ctx.student, ctx.data
     spec = _lm_spec(ctx)
     teacher, _ = load_causal_lm(spec["causal_lm"], "teacher.llm", spec["trust_remote_code"])
+    teacher.to(ctx.device)
     choice = choose_layers(teacher, data.train, scfg.layers, scfg.keep,
                            data.info.preprocessing["calibration_windows"], "student")
     student = keep_layers(teacher, choice.kept, "student.layers")
@@ -119,12 +120,14 @@ def _lm_student(cfg: DistillConfig, ctx: StageContext) -> StageResult:
                   ctx.seed, ctx.progress)
     untrained = perplexity(student, data.val)
     fit = distill_lm_(student, top, data.train, data.val, plan)
+    teacher_val = perplexity(teacher, data.val)
+    student.cpu()
     spec["layers"] = choice.kept
     meta = {"params": count_params(student), "stage": ctx.stage_name, "kv_cache": kv}
     art = save_torch(ModelArtifact("student", "torch", student, spec, meta=meta), ctx.stage_dir)
     report = LMDistillReport(
         metric="perplexity", val=round(fit.best_val, 4), best_epoch=fit.best_epoch,
-        teacher_val=round(perplexity(teacher, data.val), 4), untrained_val=round(untrained, 4),
+        teacher_val=round(teacher_val, 4), untrained_val=round(untrained, 4),
         history=fit.history, params=meta["params"], layers=choice.kept,
         distances=[round(d, 5) for d in choice.distances] if choice.distances else None,
         top_k=k, temperature=cfg.temperature, train_tokens=len(data.train) * top.indices.shape[1],

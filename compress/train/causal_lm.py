@@ -31,8 +31,10 @@ if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
 
-def _stack(windows: Dataset, idx) -> torch.Tensor:
-    return torch.stack([windows[int(i)][1] for i in idx])
+def _stack(windows: Dataset, idx, model: nn.Module) -> torch.Tensor:
+    """The windows ``idx`` as one batch of ids, on the model's device."""
+    device = next(model.parameters()).device
+    return torch.stack([windows[int(i)][1] for i in idx]).to(device)
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ def choose_layers(teacher: nn.Module, windows: Dataset, layers: list[int] | None
     if keep is None or not 0 < keep <= n:
         raise InputError(f"{where}.keep: {keep} is out of range (the teacher has {n} layers: "
                          f"keep 1-{n})")
-    ids = _stack(windows, range(min(calibration, len(windows))))
+    ids = _stack(windows, range(min(calibration, len(windows))), teacher)
     dist = angular_distances(teacher, ids)
     dropped = set(least_important(dist, n - keep))
     return LayerChoice([i for i in range(n) if i not in dropped], dist)
@@ -78,10 +80,10 @@ def cached_topk(teacher: nn.Module, windows: Dataset, k: int, temperature: float
     teacher.eval()
     with torch.no_grad():
         for start in range(0, len(windows), batch_size):
-            ids = _stack(windows, range(start, min(start + batch_size, len(windows))))
+            ids = _stack(windows, range(start, min(start + batch_size, len(windows))), teacher)
             i, v = teacher_topk(teacher(input_ids=ids, use_cache=False).logits, k, temperature)
-            idx.append(i.numpy())
-            vals.append(v.numpy())
+            idx.append(i.cpu().numpy())
+            vals.append(v.cpu().numpy())
     import numpy as np
 
     top = TopK(np.concatenate(idx), np.concatenate(vals), temperature)
@@ -97,7 +99,7 @@ def perplexity(model: nn.Module, windows: Dataset, batch_size: int = 8) -> float
     model.eval()
     with torch.no_grad():
         for start in range(0, len(windows), batch_size):
-            ids = _stack(windows, range(start, min(start + batch_size, len(windows))))
+            ids = _stack(windows, range(start, min(start + batch_size, len(windows))), model)
             logits = model(input_ids=ids, use_cache=False).logits[:, :-1]
             nll += float(torch.nn.functional.cross_entropy(
                 logits.flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="sum"))
@@ -140,8 +142,9 @@ def _schedule(opt, plan: LMPlan, steps: int):
 
 def _loss(student: nn.Module, ids: torch.Tensor, top: TopK, rows, plan: LMPlan) -> torch.Tensor:
     logits = student(input_ids=ids, use_cache=False).logits
-    loss = plan.alpha * topk_kd_loss(logits, torch.from_numpy(top.indices[rows]),
-                                     torch.from_numpy(top.logprobs[rows]), plan.temperature)
+    loss = plan.alpha * topk_kd_loss(logits, torch.from_numpy(top.indices[rows]).to(ids.device),
+                                     torch.from_numpy(top.logprobs[rows]).to(ids.device),
+                                     plan.temperature)
     if plan.alpha < 1:
         ce = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(),
                                                ids[:, 1:].flatten())
@@ -151,9 +154,9 @@ def _loss(student: nn.Module, ids: torch.Tensor, top: TopK, rows, plan: LMPlan) 
 
 def distill_lm_(student: nn.Module, top: TopK, train: Dataset, val: Dataset,
                 plan: LMPlan) -> LMFit:
-    """Train ``student`` in place on the cached top-k of ``train``'s windows; after each epoch
-    its validation perplexity, and the best epoch's weights are the ones kept (epoch 0: the
-    student as it came, before training)."""
+    """Train ``student`` in place (on its device) on the cached top-k of ``train``'s windows;
+    after each epoch its validation perplexity, and the best epoch's weights are the ones kept
+    (epoch 0: the student as it came, before training)."""
     opt_cls = torch.optim.AdamW if plan.optimizer == "adamw" else torch.optim.SGD
     extra = {} if plan.optimizer == "adamw" else {"momentum": 0.9, "nesterov": True}
     opt = opt_cls(student.parameters(), lr=plan.lr, weight_decay=plan.weight_decay, **extra)
@@ -167,7 +170,7 @@ def distill_lm_(student: nn.Module, top: TopK, train: Dataset, val: Dataset,
         order, total, t0 = torch.randperm(len(train), generator=g), 0.0, time.perf_counter()
         for step in range(per_epoch):
             rows = order[step * plan.batch_size:(step + 1) * plan.batch_size].numpy()
-            ids = _stack(train, rows)
+            ids = _stack(train, rows, student)
             loss = _loss(student, ids, top, rows, plan)
             opt.zero_grad(set_to_none=True)
             loss.backward()
