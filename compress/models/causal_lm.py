@@ -196,7 +196,6 @@ def load_causal_lm(source: CausalLMSource | str, where: str = "teacher.llm",
     import torch
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from transformers.utils import logging as hf_logging
 
     kwargs = {"local_files_only": True, "trust_remote_code": trust_remote_code}

@@ -131,7 +131,8 @@ def test_every_decoder_is_measured_beside_the_teacher(run, teacher):
 
 
 def test_the_bundle_generates_what_the_graph_generates(run, capsys):
-    from compress.bundle.llm_runner import load_bundle, main as runner_main
+    from compress.bundle.llm_runner import load_bundle
+    from compress.bundle.llm_runner import main as runner_main
     from compress.export.kv_cache import KVCacheLayout, greedy_onnx
 
     package = _metrics(run, "05-package")
@@ -158,7 +159,8 @@ def test_a_second_run_resumes_every_stage(run, teacher, tmp_path):
 
 
 def test_a_prompt_past_the_context_and_a_missing_tokenizer_are_one_line(run, tmp_path, capsys):
-    from compress.bundle.llm_runner import load_bundle, main as runner_main
+    from compress.bundle.llm_runner import load_bundle
+    from compress.bundle.llm_runner import main as runner_main
 
     _, tokenizer = load_bundle(run / "bundle")
     text = "the value " * 300
