@@ -71,6 +71,10 @@ FIXED_SHAPE_KEYS: dict[str, str] = {
                     f"{_DECODER} (one graph with past_key_values inputs)"),
     **dict.fromkeys(("hints", "hint_weight", "use_transfer"),
                     "it distils from the teacher's cached top-k log-probabilities"),
+    **dict.fromkeys(("precision", "channels_last", "compile", "workers", "checkpoint_every_steps"),
+                    "its distillation loop (compress.train.causal_lm) trains in fp32, one process, "
+                    "without mid-run checkpoints"),
+    "seq_len": "its windows are data.lm.seq_len long; the KV-cache graph takes any length",
 }
 
 TASK_USES: dict[str, TaskUses] = {

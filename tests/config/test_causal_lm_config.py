@@ -77,6 +77,11 @@ def test_keys_that_the_other_side_ignores_are_refused(tmp_path):
         "stages[2].quantize.mode: task causal-lm ignores this key (a causal LM is quantized, "
         "exported and measured as a KV-cache decoder: quantize.precisions and "
         "max_perplexity_ratio decide); remove it")
+    cfg["stages"][2] = {"quantize": {}}
+    cfg["stages"][1] = {"export": {"seq_len": 64}}
+    assert _load(tmp_path, cfg) == (
+        "stages[1].export.seq_len: task causal-lm ignores this key (its windows are "
+        "data.lm.seq_len long; the KV-cache graph takes any length); remove it")
     other = {"version": 1, "name": "x", "teacher": {"arch": "resnet", "train": {"epochs": 1}},
              "stages": [{"export": {}}, {"quantize": {"precisions": ["int4"]}}]}
     assert _load(tmp_path, other) == (
