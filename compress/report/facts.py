@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 
 from compress.records import ModelMeasurement, RunReport
+from compress.records.causal_lm import LLMBundleReport
 from compress.records.stage_reports import ReadinessReport
 
 _SEQ = re.compile(r"seq(\d+)")
@@ -95,7 +96,8 @@ def ship(report: RunReport) -> Ship | None:
     bundle, files = None, ()
     for s in report.stages:
         typed = s.report
-        if s.status != "failed" and isinstance(typed, ReadinessReport) and typed.model == final.name:
+        bundled = isinstance(typed, ReadinessReport | LLMBundleReport)
+        if s.status != "failed" and bundled and typed.model == final.name:
             bundle = typed.bundle
-            files = tuple(f for f in typed.files if f.startswith("model."))
+            files = tuple(f for f in typed.files if f.startswith(("model.", "decoder.")))
     return Ship(final.name, final.path, bundle, files, report.status == "failed")

@@ -18,6 +18,7 @@ from compress.records.stage_reports import (
 )
 from compress.report.facts import runs_text, samples_text, ship, tokens_text
 from compress.report.formats import fmt_quality, human
+from compress.report.causal_lm import decoder_trials_table, decoding_markdown, lm_notes
 from compress.report.llm import llm_markdown
 
 
@@ -108,6 +109,7 @@ def render_markdown(report: RunReport) -> str:
                   f"{runs_text(report.models)})", "",
                   models_table(report.models), ""]
     lines += llm_markdown(report)  # an llm teacher's run: the cost ratio and agreement
+    lines += decoding_markdown(report)  # a causal-lm run: its decoders as a user feels them
     lines += ["## Stages", "", "| stage | status | seconds | notes |", "|---|---|---|---|"]
     for s in report.stages:
         notes = s.error or _stage_notes(s)
@@ -125,7 +127,7 @@ def _stage_table(stage: StageEntry) -> str | None:
         return trajectory_table(typed.trajectory)
     if isinstance(typed, QuantizeReport) and typed.trials:
         return quantize_table(typed)
-    return None
+    return decoder_trials_table(typed)
 
 
 def _stage_notes(stage: StageEntry) -> str:
@@ -141,6 +143,7 @@ def _stage_notes(stage: StageEntry) -> str:
                      + (f", agreement {agree * 100:.1f}%" if agree is not None else ""))
     if isinstance(typed, PruneReport):
         parts += typed.notes
+    parts += lm_notes(typed)
     return "; ".join(parts)
 
 

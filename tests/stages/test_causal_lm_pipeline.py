@@ -128,6 +128,10 @@ def test_every_decoder_is_measured_beside_the_teacher(run, teacher):
     model, _ = load_causal_lm(str(teacher))
     assert rows["teacher"]["quality"]["perplexity"] == pytest.approx(perplexity(model, test), rel=1e-4)
     assert report["final"] in students
+    md = (run / "report.md").read_text()
+    assert "## Decoding (KV-cache decoders, ONNX Runtime, 1 thread(s), cpu clock; quality against " \
+           "teacher on 16 test windows)" in md
+    assert "| teacher | fp32 | 432.41kB | " in md and "packaged in `bundle/` (`bundle/decoder.onnx`)" in md
 
 
 def test_the_bundle_generates_what_the_graph_generates(run, capsys):
