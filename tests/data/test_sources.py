@@ -161,8 +161,9 @@ def test_an_unset_class_count_leaves_the_data_dump_as_it_was():
     assert "num_classes" not in DataConfig().model_dump(mode="json")
     assert DataConfig(num_classes=1000).model_dump(mode="json")["num_classes"] == 1000
     # every other field is dumped as pydantic dumps it, so the hash is the one before the key
-    plain = DataConfig.model_fields.keys() - {"num_classes"}
+    plain = DataConfig.model_fields.keys() - {"num_classes", "lm"}  # lm: task causal-lm's, alike
     assert set(DataConfig(image_size=16).model_dump(mode="json")) == plain
+    assert "lm" in DataConfig(source="text", lm={}).model_dump(mode="json")
     assert sha256_json(DataConfig(image_size=16).model_dump(mode="json")) == sha256_json(
         {k: v for k, v in DataConfig(image_size=16, num_classes=5).model_dump(mode="json").items()
          if k != "num_classes"})
