@@ -15,12 +15,11 @@ import time
 
 from compress.errors import CompressError
 from compress.records import SeedCheck, TrialRecord
-from compress.search.records import choose
+from compress.search.records import PREFIX, choose, seed_checks
 from compress.search.study import SearchContext, constraint_values, missed
 from compress.search.trial import measure_val, pipeline_raw, run_candidate, validated
 
 QUALITY_KEYS = ("max_accuracy_drop", "min_quality")
-PREFIX = "seed_check:"
 
 
 def confirm_seeds(ctx: SearchContext) -> list[int]:
@@ -29,16 +28,6 @@ def confirm_seeds(ctx: SearchContext) -> list[int]:
     if not ctx.search.quality_constraint():
         return []
     return [ctx.cfg.seed + i for i in range(1, ctx.search.confirm.seeds + 1)]
-
-
-def seed_checks(study) -> dict[int, list[SeedCheck]]:
-    """The checks a study holds: trial number -> its checks, by seed."""
-    out: dict[int, list[SeedCheck]] = {}
-    for key, value in study.user_attrs.items():
-        if key.startswith(PREFIX):
-            number = int(key.split(":")[1])
-            out.setdefault(number, []).append(SeedCheck.model_validate(value))
-    return {n: sorted(checks, key=lambda c: c.seed) for n, checks in out.items()}
 
 
 def preference(records: list[TrialRecord], objective: str, higher: bool,

@@ -10,10 +10,23 @@ from compress.records import (
     Counts,
     FinalRound,
     SearchRecord,
+    SeedCheck,
     StudyAttrs,
     TrialAttrs,
     TrialRecord,
 )
+
+PREFIX = "seed_check:"  # the study attribute of one seed check: seed_check:TRIAL:SEED
+
+
+def seed_checks(study) -> dict[int, list[SeedCheck]]:
+    """The checks a study holds: trial number -> its checks, by seed."""
+    out: dict[int, list[SeedCheck]] = {}
+    for key, value in study.user_attrs.items():
+        if key.startswith(PREFIX):
+            number = int(key.split(":")[1])
+            out.setdefault(number, []).append(SeedCheck.model_validate(value))
+    return {n: sorted(checks, key=lambda c: c.seed) for n, checks in out.items()}
 
 
 def trial_record(t) -> TrialRecord:
@@ -86,8 +99,6 @@ def summary(study, search: SearchConfig, total: int, higher: bool = True,
     again in one session (study.final_round); the front and the choice read it. ``confirmed``:
     the confirming seeds and the trials checked at them (search.confirm); the choice then
     takes only a trial that held at every seed."""
-    from compress.search.confirm import seed_checks
-
     records = [trial_record(t) for t in study.get_trials(deepcopy=False)]
     checks = seed_checks(study) if confirmed else {}
     for r in records:
