@@ -5,7 +5,7 @@ Latency depends on the graph, not on trained weights, so the pipeline runs with 
 epoch set to 0: the same export path, quantizer and runtime settings as `make demo`, in seconds.
 mobile.yaml prunes with `scope: layer` to a MACs target, so the untrained run cuts the same
 number of channels from each layer as the trained one: the graph timed here has the demo's widths
-(17,705 bytes, as `make demo`'s final model).
+(37,525 bytes, as `make demo`'s final model).
 Rewrite the baseline deliberately with `pytest tests/test_latency_regression.py --latency-update`.
 """
 

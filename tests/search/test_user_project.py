@@ -144,6 +144,10 @@ def test_a_search_confirms_its_choice_at_another_seed(tmp_path, monkeypatch, no_
                      r"its teacher, spread \d\.\d{4} \(validation\)$", res.output, flags=re.M)
     search = json.loads((elsewhere / "run" / "search" / "search.json").read_text())
     assert search["confirm"]["seeds"] == [1] and search["confirm"]["candidates"] == [0]
+    c = search["confirm"]
+    assert (f"search: confirmed at seeds 1: 1 candidates trained again; the chosen trial's worst "
+            f"seed is {c['worst_drop']:.4f} below its teacher, spread {c['spread']:.4f} "
+            "(validation)") in res.output
     check = search["trials"][0]["seeds"][0]
     assert check["seed"] == 1 and check["feasible"] is True and check["run"] == "trial-0000/seed-1"
     # measured again here, on seed 1's own validation split
