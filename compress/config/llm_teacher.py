@@ -18,7 +18,7 @@ learns its next-token distribution on running text (``check_causal_lm``)::
 
     task: causal-lm
     teacher: {llm: smollm2-135m-instruct, peers: [int8, int4]}
-    student: {keep: 24}
+    student: {keep: 24, width: {ffn: 0.75, round_to: 32}}   # width: optional FFN pruning
 """
 
 from __future__ import annotations
@@ -105,6 +105,19 @@ class LLMTeacherFields(BaseModel):
 
     def llm_keys_set(self) -> bool:
         return bool({"prompt", "calibrate", "device", "label_batch_size", "int8"} & self.model_fields_set)
+
+
+class LMWidthConfig(BaseModel):
+    """``student.width`` of task causal-lm: how much of each decoder block's FFN is kept."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ffn: float = Field(
+        gt=0, lt=1, description="The fraction of the FFN intermediate width kept in every block "
+        "(the channels of highest mean |activation| on the calibration windows), e.g. 0.75.")
+    round_to: int = Field(
+        32, gt=0, le=4096, description="The kept width is rounded to a multiple of this "
+        "(kernel-friendly matmul shapes).")
 
 
 LLM_FIELDS = ("llm", "prompt", "calibrate", "device", "label_batch_size", "int8", "peers")

@@ -18,7 +18,12 @@ from pydantic import (
 from compress.config import rules
 from compress.config import stages as sc
 from compress.config.data import DataConfig
-from compress.config.llm_teacher import LLM_FIELDS, LLMTeacherFields, check_llm_teacher
+from compress.config.llm_teacher import (
+    LLM_FIELDS,
+    LLMTeacherFields,
+    LMWidthConfig,
+    check_llm_teacher,
+)
 from compress.config.paths import apply_override, message, near_miss, norm
 from compress.config.search import SearchConfig, check_space
 from compress.config.stages import KINDS, TargetConfig
@@ -87,6 +92,10 @@ class StudentConfig(ModelConfig):
         None, gt=0, le=4096, description="task causal-lm: keep this many of the llm teacher's "
         "decoder blocks, dropping those of least angular distance between input and output "
         "(measured on data.lm.calibration_windows of the training text).",
+    )
+    width: LMWidthConfig | None = Field(
+        None, description="task causal-lm: also prune the FFN of every kept block to a fraction "
+        "of its width, e.g. {ffn: 0.75, round_to: 32}, before distillation.",
     )
 
     @field_validator("layers")
@@ -279,6 +288,9 @@ class PipelineConfig(BaseModel):
         if self.student is not None and self.student.keep is not None and self.task != "causal-lm":
             raise rules.At(("student", "keep"), "keeps decoder blocks of an llm teacher of task "
                            f"causal-lm (task is {self.task}); give layers")
+        if self.student is not None and self.student.width is not None and self.task != "causal-lm":
+            raise rules.At(("student", "width"), "prunes the FFN of an llm teacher's decoder "
+                           f"blocks, task causal-lm only (task is {self.task})")
         if self.data.source == "text" and self.data.tokenizer is None:
             if self.teacher.hf is None:
                 raise ValueError("data.source text needs 'data.tokenizer' (or an hf teacher's)")

@@ -21,13 +21,15 @@ def build_model(spec: dict[str, Any], in_channels: int | None, num_classes: int 
     only their ``kwargs``. If the spec holds pruned ``widths``, layers are resized to them.
     """
     kwargs = dict(spec.get("kwargs") or {})
-    if spec.get("causal_lm"):  # a depth-pruned copy of a causal LM (its weights load after)
+    if spec.get("causal_lm"):  # a depth- (and FFN-) pruned copy of a causal LM (weights load after)
         from compress.models.causal_lm import load_causal_lm
         from compress.models.layer_depth import keep_layers
+        from compress.models.llm_width import shrink_ffn_
 
         teacher, _ = load_causal_lm(spec["causal_lm"], f"{where}.causal_lm",
                                     bool(spec.get("trust_remote_code")))
-        return keep_layers(teacher, spec["layers"], f"{where}.layers")
+        student = keep_layers(teacher, spec["layers"], f"{where}.layers")
+        return shrink_ffn_(student, spec["ffn_width"]) if spec.get("ffn_width") else student
     if spec.get("hf") or spec.get("layers") is not None:
         model = _build_hf(spec, where)
     elif spec.get("arch"):

@@ -27,12 +27,23 @@ class LMTeacherReport(StageReport):
     tokenizer: str  # the tokenizer file in the teacher's folder
 
 
+class FFNWidth(Record):
+    """``student.width``: every kept block's FFN pruned to one width by activation importance."""
+
+    intermediate_before: int
+    intermediate_after: int  # the kept fraction rounded to a multiple of round_to
+    round_to: int
+    params_before: int  # the depth-pruned student's, before its FFN was pruned
+    params_after: int
+
+
 class LMDistillReport(StageReport):
-    """A depth-pruned student distilled on the teacher's cached top-k log-probabilities."""
+    """A depth-pruned (and optionally FFN-width-pruned) student distilled on the teacher's
+    cached top-k log-probabilities."""
 
     kind: ClassVar[str] = "distill"
     metric_keys: ClassVar[dict[str, str]] = {"val": "val_{metric}"}
-    omit_none: ClassVar[tuple[str, ...]] = ("distances",)
+    omit_none: ClassVar[tuple[str, ...]] = ("distances", "width")
 
     metric: str  # perplexity
     val: float  # validation perplexity of the epoch kept (epoch 0: the student untrained)
@@ -48,6 +59,7 @@ class LMDistillReport(StageReport):
     train_tokens: int
     tokens_per_s: float  # training throughput
     cache_hit: bool  # the teacher's top-k came from the disk cache
+    width: FFNWidth | None = None  # student.width: the FFN pruning before distillation
 
     def histories(self) -> list[tuple[str, History]]:
         return [("training", self.history)] if self.history else []

@@ -110,6 +110,7 @@ def _lm_student(cfg: DistillConfig, ctx: StageContext) -> StageResult:
     choice = choose_layers(teacher, data.train, scfg.layers, scfg.keep,
                            data.info.preprocessing["calibration_windows"], "student")
     student = keep_layers(teacher, choice.kept, "student.layers")
+    width = _prune_width_(student, scfg.width, data)
     k = cfg.teacher_topk or 32
     key = {"teacher": ctx.teacher.sha256, "data": ctx.scope.data_key if ctx.scope else None,
            "k": k, "temperature": cfg.temperature}
@@ -123,6 +124,8 @@ def _lm_student(cfg: DistillConfig, ctx: StageContext) -> StageResult:
     teacher_val = perplexity(teacher, data.val)
     student.cpu()
     spec["layers"] = choice.kept
+    if width is not None:
+        spec["ffn_width"] = width.intermediate_after
     meta = {"params": count_params(student), "stage": ctx.stage_name, "kv_cache": kv}
     art = save_torch(ModelArtifact("student", "torch", student, spec, meta=meta), ctx.stage_dir)
     report = LMDistillReport(
@@ -131,8 +134,27 @@ def _lm_student(cfg: DistillConfig, ctx: StageContext) -> StageResult:
         history=fit.history, params=meta["params"], layers=choice.kept,
         distances=[round(d, 5) for d in choice.distances] if choice.distances else None,
         top_k=k, temperature=cfg.temperature, train_tokens=len(data.train) * top.indices.shape[1],
-        tokens_per_s=round(fit.tokens_per_s, 1), cache_hit=hit)
+        tokens_per_s=round(fit.tokens_per_s, 1), cache_hit=hit, width=width)
     return StageResult(art, report)
+
+
+def _prune_width_(student: nn.Module, wcfg, data: DataBundle):
+    """``student.width``: every block's FFN pruned in place to the kept fraction, channels chosen
+    by their activation on the calibration windows; the report's FFNWidth, or None."""
+    if wcfg is None:
+        return None
+    import torch
+
+    from compress.models.llm_width import prune_width_
+    from compress.records.causal_lm import FFNWidth
+
+    n = min(data.info.preprocessing["calibration_windows"], len(data.train))
+    device = next(student.parameters()).device
+    ids = torch.stack([data.train[i][1] for i in range(n)]).to(device)
+    choice = prune_width_(student, ids, wcfg.ffn, wcfg.round_to)
+    return FFNWidth(intermediate_before=choice.intermediate_before,
+                    intermediate_after=choice.intermediate_after, round_to=wcfg.round_to,
+                    params_before=choice.params_before, params_after=choice.params_after)
 
 
 def _lm_spec(ctx: StageContext) -> dict:
