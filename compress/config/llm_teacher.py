@@ -18,7 +18,7 @@ learns its next-token distribution on running text (``check_causal_lm``)::
 
     task: causal-lm
     teacher: {llm: smollm2-135m-instruct, peers: [int8, int4]}
-    student: {keep: 24, width: {ffn: 0.75, round_to: 32}}   # width: optional FFN pruning
+    student: {keep: 24, width: {ffn: 0.75, round_to: 32}}   # width: optional
 """
 
 from __future__ import annotations
@@ -108,16 +108,28 @@ class LLMTeacherFields(BaseModel):
 
 
 class LMWidthConfig(BaseModel):
-    """``student.width`` of task causal-lm: how much of each decoder block's FFN is kept."""
+    """``student.width`` of task causal-lm: how much of each decoder block's FFN and attention
+    is kept (one width for every block, the most important channels and heads of each)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    ffn: float = Field(
-        gt=0, lt=1, description="The fraction of the FFN intermediate width kept in every block "
-        "(the channels of highest mean |activation| on the calibration windows), e.g. 0.75.")
+    ffn: float | None = Field(
+        None, gt=0, lt=1, description="The fraction of the FFN intermediate width kept in every "
+        "block (the channels of highest summed |act(gate) * up| on the calibration windows), "
+        "e.g. 0.75.")
     round_to: int = Field(
-        32, gt=0, le=4096, description="The kept width is rounded to a multiple of this "
+        32, gt=0, le=4096, description="The kept FFN width is rounded to a multiple of this "
         "(kernel-friendly matmul shapes).")
+    heads: float | None = Field(
+        None, gt=0, lt=1, description="The fraction of the attention's KV groups kept in every "
+        "block (a key/value head with its query heads; rounded to whole groups, at least one), "
+        "chosen by their summed |output| on the calibration windows.")
+
+    @model_validator(mode="after")
+    def _something(self):
+        if self.ffn is None and self.heads is None:
+            raise ValueError("give ffn (the kept fraction of the FFN width), heads, or both")
+        return self
 
 
 LLM_FIELDS = ("llm", "prompt", "calibrate", "device", "label_batch_size", "int8", "peers")

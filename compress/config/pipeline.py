@@ -98,6 +98,14 @@ class StudentConfig(ModelConfig):
         "of its width, e.g. {ffn: 0.75, round_to: 32}, before distillation.",
     )
 
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        # no width: left out, so that the resume keys of runs from before it stay as they were
+        out = handler(self)
+        if self.width is None and isinstance(out, dict):
+            out.pop("width", None)
+        return out
+
     @field_validator("layers")
     @classmethod
     def _distinct(cls, v: list[int] | None) -> list[int] | None:

@@ -24,12 +24,16 @@ def build_model(spec: dict[str, Any], in_channels: int | None, num_classes: int 
     if spec.get("causal_lm"):  # a depth- (and FFN-) pruned copy of a causal LM (weights load after)
         from compress.models.causal_lm import load_causal_lm
         from compress.models.layer_depth import keep_layers
-        from compress.models.llm_width import shrink_ffn_
+        from compress.models.llm_width import shrink_ffn_, shrink_kv_groups_
 
         teacher, _ = load_causal_lm(spec["causal_lm"], f"{where}.causal_lm",
                                     bool(spec.get("trust_remote_code")))
         student = keep_layers(teacher, spec["layers"], f"{where}.layers")
-        return shrink_ffn_(student, spec["ffn_width"]) if spec.get("ffn_width") else student
+        if spec.get("ffn_width"):
+            shrink_ffn_(student, spec["ffn_width"])
+        if spec.get("kv_heads"):
+            shrink_kv_groups_(student, spec["kv_heads"])
+        return student
     if spec.get("hf") or spec.get("layers") is not None:
         model = _build_hf(spec, where)
     elif spec.get("arch"):

@@ -27,18 +27,21 @@ class LMTeacherReport(StageReport):
     tokenizer: str  # the tokenizer file in the teacher's folder
 
 
-class FFNWidth(Record):
-    """``student.width``: every kept block's FFN pruned to one width by activation importance."""
+class WidthPruning(Record):
+    """``student.width``: every kept block's FFN (and KV groups) pruned to one width by
+    activation importance, before distillation."""
 
     intermediate_before: int
     intermediate_after: int  # the kept fraction rounded to a multiple of round_to
     round_to: int
-    params_before: int  # the depth-pruned student's, before its FFN was pruned
+    kv_heads_before: int
+    kv_heads_after: int  # each with its query heads
+    params_before: int  # the depth-pruned student's, before its width was pruned
     params_after: int
 
 
 class LMDistillReport(StageReport):
-    """A depth-pruned (and optionally FFN-width-pruned) student distilled on the teacher's
+    """A depth-pruned (and optionally width-pruned) student distilled on the teacher's
     cached top-k log-probabilities."""
 
     kind: ClassVar[str] = "distill"
@@ -59,7 +62,7 @@ class LMDistillReport(StageReport):
     train_tokens: int
     tokens_per_s: float  # training throughput
     cache_hit: bool  # the teacher's top-k came from the disk cache
-    width: FFNWidth | None = None  # student.width: the FFN pruning before distillation
+    width: WidthPruning | None = None  # student.width: the pruning before distillation
 
     def histories(self) -> list[tuple[str, History]]:
         return [("training", self.history)] if self.history else []

@@ -124,8 +124,8 @@ def _lm_student(cfg: DistillConfig, ctx: StageContext) -> StageResult:
     teacher_val = perplexity(teacher, data.val)
     student.cpu()
     spec["layers"] = choice.kept
-    if width is not None:
-        spec["ffn_width"] = width.intermediate_after
+    if width is not None:  # the rebuild's shapes (compress.models.build)
+        spec["ffn_width"], spec["kv_heads"] = width.intermediate_after, width.kv_heads_after
     meta = {"params": count_params(student), "stage": ctx.stage_name, "kv_cache": kv}
     art = save_torch(ModelArtifact("student", "torch", student, spec, meta=meta), ctx.stage_dir)
     report = LMDistillReport(
@@ -139,22 +139,23 @@ def _lm_student(cfg: DistillConfig, ctx: StageContext) -> StageResult:
 
 
 def _prune_width_(student: nn.Module, wcfg, data: DataBundle):
-    """``student.width``: every block's FFN pruned in place to the kept fraction, channels chosen
-    by their activation on the calibration windows; the report's FFNWidth, or None."""
+    """``student.width``: every block's FFN and KV groups pruned in place to the kept fractions,
+    chosen by their activation on the calibration windows; the report's WidthPruning, or None."""
     if wcfg is None:
         return None
     import torch
 
     from compress.models.llm_width import prune_width_
-    from compress.records.causal_lm import FFNWidth
+    from compress.records.causal_lm import WidthPruning
 
     n = min(data.info.preprocessing["calibration_windows"], len(data.train))
     device = next(student.parameters()).device
     ids = torch.stack([data.train[i][1] for i in range(n)]).to(device)
-    choice = prune_width_(student, ids, wcfg.ffn, wcfg.round_to)
-    return FFNWidth(intermediate_before=choice.intermediate_before,
-                    intermediate_after=choice.intermediate_after, round_to=wcfg.round_to,
-                    params_before=choice.params_before, params_after=choice.params_after)
+    c = prune_width_(student, ids, wcfg.ffn, wcfg.round_to, wcfg.heads)
+    return WidthPruning(intermediate_before=c.intermediate_before,
+                        intermediate_after=c.intermediate_after, round_to=wcfg.round_to,
+                        kv_heads_before=c.kv_heads_before, kv_heads_after=c.kv_heads_after,
+                        params_before=c.params_before, params_after=c.params_after)
 
 
 def _lm_spec(ctx: StageContext) -> dict:

@@ -1,7 +1,7 @@
-"""FFN width pruning of a tiny random Llama (3 blocks, hidden 32, intermediate 64): the kept
-width, the importance against a hand computation, the kept channels, the pruned model against
-the original with the dropped channels zeroed, the rebuild from the spec's width, and the
-KV-cache export of the pruned student."""
+"""Width pruning of a tiny random Llama (3 blocks, hidden 32, intermediate 64; a 6-head one with
+3 KV groups for heads): the kept width, the importances against hand computations, the kept
+channels and groups, the pruned model against the original with the dropped channels and heads
+zeroed, the rebuild from the spec's widths, and the KV-cache export of the pruned student."""
 
 from __future__ import annotations
 
@@ -14,8 +14,11 @@ from compress.errors import InputError
 from compress.models.llm_width import (
     ffn_importance,
     ffn_width,
+    kv_group_count,
+    kv_group_importance,
     prune_width_,
     shrink_ffn_,
+    shrink_kv_groups_,
     top_channels,
 )
 
@@ -27,6 +30,18 @@ def llama():
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                      tie_word_embeddings=True, initializer_range=0.2)
+    return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def gqa():
+    """6 query heads over 3 KV heads (groups of 2), head dim 8."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(2)
+    cfg = LlamaConfig(vocab_size=96, hidden_size=48, intermediate_size=64, num_hidden_layers=3,
+                      num_attention_heads=6, num_key_value_heads=3, max_position_embeddings=128,
                       tie_word_embeddings=True, initializer_range=0.2)
     return LlamaForCausalLM(cfg).eval()
 
@@ -131,4 +146,87 @@ def test_the_kv_cache_export_of_a_width_pruned_student_passes_parity(llama, wind
     layout = export_kv_decoder(student, tmp_path / "decoder.onnx")
     assert (layout.num_layers, layout.num_kv_heads, layout.head_dim) == (3, 2, 8)
     parity = check_kv_parity(tmp_path / "decoder.onnx", student, windows[0].tolist(), steps=16)
+    assert parity.max_abs_logit_diff <= 1e-4 and parity.tokens_equal
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat([-x[..., half:], x[..., :half]], -1) * sin
+
+
+def _hand_group_importance(model, ids: torch.Tensor) -> list[torch.Tensor]:
+    """Causal softmax attention written out per head from each block's input and weights:
+    |output| summed over tokens, the group's 2 query heads and their 8 dims."""
+    seen = {}
+    handles = [layer.self_attn.register_forward_pre_hook(
+        lambda m, args, kwargs, i=i: seen.setdefault(i, []).append(
+            (kwargs.get("hidden_states", args[0] if args else None)[0],
+             kwargs["position_embeddings"])), with_kwargs=True)
+        for i, layer in enumerate(model.model.layers)]
+    with torch.no_grad():
+        for row in ids:
+            model(input_ids=row[None], use_cache=False)
+    for h in handles:
+        h.remove()
+    out = []
+    with torch.no_grad():
+        for i, layer in enumerate(model.model.layers):
+            a, total = layer.self_attn, torch.zeros(3, dtype=torch.float64)
+            for x, (cos, sin) in seen[i]:
+                t = x.shape[0]
+                q = (x @ a.q_proj.weight.T).reshape(t, 6, 8).transpose(0, 1)
+                k = (x @ a.k_proj.weight.T).reshape(t, 3, 8).transpose(0, 1)
+                v = (x @ a.v_proj.weight.T).reshape(t, 3, 8).transpose(0, 1)
+                q, k = _rotate(q, cos[0], sin[0]), _rotate(k, cos[0], sin[0])
+                for h in range(6):
+                    s = q[h] @ k[h // 2].T / 8 ** 0.5
+                    s = s.masked_fill(torch.ones(t, t).triu(1).bool(), float("-inf"))
+                    total[h // 2] += float((s.softmax(-1) @ v[h // 2]).abs().sum())
+            out.append(total)
+    return out
+
+
+@pytest.mark.parametrize(("groups", "heads", "want"), [(3, 0.67, 2), (3, 0.5, 2), (3, 0.1, 1),
+                                                       (4, 0.5, 2), (8, 0.3, 2)])
+def test_the_kept_kv_groups_are_the_fraction_rounded_to_whole_groups(groups, heads, want):
+    assert kv_group_count(groups, heads) == want
+
+
+def test_a_kv_groups_importance_is_its_query_heads_summed_output(gqa, windows):
+    got = kv_group_importance(gqa, windows, batch_size=2)
+    want = _hand_group_importance(gqa, windows)
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == (3,) and torch.allclose(g, w, rtol=1e-4)
+    assert top_channels(got, 2) == top_channels(want, 2)
+
+
+def test_the_head_pruned_student_is_the_original_with_the_dropped_heads_zeroed(gqa, windows,
+                                                                             tmp_path):
+    from compress.export.kv_cache import check_kv_parity, export_kv_decoder
+
+    student = copy.deepcopy(gqa)
+    choice = prune_width_(student, windows, 0.5, round_to=16, heads=0.67)
+    assert (choice.kv_heads_before, choice.kv_heads_after, choice.intermediate_after) == (3, 2, 32)
+    cfg = student.config
+    assert (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim) == (4, 2, 8)
+    for attn in (layer.self_attn for layer in student.model.layers):
+        assert (attn.q_proj.out_features, attn.k_proj.out_features, attn.v_proj.out_features,
+                attn.o_proj.in_features) == (32, 16, 16, 32)
+    assert choice.kept_groups == top_channels(_hand_group_importance(gqa, windows), 2)
+    # FFN 3 x 3 x 32 x 48 and one KV group: 3 x (q 16 + k 8 + v 8 + o 16) x 48 fewer weights
+    assert choice.params_before - choice.params_after == 3 * 3 * 32 * 48 + 3 * 48 * 48
+    zeroed = copy.deepcopy(gqa)
+    with torch.no_grad():
+        for layer, kept, groups in zip(zeroed.model.layers, choice.kept, choice.kept_groups,
+                                       strict=True):
+            layer.mlp.down_proj.weight[:, sorted(set(range(64)) - set(kept))] = 0
+            for g in sorted(set(range(3)) - set(groups)):
+                layer.self_attn.o_proj.weight[:, g * 16:(g + 1) * 16] = 0
+        diff = (student(input_ids=windows).logits - zeroed(input_ids=windows).logits).abs().max()
+    assert float(diff) < 1e-5
+    rebuilt = shrink_kv_groups_(shrink_ffn_(copy.deepcopy(gqa), 32), 2)
+    rebuilt.load_state_dict(student.state_dict(), strict=True)
+    layout = export_kv_decoder(rebuilt, tmp_path / "decoder.onnx")
+    assert (layout.num_layers, layout.num_kv_heads, layout.head_dim) == (3, 2, 8)
+    parity = check_kv_parity(tmp_path / "decoder.onnx", rebuilt, windows[1].tolist(), steps=16)
     assert parity.max_abs_logit_diff <= 1e-4 and parity.tokens_equal

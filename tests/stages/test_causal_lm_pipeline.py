@@ -210,20 +210,24 @@ def test_an_architecture_the_exporter_does_not_know_is_one_line(teacher, tmp_pat
 def test_a_width_pruned_student_distils_exports_and_reloads(teacher, tmp_path):
     from compress.artifacts import load_torch
 
-    cfg = _config(teacher, keep=2, width={"ffn": 0.5, "round_to": 16})
+    cfg = _config(teacher, keep=2, width={"ffn": 0.5, "round_to": 16, "heads": 0.5})
     cfg["stages"] = [{"distill": {"epochs": 1, "lr": 0.003, "temperature": 2.0,
                                   "teacher_topk": 16}}, {"export": {"parity_steps": 8}}]
     result = _run(tmp_path, cfg, tmp_path / "run")
     assert result.exit_code == 0, result.output
     distill = _metrics(tmp_path / "run", "01-distill")
-    # the teacher's 49440 less 2 of its 9280-parameter blocks; then hidden 32, intermediate
-    # 64 -> 32: 2 blocks x 3 matrices x 32 channels x 32 fewer weights
+    # the teacher's 49440 less 2 of its 9280-parameter blocks; then in each of the 2 blocks the
+    # FFN 64 -> 32 (3 matrices x 32 channels x hidden 32) and one of 2 KV groups (q 16 + k 8 +
+    # v 8 + o 16 rows or columns of 32)
     assert distill["width"] == {"intermediate_before": 64, "intermediate_after": 32,
-                                "round_to": 16, "params_before": 49440 - 2 * 9280,
-                                "params_after": 49440 - 2 * 9280 - 2 * 3 * 32 * 32}
+                                "round_to": 16, "kv_heads_before": 2, "kv_heads_after": 1,
+                                "params_before": 49440 - 2 * 9280,
+                                "params_after": 49440 - 2 * 9280 - 2 * (3 * 32 * 32 + 48 * 32)}
     assert distill["params"] == distill["width"]["params_after"]
     export = _metrics(tmp_path / "run", "02-export")
     assert export["max_abs_logit_diff"] <= 1e-4 and export["greedy_tokens_equal"]
+    assert (export["num_layers"], export["num_kv_heads"], export["head_dim"]) == (2, 1, 8)
     student = load_torch(tmp_path / "run" / "01-distill", None, None).module
-    assert student.config.intermediate_size == 32
+    assert (student.config.intermediate_size, student.config.num_attention_heads) == (32, 2)
     assert [b.mlp.down_proj.in_features for b in student.model.layers] == [32, 32]
+    assert [b.self_attn.k_proj.out_features for b in student.model.layers] == [8, 8]
