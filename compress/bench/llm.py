@@ -17,6 +17,7 @@ from torch.utils.data import Dataset, Subset
 
 from compress.artifacts import ModelArtifact, ModelMeasurement
 from compress.common.files import atomic_write
+from compress.records.measurement import CostRatio
 from compress.tasks.base import Task
 from compress.tasks.llm_label_file import LabelFile, labels_path, read_labels
 
@@ -109,9 +110,9 @@ def measure_llm(llm: list[ModelArtifact], students: list[ModelArtifact],
         row.quality["llm_agreement"] = float((top1 == wanted).mean())
         row.llm_agreement = row.quality["llm_agreement"]
         row.speedup_vs_teacher = round(base / row.p50, 3)  # the models table's own p50s
-        row.cost_ratio_vs_llm = {"teacher": round(base / r.stats.p50, 3),
-                                 **({llm[1].name: round(base8 / r.stats.p50, 3)} if base8 else {}),
-                                 "student_p50_ms": round(r.stats.p50, 5)}
+        row.cost_ratio_vs_llm = CostRatio(
+            teacher=round(base / r.stats.p50, 3), student_p50_ms=round(r.stats.p50, 5),
+            **({llm[1].name: round(base8 / r.stats.p50, 3)} if base8 else {}))
     for row in rows:
         row.speedup_vs_teacher = round(base / row.p50, 3)
     return rows + found

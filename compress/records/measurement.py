@@ -5,9 +5,27 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from compress.records.base import Record
+
+
+class CostRatio(Record):
+    """A student's per-query cost against an LLM teacher's copies, from one interleaved timing:
+    each copy's p50 over the student's (stored under the copy's model name, ``teacher`` for the
+    fp32 LLM), and the student's own p50 in that timing."""
+
+    model_config = ConfigDict(extra="allow")  # one ratio per LLM copy, keyed by its model name
+
+    teacher: float
+    student_p50_ms: float
+
+    def vs(self, name: str) -> float | None:
+        """The ratio against the LLM copy ``name`` (None when it was not timed)."""
+        if name == "teacher":
+            return self.teacher
+        value = (self.model_extra or {}).get(name)
+        return None if value is None else float(value)
 
 
 class ModelMeasurement(Record):
@@ -54,7 +72,7 @@ class ModelMeasurement(Record):
     # from one interleaved timing ({"teacher": .., "teacher-int8": .., "student_p50_ms": ..});
     # and, on the LLM's own rows, the prompt length it was timed at
     llm_agreement: float | None = None
-    cost_ratio_vs_llm: dict[str, float] | None = None
+    cost_ratio_vs_llm: CostRatio | None = None
     llm_prompt_tokens: int | None = None
     # a causal LM's KV-cache decoder (compress.bench.decoder), by prompt length ("ctx128"): the
     # time to the first token (the prefill) and the greedy decode rate after it, medians

@@ -30,10 +30,10 @@ def _rows(report: RunReport) -> list[tuple[str, ...]] | None:
     int8 = llm[1].name if len(llm) > 1 else None
     for m in students:
         r = m.cost_ratio_vs_llm
-        p50 = r.get("student_p50_ms", m.p50)
+        vs8 = r.vs(int8) if int8 else None
         out.append((m.name + (" (final)" if m.name == report.final else ""), _pct(m.accuracy), "-",
-                    _pct(m.llm_agreement), "text", f"{p50:.4f}", f"{r['teacher']:.1f}x",
-                    f"{r[int8]:.1f}x" if int8 and int8 in r else "-", _qps(p50)))
+                    _pct(m.llm_agreement), "text", f"{r.student_p50_ms:.4f}", f"{r.teacher:.1f}x",
+                    "-" if vs8 is None else f"{vs8:.1f}x", _qps(r.student_p50_ms)))
     return out
 
 
@@ -48,8 +48,9 @@ def headline(report: RunReport) -> str | None:
     if final is None or final.cost_ratio_vs_llm is None or not llm:
         return None
     r = final.cost_ratio_vs_llm
-    peer = f" ({r[llm[1].name]:.1f}x vs its int8)" if len(llm) > 1 and llm[1].name in r else ""
-    return (f"The final student answers a query {r['teacher']:.1f}x cheaper than the LLM's fp32 "
+    vs8 = r.vs(llm[1].name) if len(llm) > 1 else None
+    peer = "" if vs8 is None else f" ({vs8:.1f}x vs its int8)"
+    return (f"The final student answers a query {r.teacher:.1f}x cheaper than the LLM's fp32 "
             f"ONNX{peer}, agreeing with the LLM on {_pct(final.llm_agreement)} of the test texts; "
             f"gold accuracy {_pct(final.accuracy)} against the LLM's {_pct(llm[0].accuracy)}.")
 

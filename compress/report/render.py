@@ -16,9 +16,9 @@ from compress.records.stage_reports import (
     TeacherReport,
     Unread,
 )
+from compress.report.causal_lm import decoder_trials_table, decoding_markdown, lm_notes
 from compress.report.facts import runs_text, samples_text, ship, tokens_text
 from compress.report.formats import fmt_quality, human
-from compress.report.causal_lm import decoder_trials_table, decoding_markdown, lm_notes
 from compress.report.llm import llm_markdown
 
 
