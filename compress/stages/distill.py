@@ -96,8 +96,9 @@ def _from_llm(cfg: DistillConfig, ctx: StageContext) -> StageResult:
 
 def _lm_student(cfg: DistillConfig, ctx: StageContext) -> StageResult:
     """Task causal-lm: the student keeps some of the teacher's decoder blocks (``layers``, or
-    ``keep`` chosen by angular distance) and learns the teacher's top-k next-token
-    log-probabilities at the temperature, cached once on disk (``compress.train.causal_lm``)."""
+    ``keep`` chosen by angular distance), optionally pruned in width (``width``: FFN channels
+    and KV groups by activation), and learns the teacher's top-k next-token log-probabilities
+    at the temperature, cached once on disk (``compress.train.causal_lm``)."""
     from compress.models.causal_lm import load_causal_lm
     from compress.models.layer_depth import keep_layers
     from compress.records.causal_lm import LMDistillReport
