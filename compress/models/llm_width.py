@@ -34,7 +34,7 @@ Public API::
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -84,22 +84,21 @@ def _mlps(model: nn.Module) -> list[nn.Module]:
     return mlps
 
 
-def ffn_importance(model: nn.Module, input_ids: torch.Tensor,
-                   batch_size: int = 4) -> list[torch.Tensor]:
-    """Each block's sum over every token of ``input_ids`` [N, S] of the absolute intermediate
-    activation (the input of ``down_proj``), one float64 score per channel."""
+def _input_sums(model: nn.Module, layers: Sequence[nn.Module], size: int,
+                input_ids: torch.Tensor, batch_size: int,
+                fold: Callable[[torch.Tensor], torch.Tensor]) -> list[torch.Tensor]:
+    """Run ``input_ids`` [N, S] through ``model`` in batches and, for each of ``layers``, add up
+    ``fold(|its input|)`` (``size`` float64 scores, on the CPU) over every batch."""
     import torch
 
-    mlps = _mlps(model)
-    sums = [torch.zeros(m.down_proj.in_features, dtype=torch.float64) for m in mlps]
+    sums = [torch.zeros(size, dtype=torch.float64) for _ in layers]
 
     def hook(i):
         def record(module, args):
-            a = args[0].detach().abs().double()
-            sums[i] += a.reshape(-1, a.shape[-1]).sum(0).cpu()
+            sums[i] += fold(args[0].detach().abs().double()).cpu()
         return record
 
-    handles = [m.down_proj.register_forward_pre_hook(hook(i)) for i, m in enumerate(mlps)]
+    handles = [layer.register_forward_pre_hook(hook(i)) for i, layer in enumerate(layers)]
     try:
         with torch.no_grad():
             for start in range(0, len(input_ids), batch_size):
@@ -108,6 +107,15 @@ def ffn_importance(model: nn.Module, input_ids: torch.Tensor,
         for h in handles:
             h.remove()
     return sums
+
+
+def ffn_importance(model: nn.Module, input_ids: torch.Tensor,
+                   batch_size: int = 4) -> list[torch.Tensor]:
+    """Each block's sum over every token of ``input_ids`` [N, S] of the absolute intermediate
+    activation (the input of ``down_proj``), one float64 score per channel."""
+    downs = [m.down_proj for m in _mlps(model)]
+    return _input_sums(model, downs, model.config.intermediate_size, input_ids, batch_size,
+                       lambda a: a.reshape(-1, a.shape[-1]).sum(0))
 
 
 def top_channels(scores: Sequence[torch.Tensor], width: int) -> list[list[int]]:
@@ -191,27 +199,10 @@ def kv_group_importance(model: nn.Module, input_ids: torch.Tensor,
                         batch_size: int = 4) -> list[torch.Tensor]:
     """Each block's sum over every token of ``input_ids`` of ``|o_proj input|`` over the
     channels of each KV group's query heads, one float64 score per KV head."""
-    import torch
-
-    attns = _attentions(model)
     kv, group, head_dim = _geometry(model)
-    sums = [torch.zeros(kv, dtype=torch.float64) for _ in attns]
-
-    def hook(i):
-        def record(module, args):
-            a = args[0].detach().abs().double().reshape(-1, kv, group * head_dim)
-            sums[i] += a.sum((0, 2)).cpu()
-        return record
-
-    handles = [a.o_proj.register_forward_pre_hook(hook(i)) for i, a in enumerate(attns)]
-    try:
-        with torch.no_grad():
-            for start in range(0, len(input_ids), batch_size):
-                model(input_ids=input_ids[start:start + batch_size], use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
-    return sums
+    outs = [a.o_proj for a in _attentions(model)]
+    return _input_sums(model, outs, kv, input_ids, batch_size,
+                       lambda a: a.reshape(-1, kv, group * head_dim).sum((0, 2)))
 
 
 def prune_kv_groups_(model: nn.Module, keep: Sequence[Sequence[int]]) -> nn.Module:

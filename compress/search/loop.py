@@ -84,31 +84,37 @@ def _no_choice(cfg: PipelineConfig, run_dir: Path, ctx: st.SearchContext,
     """No trial to run: every trial failed (exit 1, naming the first error), or none met the
     constraints (exit 3, after a report that holds the search and says which trial came
     closest)."""
-    trials, counts = result.trials, result.counts
+    trials = result.trials
     failed = [t for t in trials if t.state == "fail"]
     if trials and len(failed) == len(trials):
         first = min(failed, key=lambda t: t.number)
         raise CompressError(f"search: all {len(trials)} trials failed; the first, trial "
                             f"{first.number} ({', '.join(first.overrides)}): "
                             f"{first.error or 'see its run folder'}")
-    message = (f"search: none of {counts.trials} trials met the constraints on validation "
-               f"({counts.complete} trained, {counts.trials - counts.complete - len(failed)}"
-               f" stopped, {len(failed)} failed)")
-    close = st.closest(trials, ctx.search.objective)
-    if result.confirm is not None:
-        seeds = ", ".join(str(s) for s in result.confirm.seeds)
-        message = (f"search: none of the {counts.feasible} feasible trials met the constraints "
-                   f"at seeds {seeds} as well on validation (checked: trials "
-                   f"{', '.join(str(n) for n in result.confirm.candidates)})")
-        close = _least_worst(result, ctx.higher)
-        if close is not None:
-            message += (f"; closest: trial {close.number}, worst drop "
-                        f"{max(close.drops(ctx.higher)):.4f} below its teacher")
-            close = None
-    if close is not None:
-        message += f"; closest: trial {close.number}, {st.missed(close.constraints)}"
+    message = no_choice_message(result, ctx.search.objective, ctx.higher)
     _write_search_report(cfg, run_dir, ctx, result, message)
     raise GateError(f"{message}; see {run_dir / 'report.json'}")
+
+
+def no_choice_message(result: SearchRecord, objective: str, higher: bool) -> str:
+    """Why nothing was chosen, and which trial came closest: the one missing the fewest
+    constraints (then the fastest), or, when the choice was confirmed at more seeds, the one with
+    the smallest worst-seed drop."""
+    counts, c = result.counts, result.confirm
+    if c is not None:
+        message = (f"search: none of the {counts.feasible} feasible trials met the constraints at "
+                   f"seeds {', '.join(str(s) for s in c.seeds)} as well on validation (checked: "
+                   f"trials {', '.join(str(n) for n in c.candidates)})")
+        close = _least_worst(result, higher)
+        return message + ("" if close is None else f"; closest: trial {close.number}, worst "
+                          f"drop {max(close.drops(higher)):.4f} below its teacher")
+    failed = sum(t.state == "fail" for t in result.trials)
+    message = (f"search: none of {counts.trials} trials met the constraints on validation "
+               f"({counts.complete} trained, {counts.trials - counts.complete - failed}"
+               f" stopped, {failed} failed)")
+    close = st.closest(result.trials, objective)
+    return message + ("" if close is None else
+                      f"; closest: trial {close.number}, {st.missed(close.constraints)}")
 
 
 def _least_worst(result: SearchRecord, higher: bool):

@@ -12,7 +12,7 @@ from optuna.trial import TrialState, create_trial
 from compress.config.search import SearchConfig
 from compress.records import SeedCheck, TrialResult
 from compress.search.confirm import holds, preference, seed_checks
-from compress.search.loop import _least_worst
+from compress.search.loop import _least_worst, no_choice_message
 from compress.search.records import summary
 from compress.search.study import constraint_values
 
@@ -77,6 +77,10 @@ def test_the_fastest_candidate_whose_worst_seed_holds_is_chosen():
     # the closest is the smallest worst drop: trial 1 (0.994 - 0.970) against trial 0's 0.025
     assert max(none_held.trials[1].drops()) == pytest.approx(0.024)
     assert _least_worst(none_held, True).number == 1
+    # what the search says as it exits 3
+    assert no_choice_message(none_held, "latency", True) == (
+        "search: none of the 3 feasible trials met the constraints at seeds 1, 2 as well on "
+        "validation (checked: trials 0, 1); closest: trial 1, worst drop 0.0240 below its teacher")
 
 
 def test_candidates_come_in_the_order_the_choice_prefers_them_one_per_config():
