@@ -198,9 +198,7 @@ def load_causal_lm(source: CausalLMSource | str, where: str = "teacher.llm",
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    kwargs = {"local_files_only": True, "trust_remote_code": trust_remote_code}
-    if source.gguf_file:
-        kwargs["gguf_file"] = source.gguf_file
+    kwargs = _hf_kwargs(source, trust_remote_code)
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # a bar per load on stderr says nothing the run does not
     try:
@@ -222,6 +220,14 @@ def load_causal_lm(source: CausalLMSource | str, where: str = "teacher.llm",
     return model.eval(), tokenizer  # dtype=float32 above; GGUF models refuse .float()
 
 
+def _hf_kwargs(source: CausalLMSource, trust_remote_code: bool) -> dict:
+    """``from_pretrained``'s offline arguments for ``source`` (its GGUF file, when it is one)."""
+    kwargs = {"local_files_only": True, "trust_remote_code": trust_remote_code}
+    if source.gguf_file:
+        kwargs["gguf_file"] = source.gguf_file
+    return kwargs
+
+
 def load_causal_tokenizer(source: CausalLMSource | str, where: str = "data.tokenizer",
                           trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     """The tokenizer of a causal LM alone (a GGUF's from its metadata), without its weights."""
@@ -230,9 +236,7 @@ def load_causal_tokenizer(source: CausalLMSource | str, where: str = "data.token
     _offline()
     from transformers import AutoTokenizer
 
-    kwargs = {"local_files_only": True, "trust_remote_code": trust_remote_code}
-    if source.gguf_file:
-        kwargs["gguf_file"] = source.gguf_file
+    kwargs = _hf_kwargs(source, trust_remote_code)
     try:
         return AutoTokenizer.from_pretrained(str(source.directory), **kwargs)
     except (OSError, ValueError, KeyError, TypeError, NotImplementedError) as e:
