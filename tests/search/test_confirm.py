@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import optuna
 import pytest
+from _util import ROOT
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 
@@ -107,3 +108,23 @@ def test_the_report_lists_each_candidate_at_each_seed(tmp_path):
     assert rows[1].startswith(' class="chosen"') and "98.30% / 99.00%" in rows[1] \
         and rows[1].endswith("<td>0.007</td><td>yes</td></tr></table>")
     assert confirm_section(summary(_study(), SEARCH, total=4), "accuracy") == ""
+
+
+@pytest.mark.parametrize("line, message", [
+    ("    seeds: -1", "search.confirm.seeds: must be >= 0 (got -1)"),
+    ("    seed: 2", "search.confirm.seed: unknown key; did you mean 'seeds'? expected one of: "
+                    "seeds, top"),
+])
+def test_a_bad_confirm_key_is_one_line_naming_its_yaml_line(tmp_path, line, message):
+    from click.testing import CliRunner
+
+    from compress.cli import cli
+
+    text = (ROOT / "pipelines" / "mobile-search.yaml").read_text().splitlines()
+    at = next(i for i, t in enumerate(text) if t.startswith("    seeds: 2"))
+    text[at] = line
+    path = tmp_path / "search.yaml"
+    path.write_text("\n".join(text) + "\n")
+    res = CliRunner().invoke(cli, ["validate", str(path)])
+    assert res.exit_code == 2
+    assert res.stderr.strip() == f"error: {path}:{at + 1} {message}"
