@@ -128,11 +128,13 @@ def test_inconclusive_warns_or_fails_with_strict(models, capsys):
 def test_save_baseline_then_check(models, tmp_path, capsys):
     tiny, _ = models
     b = tmp_path / "b.json"
-    code, out, _ = run_cli(capsys, "bench", tiny, "--save-baseline", b, "--time", "1.5")
+    code, out, _ = run_cli(capsys, "bench", tiny, "--save-baseline", b, "--time", "3")
     assert code == 0 and out.splitlines()[-1] == f"saved      {b}"
     assert json.loads(b.read_text())["format"] == "compress-latency-baseline"
-    code, out, err = run_cli(capsys, "bench", tiny, "--baseline", b, "--tolerance", "0.5",
-                             "--time", "3")
+    # tiny runs in microseconds, so a loaded box can measure a 15% spread between processes
+    # (seen here); a 2x tolerance keeps the interval off its edge there, so a verdict is sure
+    code, out, err = run_cli(capsys, "bench", tiny, "--baseline", b, "--tolerance", "1.0",
+                             "--time", "4")
     assert (code, err) == (0, "") and out.startswith(f"not slower: {tiny} is ")
     missing = tmp_path / "none.json"
     assert run_cli(capsys, "bench", tiny, "--baseline", missing) == (
