@@ -165,33 +165,12 @@ def check_llm_config(cfg, path: Path) -> None:
     """
     from compress.config.yamlmap import line_of, load_yaml
     from compress.errors import ConfigError
+    from compress.models.causal_lm import resolve_causal_lm  # stdlib until load
 
     if cfg.teacher.llm is None:
         return
     try:
-        _check_source(cfg.teacher.llm, "teacher.llm")
+        resolve_causal_lm(cfg.teacher.llm, "teacher.llm", by_table=False)
     except InputError as e:
         _, lines = load_yaml(path)
         raise ConfigError(f"{path}:{line_of(lines, ('teacher', 'llm'))} {e}") from None
-
-
-def _check_source(ref: str, where: str) -> None:
-    from compress.models.causal_lm import BUILTIN_LLMS, resolve_causal_lm  # stdlib until load
-
-    p = Path(ref).expanduser()
-    if ref in BUILTIN_LLMS or p.suffix.lower() == ".gguf" or not p.is_dir():
-        resolve_causal_lm(ref, where)
-        return
-    config = p / "config.json"
-    try:
-        parsed = json.loads(config.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{where}: {config}: no such file (expected a Hugging Face causal-LM "
-                         "directory with config.json, a .gguf file, or a built-in LLM: "
-                         f"{', '.join(BUILTIN_LLMS)})") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{where}: {config}: not valid JSON ({str(e).splitlines()[0]})") from None
-    archs = (parsed.get("architectures") or []) if isinstance(parsed, dict) else []
-    if archs and not any(str(a).endswith("ForCausalLM") for a in archs):
-        raise InputError(f"{where}: {p}: not a causal LM (architectures: {', '.join(archs)}; "
-                         "expected a ...ForCausalLM model)")

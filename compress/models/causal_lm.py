@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import os
 import struct
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from compress.errors import InputError
+from compress.models.hf_config import one_line, read_model_config
 
 if TYPE_CHECKING:
     from torch import nn
@@ -112,35 +112,34 @@ def _check_gguf_magic(path: Path, where: str) -> None:
         raise InputError(f"{where}: {path}: not a GGUF file (it does not start with b'GGUF')")
 
 
-def _check_hf_config(path: Path, where: str) -> None:
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+def _check_hf_config(path: Path, where: str, by_table: bool) -> None:
+    """A directory's config.json must be of a causal LM: by transformers' own table of causal-LM
+    classes when ``by_table``, else (``compress validate``, which imports no transformers) by the
+    ``...ForCausalLM`` name of its architectures."""
+    parsed = read_model_config(path, where, _expected())
+    archs = [str(a) for a in parsed.get("architectures") or []]
+    if by_table:
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-    config = path / "config.json"
-    if not config.is_file():
-        raise InputError(f"{where}: {config}: no such file ({_expected()})")
-    try:
-        parsed = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{where}: {config}: not valid JSON ({_one_line(e)})") from None
-    if not isinstance(parsed, dict) or "model_type" not in parsed:
-        raise InputError(f"{where}: {config}: expected a JSON object with 'model_type'")
-    causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
-    archs = parsed.get("architectures") or []
+        causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+        if not archs and parsed["model_type"] not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+            raise InputError(f"{where}: {path}: not a causal LM (model_type "
+                             f"{parsed['model_type']!r} has no causal-LM class in transformers)")
+    else:
+        causal = {a for a in archs if a.endswith("ForCausalLM")}
     if archs and not causal.intersection(archs):
         raise InputError(f"{where}: {path}: not a causal LM (architectures: {', '.join(archs)}; "
                          "expected a ...ForCausalLM model)")
-    if not archs and parsed["model_type"] not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        raise InputError(f"{where}: {path}: not a causal LM (model_type "
-                         f"{parsed['model_type']!r} has no causal-LM class in transformers)")
 
 
-def resolve_causal_lm(ref: str, where: str = "teacher.llm") -> CausalLMSource:
+def resolve_causal_lm(ref: str, where: str = "teacher.llm", by_table: bool = True) -> CausalLMSource:
     """The causal LM that ``ref`` names, checked without loading it. ``where`` names the YAML
     path or argument in errors.
 
     Raises:
         InputError: the built-in's package is missing; the file or directory is missing; a file
-            that is not GGUF; a directory without a valid config.json, or not of a causal LM.
+            that is not GGUF; a directory without a valid config.json, or not of a causal LM
+            (by transformers' table of causal-LM classes, or by name without ``by_table``).
     """
     _offline()
     if ref in BUILTIN_LLMS:
@@ -153,18 +152,13 @@ def resolve_causal_lm(ref: str, where: str = "teacher.llm") -> CausalLMSource:
         return CausalLMSource(ref, path.parent, path.name)
     if not path.is_dir():
         raise InputError(f"{where}: {path}: no such directory ({_expected()})")
-    _check_hf_config(path, where)
+    _check_hf_config(path, where, by_table)
     return CausalLMSource(ref, path)
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
 
 
 def _load_error(source: CausalLMSource, e: BaseException, where: str) -> InputError:
     """The one-line InputError for what ``from_pretrained`` raised."""
-    msg = _one_line(e)
+    msg = one_line(e)
     if isinstance(e, NotImplementedError) and msg.startswith("Dequantization for "):
         qtype = msg.removeprefix("Dequantization for ").split(" ")[0]
         return InputError(f"{where}: {source.path}: GGUF tensor type {qtype} cannot be "
@@ -241,7 +235,7 @@ def load_causal_tokenizer(source: CausalLMSource | str, where: str = "data.token
         return AutoTokenizer.from_pretrained(str(source.directory), **kwargs)
     except (OSError, ValueError, KeyError, TypeError, NotImplementedError) as e:
         raise InputError(f"{where}: {source.path}: cannot load its tokenizer "
-                         f"({_one_line(e)})") from e
+                         f"({one_line(e)})") from e
 
 
 def source_sha256(source: CausalLMSource) -> str:

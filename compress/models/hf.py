@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import importlib
-import json
 import os
 import shutil
 import uuid
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 
 from compress.errors import InputError
+from compress.models.hf_config import read_model_config
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -75,19 +75,10 @@ def resolve_hf_dir(ref: str, where: str) -> Path:
         path = Path(get_path())
     else:
         path = Path(ref).expanduser()
-    config = path / "config.json"
+    expected = "expected a Hugging Face model directory with config.json"
     if not path.is_dir():
-        raise InputError(f"{where}: {path}: no such directory "
-                         "(expected a Hugging Face model directory with config.json)")
-    if not config.is_file():
-        raise InputError(f"{where}: {config}: no such file "
-                         "(expected a Hugging Face model directory with config.json)")
-    try:
-        parsed = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"{where}: {config}: not valid JSON ({e})") from e
-    if not isinstance(parsed, dict) or "model_type" not in parsed:
-        raise InputError(f"{where}: {config}: expected a JSON object with 'model_type'")
+        raise InputError(f"{where}: {path}: no such directory ({expected})")
+    read_model_config(path, where, expected)
     return path
 
 

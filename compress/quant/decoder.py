@@ -20,6 +20,7 @@ Public API::
     quantize_decoder(src, dst, precision, block_size=32, accuracy_level=4, head=True,
                      embedding=False, symmetric=True) -> Path        # written atomically
     op_counts(path) -> dict[str, int]                # node counts by op type
+    nbits_quantizer() -> module                      # ORT's MatMulNBits quantizer, imported quietly
 """
 
 from __future__ import annotations
@@ -43,6 +44,21 @@ def op_counts(path: str | Path) -> dict[str, int]:
     return dict(collections.Counter(n.op_type for n in graph.node))
 
 
+def nbits_quantizer():
+    """ORT's ``matmul_nbits_quantizer`` module, imported without the ``logging.basicConfig`` it
+    runs on import (that root handler, at INFO, would print every later log line of the
+    process)."""
+    import importlib
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    module = importlib.import_module(NBITS_LOGGER)
+    for h in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(h)
+    root.setLevel(level)
+    return module
+
+
 def _head_nodes(model) -> list[str]:
     """The MatMul that writes the graph output ``logits`` (the output head)."""
     return [n.name for n in model.graph.node
@@ -61,18 +77,15 @@ def _check(precision: str, embedding: bool) -> None:
 def _weight_only(model, bits: int, block_size: int, accuracy_level: int, exclude: list[str],
                  embedding: bool, symmetric: bool):
     from onnx import version_converter
-    from onnxruntime.quantization.matmul_nbits_quantizer import (
-        DefaultWeightOnlyQuantConfig,
-        MatMulNBitsQuantizer,
-    )
 
+    nbits = nbits_quantizer()
     ops = ("MatMul", "Gather") if embedding else ("MatMul",)
     if embedding:
         model = version_converter.convert_version(model, GATHER_OPSET)
-    config = DefaultWeightOnlyQuantConfig(
+    config = nbits.DefaultWeightOnlyQuantConfig(
         block_size=block_size, is_symmetric=symmetric, accuracy_level=accuracy_level, bits=bits,
         op_types_to_quantize=ops, quant_axes=(("MatMul", 0), ("Gather", 1)))
-    quantizer = MatMulNBitsQuantizer(model, nodes_to_exclude=exclude, algo_config=config)
+    quantizer = nbits.MatMulNBitsQuantizer(model, nodes_to_exclude=exclude, algo_config=config)
     quantizer.process()
     return quantizer.model.model
 

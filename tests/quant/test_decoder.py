@@ -8,6 +8,9 @@ int4 (measured: 0.014, 0.032, 0.19).
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -93,3 +96,15 @@ def test_asymmetric_blocks_carry_zero_points(decoder):
     assert len(nodes) == LINEARS and all(len(n.input) >= 4 and n.input[3] for n in nodes)
     ref, out = _logits(root / "fp32.onnx", layout, ids), _logits(path, layout, ids)
     assert np.abs(out - ref).max() <= 0.3
+
+
+def test_the_nbits_quantizer_is_imported_without_its_root_log_handler():
+    # ORT's module runs logging.basicConfig(level=INFO) on import: every later log line of the
+    # process would print. Imported plainly it adds a handler; through nbits_quantizer it does not.
+    probe = ("import logging; {}; root = logging.getLogger(); "
+             "print(len(root.handlers), logging.getLevelName(root.level))")
+    plain = probe.format("import onnxruntime.quantization.matmul_nbits_quantizer")
+    quiet = probe.format("from compress.quant.decoder import nbits_quantizer; nbits_quantizer()")
+    got = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.split() for code in (plain, quiet)]
+    assert got == [["1", "INFO"], ["0", "WARNING"]]
