@@ -48,10 +48,21 @@ def bundle_spec(model: ModelArtifact, ctx: StageContext, cfg: PackageConfig,
     labels = targets if ctx.task.uses.labels else None  # classifiers (images or text)
     return BundleSpec(task=ctx.task.name, preprocess=record, eval_inputs=inputs, labels=labels,
                       quality=quality, latency=latency, precision=model.precision,
-                      class_names=ctx.data.info.class_names,
+                      class_names=_class_names(ctx),
                       config_sha256=ctx.config_sha256, platform=cfg.platform,
                       fix_shapes=cfg.fix_shapes, extra_files=extra,
                       training_data=_corpus_record(ctx))
+
+
+def _class_names(ctx: StageContext) -> list[str] | None:
+    """The name of each of the model's outputs: the data's classes, or, for the student of an
+    llm teacher, the teacher's label order (the data's classes, then the verbalisers' labels the
+    data lacks: the student has a logit for each)."""
+    from compress.tasks.llm_label_file import is_llm, labels_path, read_labels
+
+    if is_llm(ctx.teacher):
+        return read_labels(labels_path(ctx.teacher)).labels
+    return ctx.data.info.class_names
 
 
 def _corpus_record(ctx: StageContext) -> str | None:

