@@ -1,9 +1,12 @@
 """ONNX Runtime in one place: sessions (threads, optimization level), the CPU's identity and
-flags, batched runs over named arrays. Every stage and command that touches ORT goes through here.
+flags, batched runs over named arrays, and ORT's MatMulNBits quantizer imported quietly. Every
+stage and command that touches ORT goes through here.
 """
 
 from __future__ import annotations
 
+import importlib
+import logging
 import platform
 from pathlib import Path
 
@@ -91,3 +94,19 @@ def timing_feed(sess, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     bs = fixed_batch(sess) or 1
     names = {i.name for i in sess.get_inputs()}
     return {k: v[:bs] for k, v in feeds.items() if k in names}
+
+
+NBITS_MODULE = "onnxruntime.quantization.matmul_nbits_quantizer"
+
+
+def nbits_quantizer():
+    """ORT's ``matmul_nbits_quantizer`` module, imported without the ``logging.basicConfig`` it
+    runs on import (that root handler, at INFO, would print every later log line of the
+    process)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    module = importlib.import_module(NBITS_MODULE)
+    for h in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(h)
+    root.setLevel(level)
+    return module

@@ -20,7 +20,6 @@ Public API::
     quantize_decoder(src, dst, precision, block_size=32, accuracy_level=4, head=True,
                      embedding=False, symmetric=True) -> Path        # written atomically
     op_counts(path) -> dict[str, int]                # node counts by op type
-    nbits_quantizer() -> module                      # ORT's MatMulNBits quantizer, imported quietly
 """
 
 from __future__ import annotations
@@ -29,11 +28,11 @@ import collections
 import logging
 from pathlib import Path
 
+from compress.common.ort import NBITS_MODULE, nbits_quantizer
 from compress.errors import InputError
 
 DECODER_PRECISIONS = ("int8-dynamic", "int8", "int4")
 GATHER_OPSET = 21
-NBITS_LOGGER = "onnxruntime.quantization.matmul_nbits_quantizer"
 
 
 def op_counts(path: str | Path) -> dict[str, int]:
@@ -42,21 +41,6 @@ def op_counts(path: str | Path) -> dict[str, int]:
 
     graph = onnx.load(str(path), load_external_data=False).graph
     return dict(collections.Counter(n.op_type for n in graph.node))
-
-
-def nbits_quantizer():
-    """ORT's ``matmul_nbits_quantizer`` module, imported without the ``logging.basicConfig`` it
-    runs on import (that root handler, at INFO, would print every later log line of the
-    process)."""
-    import importlib
-
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    module = importlib.import_module(NBITS_LOGGER)
-    for h in [h for h in root.handlers if h not in handlers]:
-        root.removeHandler(h)
-    root.setLevel(level)
-    return module
 
 
 def _head_nodes(model) -> list[str]:
@@ -104,7 +88,7 @@ def quantize_decoder(src: str | Path, dst: str | Path, precision: str, block_siz
     exclude = [] if head else _head_nodes(model)
 
     def write(tmp: Path) -> None:
-        loggers = [logging.getLogger(), logging.getLogger(NBITS_LOGGER)]
+        loggers = [logging.getLogger(), logging.getLogger(NBITS_MODULE)]
         levels = [lg.level for lg in loggers]
         for lg in loggers:  # ORT's quantizers log each node, on the root logger and their own
             lg.setLevel(logging.ERROR)

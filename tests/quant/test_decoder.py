@@ -104,7 +104,7 @@ def test_the_nbits_quantizer_is_imported_without_its_root_log_handler():
     probe = ("import logging; {}; root = logging.getLogger(); "
              "print(len(root.handlers), logging.getLevelName(root.level))")
     plain = probe.format("import onnxruntime.quantization.matmul_nbits_quantizer")
-    quiet = probe.format("from compress.quant.decoder import nbits_quantizer; nbits_quantizer()")
+    quiet = probe.format("from compress.common.ort import nbits_quantizer; nbits_quantizer()")
     got = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.split() for code in (plain, quiet)]
     assert got == [["1", "INFO"], ["0", "WARNING"]]
