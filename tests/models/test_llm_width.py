@@ -21,29 +21,18 @@ from compress.models.llm_width import (
     shrink_kv_groups_,
     top_channels,
 )
+from tests._tiny_llama import tiny_llama
 
 
 @pytest.fixture(scope="module")
 def llama():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                      tie_word_embeddings=True, initializer_range=0.2)
-    return LlamaForCausalLM(cfg).eval()
+    return tiny_llama()
 
 
 @pytest.fixture(scope="module")
 def gqa():
     """6 query heads over 3 KV heads (groups of 2), head dim 8."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(2)
-    cfg = LlamaConfig(vocab_size=96, hidden_size=48, intermediate_size=64, num_hidden_layers=3,
-                      num_attention_heads=6, num_key_value_heads=3, max_position_embeddings=128,
-                      tie_word_embeddings=True, initializer_range=0.2)
-    return LlamaForCausalLM(cfg).eval()
+    return tiny_llama(seed=2, hidden=48, heads=6, kv_heads=3)
 
 
 @pytest.fixture(scope="module")
