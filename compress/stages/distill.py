@@ -99,12 +99,13 @@ def _lm_student(cfg: DistillConfig, ctx: StageContext) -> StageResult:
     ``keep`` chosen by angular distance), optionally pruned in width (``width``: FFN channels
     and KV groups by activation), and learns the teacher's top-k next-token log-probabilities
     at the temperature, cached once on disk (``compress.train.causal_lm``)."""
+    from compress.export.kv_cache import kv_layout
     from compress.models.causal_lm import load_causal_lm
     from compress.models.layer_depth import keep_layers
     from compress.records.causal_lm import LMDistillReport
     from compress.train.causal_lm import LMPlan, cached_topk, choose_layers, distill_lm_, perplexity
 
-    kv, scfg, data = ctx.teacher.meta["kv_cache"], ctx.student, ctx.data
+    given, scfg, data = ctx.teacher.meta["kv_cache"], ctx.student, ctx.data
     spec = _lm_spec(ctx)
     teacher, _ = load_causal_lm(spec["causal_lm"], "teacher.llm", spec["trust_remote_code"])
     teacher.to(ctx.device)
@@ -127,6 +128,8 @@ def _lm_student(cfg: DistillConfig, ctx: StageContext) -> StageResult:
     spec["layers"] = choice.kept
     if width is not None:  # the rebuild's shapes (compress.models.build)
         spec["ffn_width"], spec["kv_heads"] = width.intermediate_after, width.kv_heads_after
+    # the student's own cache layout (its blocks and KV heads), the teacher's stop ids and context
+    kv = kv_layout(student).manifest(given["stop_ids"], given["max_context"])
     meta = {"params": count_params(student), "stage": ctx.stage_name, "kv_cache": kv}
     art = save_torch(ModelArtifact("student", "torch", student, spec, meta=meta), ctx.stage_dir)
     report = LMDistillReport(

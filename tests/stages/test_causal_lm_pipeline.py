@@ -224,6 +224,12 @@ def test_a_width_pruned_student_distils_exports_and_reloads(teacher, tmp_path):
                                 "params_before": 49440 - 2 * 9280,
                                 "params_after": 49440 - 2 * 9280 - 2 * (3 * 32 * 32 + 48 * 32)}
     assert distill["params"] == distill["width"]["params_after"]
+    # the student's artifact describes its own cache: 2 blocks of 1 KV head, not the teacher's
+    from compress.records import StageRecord
+
+    record = StageRecord.model_validate_json((tmp_path / "run" / "01-distill" / "stage.json").read_text())
+    kv = record.output.meta["kv_cache"]
+    assert (kv["num_layers"], kv["num_kv_heads"], kv["head_dim"]) == (2, 1, 8)
     export = _metrics(tmp_path / "run", "02-export")
     assert export["max_abs_logit_diff"] <= 1e-4 and export["greedy_tokens_equal"]
     assert (export["num_layers"], export["num_kv_heads"], export["head_dim"]) == (2, 1, 8)
