@@ -94,8 +94,9 @@ class StudentConfig(ModelConfig):
         "(measured on data.lm.calibration_windows of the training text).",
     )
     width: LMWidthConfig | None = Field(
-        None, description="task causal-lm: also prune the FFN of every kept block to a fraction "
-        "of its width, e.g. {ffn: 0.75, round_to: 32}, before distillation.",
+        None, description="task causal-lm: also prune every kept block's FFN and/or KV groups "
+        "to a fraction of their width, e.g. {ffn: 0.75, round_to: 32, heads: 0.67}, before "
+        "distillation.",
     )
 
     @model_serializer(mode="wrap")
